@@ -1,0 +1,17 @@
+"""Dependency graphs of coupled channels, traced with torch.fx.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> from surgery.zoo import LeNet
+    >>> print(trace(LeNet(), torch.zeros(1, 1, 28, 28)).prunable[0].members[0])
+    Member(module='conv1', role='out', dim=0, indices=((0,), (1,), (2,), (3,), (4,), (5,)))
+"""
+
+from graphs.errors import TraceError
+from graphs.model import IN, OUT, DependencyGraph, Group, Member, Unsupported
+from graphs.rules import RuleTable, default_rules
+from graphs.trace import trace
+
+__all__ = ["trace", "DependencyGraph", "Group", "Member", "Unsupported", "TraceError",
+           "RuleTable", "default_rules", "IN", "OUT"]

@@ -1,0 +1,86 @@
+"""What a coupling rule sees: the traced graph, the flows computed so far, and the channel sets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import fx, nn
+
+from graphs.channels import ChannelSets, Flow
+from graphs.model import Unsupported
+
+
+@dataclass
+class TraceContext:
+    """Per-trace state handed to every rule. Rules read flows and shapes, and write to ``sets``."""
+
+    gm: fx.GraphModule
+    sets: ChannelSets = field(default_factory=ChannelSets)
+    flows: dict[fx.Node, Any] = field(default_factory=dict)
+    unsupported: list[Unsupported] = field(default_factory=list)
+    calls: Counter = field(default_factory=Counter)
+
+    def flow(self, arg: Any) -> Flow | None:
+        value = self.flows.get(arg) if isinstance(arg, fx.Node) else None
+        return value if isinstance(value, Flow) else None
+
+    def module(self, node: fx.Node) -> nn.Module:
+        return self.gm.get_submodule(node.target)
+
+    def shape(self, node: Any) -> tuple[int, ...] | None:
+        meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+        return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+    def input_flows(self, node: fx.Node) -> list[Flow]:
+        found: list[Flow] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda a: found.append(self.flows.get(a)))
+        return [f for f in _flatten_values(found) if isinstance(f, Flow)]
+
+    def fresh_like(self, node: fx.Node) -> Flow | None:
+        """New elements for a tensor output whose channels we cannot relate to anything (dim 1)."""
+        shape = self.shape(node)
+        if shape is None:
+            return None
+        dim = 1 if len(shape) >= 2 else 0
+        return Flow(self.sets.fresh(shape[dim] if shape else 1), dim)
+
+    def reject(self, node: fx.Node, op: str, why: str = "") -> Flow | None:
+        """Report an op we have no rule for: its inputs and output channels are not prunable."""
+        owner, source = _whereabouts(node)
+        self.unsupported.append(Unsupported(node.name, op + (f" ({why})" if why else ""),
+                                            owner, source))
+        reason = f"unsupported op {op} at node {node.name}" + (f" in {owner!r}" if owner else "")
+        for f in self.input_flows(node):
+            self.sets.block(f.ids, reason)
+        out = self.fresh_like(node)
+        if out is not None:
+            self.sets.block(out.ids, reason)
+        return out
+
+
+def _flatten_values(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        out.extend(_flatten_values(list(v)) if isinstance(v, (tuple, list)) else [v])
+    return out
+
+
+def _whereabouts(node: fx.Node) -> tuple[str, str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = ""
+    if stack:
+        last = list(stack.values())[-1]
+        owner = last[0] if isinstance(last, tuple) else str(last)
+    source = ""
+    if node.stack_trace:
+        lines = [ln.strip() for ln in node.stack_trace.strip().splitlines() if ln.strip()]
+        source = " ".join(lines[-2:]) if len(lines) >= 2 else lines[-1] if lines else ""
+    return owner, source
+
+
+def blocked(ctx: TraceContext, ids: np.ndarray, reason: str) -> np.ndarray:
+    ctx.sets.block(ids, reason)
+    return ids

@@ -1,0 +1,103 @@
+"""The plain data model of a dependency graph: names and integers, no live torch objects.
+
+A *group* is a set of channel dimensions that must be pruned with the same indices. Its C channels
+are numbered 0..C-1; each *member* says where channel c sits in one module's weight: at
+``member.indices[c]`` along ``member.dim`` (several positions when a Linear reads a flattened
+feature map: one channel is H*W input features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OUT = "out"  # the module produces (or normalises) these channels: weight rows, bias, BN features
+IN = "in"  # the module consumes these channels: weight columns
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module dimension in a group.
+
+    Example:
+        >>> m = Member("conv1", OUT, 0, ((0,), (1,)))
+        >>> m.positions(1)
+        (1,)
+    """
+
+    module: str  # qualified name, as in model.named_modules()
+    role: str  # OUT or IN
+    dim: int  # the weight dimension the channels live on
+    indices: tuple[tuple[int, ...], ...]  # indices[c] = positions of group channel c
+
+    def positions(self, channel: int) -> tuple[int, ...]:
+        return self.indices[channel]
+
+    def short(self) -> str:
+        width = len(self.indices[0]) if self.indices else 0
+        per = f" x{width}" if width > 1 else ""
+        return f"{self.module}.{self.role}{per}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Channels that must be pruned together; ``prunable`` is False with a ``reason`` when not."""
+
+    id: int
+    channels: int
+    members: tuple[Member, ...]
+    prunable: bool
+    reason: str = ""
+
+    def modules(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.module for m in self.members))
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """An op the tracer has no coupling rule for: the channels it touches are not pruned."""
+
+    node: str
+    op: str
+    module: str  # the owning module's qualified name ("" at top level)
+    source: str  # "file:line: code" where fx recorded it, else ""
+
+    def __str__(self) -> str:
+        where = f" in {self.module!r}" if self.module else ""
+        at = f" at {self.source}" if self.source else ""
+        return f"unsupported op {self.op} (node {self.node}){where}{at}"
+
+
+@dataclass(frozen=True)
+class DependencyGraph:
+    """What ``graphs.trace`` found: the coupled channel groups of a model.
+
+    Example:
+        >>> import torch
+        >>> from graphs import trace
+        >>> g = trace(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+        ...                               torch.nn.Conv2d(8, 4, 3)), torch.zeros(1, 3, 8, 8))
+        >>> [grp.channels for grp in g.groups if grp.prunable]
+        [8]
+    """
+
+    groups: tuple[Group, ...]
+    unsupported: tuple[Unsupported, ...] = field(default=())
+
+    @property
+    def prunable(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if g.prunable)
+
+    def groups_of(self, module: str) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if module in g.modules())
+
+    def __str__(self) -> str:
+        lines = [
+            f"DependencyGraph: {len(self.groups)} groups, {len(self.prunable)} prunable, "
+            f"{len(self.unsupported)} unsupported ops"
+        ]
+        for g in self.groups:
+            state = "prunable" if g.prunable else f"not prunable: {g.reason}"
+            lines.append(f"  [{g.id}] {g.channels} channels, {state}")
+            lines.append("      " + "  ".join(m.short() for m in g.members))
+        lines.extend(f"  ! {u}" for u in self.unsupported)
+        return "\n".join(lines)

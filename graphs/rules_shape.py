@@ -1,0 +1,169 @@
+"""Coupling rules for ops that move channels around: flatten, reshape, permute, cat, split, index."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.rules import method
+
+
+def _arg(node: fx.Node, index: int, name: str, default):
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def flatten_ids(x: Flow, shape: tuple[int, ...], start: int, end: int) -> Flow:
+    """Flow after merging dims start..end: each channel becomes the run of features it covers.
+
+    Example:
+        >>> flatten_ids(Flow(np.array([7, 9]), 1), (1, 2, 3), 1, 2).ids.tolist()
+        [7, 7, 7, 9, 9, 9]
+    """
+    if x.dim < start:
+        return x
+    if x.dim > end:
+        return Flow(x.ids, x.dim - (end - start))
+    block = [1] * (end - start + 1)
+    block[x.dim - start] = x.size
+    grid = np.broadcast_to(x.ids.reshape(block), shape[start:end + 1])
+    return Flow(np.ascontiguousarray(grid).reshape(-1), start)
+
+
+def _flatten(ctx: TraceContext, node: fx.Node, start: int, end: int) -> Flow | None:
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
+    if x is None or shape is None:
+        return None
+    nd = len(shape)
+    return flatten_ids(x, shape, start % nd if nd else 0, end % nd if nd else 0)
+
+
+def flatten_function(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    return _flatten(ctx, node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+
+
+def flatten_module(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    m = ctx.module(node)
+    return _flatten(ctx, node, m.start_dim, m.end_dim)
+
+
+def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """view/reshape: supported when it merges a run of dims or leaves the channel dim alone."""
+    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
+    if x is None or before is None or after is None:
+        return None
+    if before[:x.dim + 1] == after[:x.dim + 1] and math.prod(before) == math.prod(after):
+        return x  # only dims after the channel dim change
+    for start in range(len(before)):
+        for end in range(start, len(before)):
+            merged = before[:start] + (math.prod(before[start:end + 1]),) + before[end + 1:]
+            if merged == after:
+                return flatten_ids(x, before, start, end)
+    return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
+
+
+def permute(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    x = ctx.flow(node.args[0])
+    if x is None:
+        return None
+    dims = node.args[1:] if len(node.args) > 2 else _arg(node, 1, "dims", None)
+    nd = len(ctx.shape(node))
+    order = [d % nd for d in dims]
+    return Flow(x.ids, order.index(x.dim))
+
+
+def transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node)
+    if x is None or shape is None:
+        return None
+    a, b = (_arg(node, 1, "dim0", 0) % len(shape), _arg(node, 2, "dim1", 1) % len(shape))
+    return Flow(x.ids, b if x.dim == a else a if x.dim == b else x.dim)
+
+
+def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Concatenation along the channel dim stacks the layouts; along another dim couples them."""
+    parts, shape = _arg(node, 0, "tensors", []), ctx.shape(node)
+    flows = [ctx.flow(p) for p in parts]
+    if shape is None:
+        return None
+    dim = _arg(node, 1, "dim", 0) % len(shape)
+    if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
+        return ctx.reject(node, "cat", "an operand has no traced channels")
+    if flows[0].dim == dim:
+        return Flow(np.concatenate([f.ids for f in flows]), dim)
+    for f in flows[1:]:
+        ctx.sets.union(flows[0].ids, f.ids)
+    return flows[0]
+
+
+def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
+    """split/chunk/tensor_split: along the channel dim each output takes its slice of channels."""
+    x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
+    if x is None or not isinstance(metas, (tuple, list)) or hasattr(metas, "shape"):
+        return None
+    dim = _arg(node, 2, "dim", 0) % len(ctx.shape(node.args[0]))
+    if dim != x.dim:
+        return tuple(x for _ in metas)
+    sizes = [m.shape[dim] for m in metas]
+    bounds = np.cumsum([0] + sizes)
+    return tuple(Flow(x.ids[bounds[i]:bounds[i + 1]], dim) for i in range(len(sizes)))
+
+
+def getitem(ctx: TraceContext, node: fx.Node):
+    """Pick an output of a split, or index a tensor without touching its channel dim."""
+    source, index = node.args
+    value = ctx.flows.get(source)
+    if isinstance(value, tuple):
+        return value[index]
+    x, shape = ctx.flow(source), ctx.shape(source)
+    if x is None or shape is None:
+        return None
+    new_dim = index_dim(index if isinstance(index, tuple) else (index,), x.dim, len(shape))
+    if new_dim is None:
+        return ctx.reject(node, "getitem", "indexes the channel dim")
+    return Flow(x.ids, new_dim)
+
+
+def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
+    """Where dim ``dim`` lands after ``tensor[index]``; None if the index selects channels.
+
+    Example:
+        >>> index_dim((slice(None), slice(None), 0), 1, 4), index_dim((0,), 0, 2)
+        (1, None)
+    """
+    pos_in, pos_out = 0, 0
+    for i, item in enumerate(index):
+        if item is None:
+            pos_out += 1
+            continue
+        if item is Ellipsis:
+            rest = sum(1 for it in index[i + 1:] if it is not None)
+            skip = ndim - pos_in - rest
+            if pos_in <= dim < pos_in + skip:
+                return dim - pos_in + pos_out
+            pos_in, pos_out = pos_in + skip, pos_out + skip
+            continue
+        full = isinstance(item, slice) and item == slice(None)
+        if pos_in == dim:
+            return pos_out if full else None
+        if not isinstance(item, (int, slice)):
+            return None  # advanced indexing: give up
+        pos_in, pos_out = pos_in + 1, pos_out + (0 if isinstance(item, int) else 1)
+    return dim - pos_in + pos_out
+
+
+def register_all(table) -> None:
+    table.register([torch.flatten] + method("flatten"), flatten_function)
+    table.register(nn.Flatten, flatten_module)
+    table.register([torch.reshape] + method("view", "reshape"), reshape)
+    table.register([torch.permute] + method("permute"), permute)
+    table.register([torch.transpose] + method("transpose"), transpose)
+    table.register([torch.cat, torch.concat], cat)
+    table.register([torch.split, torch.chunk, torch.tensor_split]
+                   + method("split", "chunk", "tensor_split"), split)
+    table.register(operator.getitem, getitem)

@@ -1,0 +1,110 @@
+"""Coupling rules for tensor functions and methods: element-wise maths and channel-wise ops."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.rules import method
+
+BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
+          operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
+          torch.maximum, torch.minimum, torch.where]
+BINARY_METHODS = method("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")
+_UNARY = [torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish,
+         F.hardsigmoid, F.hardtanh, F.elu, F.mish, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+         F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.clamp, torch.abs, torch.neg,
+         torch.exp, operator.neg, torch.square, torch.sqrt, torch.rsqrt,
+         F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+         torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
+         F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+         F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+         torch.adaptive_avg_pool1d, F.interpolate, F.pad]
+UNARY = list(dict.fromkeys(_UNARY))  # some F.* are the very same builtins as torch.*
+UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
+                       "contiguous", "clone", "float", "half", "to", "type_as", "abs", "neg",
+                       "exp", "sqrt", "rsqrt", "pow", "square", "detach")
+REDUCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin]
+REDUCTION_METHODS = method("mean", "sum", "amax", "amin")
+
+
+def _name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
+
+
+def unary(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """First argument's channels pass through; anything else must not change the channel dim."""
+    x = ctx.flow(node.args[0]) if node.args else None
+    shape_in, shape_out = ctx.shape(node.args[0]) if node.args else None, ctx.shape(node)
+    if x is None or shape_out is None:
+        return None
+    if shape_in is None or len(shape_in) != len(shape_out) or shape_out[x.dim] != x.size:
+        return ctx.reject(node, _name(node), "changes the channel dimension")
+    if x.size > 1 and any(_broadcasts_over(ctx, a, x, shape_out) for a in node.args[1:]):
+        return ctx.reject(node, _name(node), "second operand varies over channels")
+    return x
+
+
+def _broadcasts_over(ctx: TraceContext, arg, x: Flow, shape_out) -> bool:
+    """True when tensor ``arg`` has a non-1 size on x's channel position (e.g. pow by a tensor)."""
+    shape = ctx.shape(arg)
+    if shape is None:
+        return False
+    pos = x.dim - (len(shape_out) - len(shape))
+    return 0 <= pos < len(shape) and shape[pos] != 1
+
+
+def elementwise(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Broadcasting binary ops: operands aligned on the channel position are coupled (add, SE mul)."""
+    out_shape = ctx.shape(node)
+    if out_shape is None:
+        return None
+    tensors = [a for a in list(node.args) + list(node.kwargs.values()) if ctx.shape(a) is not None]
+    aligned = []  # (flow, output position of its channel dim)
+    for a in tensors:
+        f = ctx.flow(a)
+        if f is not None:
+            aligned.append((f, len(out_shape) - len(ctx.shape(a)) + f.dim))
+    full = {pos for f, pos in aligned if f.size == out_shape[pos] and f.size > 1}
+    if not full:
+        return next((Flow(f.ids, pos) for f, pos in aligned if f.size == out_shape[pos]), None)
+    if len(full) > 1:
+        return ctx.reject(node, _name(node), "operands carry channels on different dims")
+    pos = full.pop()
+    keep = [f for f, p in aligned if p == pos and f.size == out_shape[pos]]
+    for f in keep[1:]:
+        ctx.sets.union(keep[0].ids, f.ids)
+    for a in tensors:
+        f, shape = ctx.flow(a), ctx.shape(a)
+        at = pos - (len(out_shape) - len(shape))
+        tracked_here = f is not None and f.dim == at
+        if 0 <= at < len(shape) and shape[at] > 1 and not tracked_here:
+            ctx.sets.block(keep[0].ids, f"{_name(node)} at node {node.name} mixes channels with "
+                                        f"an untracked tensor {a.name}")
+    return Flow(keep[0].ids, pos)
+
+
+def reduction(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """mean/sum over non-channel dims keep the channels; reducing the channel dim is unsupported."""
+    x, shape_in = ctx.flow(node.args[0]), ctx.shape(node.args[0])
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    if x is None or shape_in is None:
+        return None
+    if dims is None:
+        return ctx.reject(node, _name(node), "reduces over every dim")
+    dims = [d % len(shape_in) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if x.dim in dims:
+        return ctx.reject(node, _name(node), "reduces over the channel dim")
+    return Flow(x.ids, x.dim if keepdim else x.dim - sum(d < x.dim for d in dims))
+
+
+def register_all(table) -> None:
+    table.register(BINARY + BINARY_METHODS, elementwise)
+    table.register(UNARY + UNARY_METHODS, unary)
+    table.register(REDUCTIONS + REDUCTION_METHODS, reduction)

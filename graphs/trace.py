@@ -1,0 +1,167 @@
+"""The torch.fx adapter: trace a model, propagate shapes, run the coupling rules, build groups."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.errors import TraceError
+from graphs.grouping import build_groups
+from graphs.model import OUT, DependencyGraph
+from graphs.rules import RuleTable, default_rules
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
+          rules: RuleTable | None = None) -> DependencyGraph:
+    """Find the coupled channel groups of ``model`` called on ``example_inputs``.
+
+    ``ignore`` names layers (or containers: every layer below them) whose output channels must stay.
+    The model is traced in eval mode; its training flags and weights are left as they were.
+
+    Example:
+        >>> from surgery.zoo import LeNet
+        >>> graph = trace(LeNet(), torch.zeros(1, 1, 28, 28))
+        >>> [(g.channels, g.prunable) for g in graph.groups]
+        [(1, False), (6, True), (16, True), (120, True), (84, True), (10, False)]
+    """
+    inputs = as_tuple(example_inputs)
+    ignore = tuple(ignore)
+    check_ignore(model, ignore)
+    gm = symbolic_trace(model)
+    with eval_mode(gm):
+        propagate_shapes(gm, inputs)
+    ctx = TraceContext(gm)
+    table = rules or default_rules()
+    for node in gm.graph.nodes:
+        ctx.flows[node] = run_rule(ctx, table, node)
+    block_shared(ctx)
+    block_ignored(ctx, ignore)
+    return DependencyGraph(build_groups(ctx.sets), tuple(ctx.unsupported))
+
+
+def as_tuple(example_inputs: Any) -> tuple:
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def check_ignore(model: nn.Module, ignore: tuple[str, ...]) -> None:
+    names = {n for n, _ in model.named_modules() if n}
+    missing = [n for n in ignore if n not in names]
+    if missing:
+        some = ", ".join(sorted(names)[:12])
+        raise TraceError(f"ignore names layers not in the model: {', '.join(missing)} "
+                         f"(the model has e.g. {some})")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx trace (eval mode) with source lines kept; errors say where the model broke it."""
+    tracer = fx.Tracer()
+    tracer.record_stack_traces = True
+    try:
+        with eval_mode(model):
+            graph = tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, AttributeError, ... from user code
+        raise TraceError(f"torch.fx cannot trace {type(model).__name__}: "
+                         f"{type(exc).__name__}: {exc}{_user_frame(exc)}") from exc
+    return fx.GraphModule(tracer.root, graph)
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_TORCH_DIR) and not f.filename.endswith("graphs/trace.py")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {f.filename}:{f.lineno}: {f.line})"
+
+
+class _ShapeProp(ShapeProp):
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except Exception as exc:  # any op may reject a wrongly shaped input
+            shapes = [tuple(a.shape) for a in self.args_shapes(n)]
+            raise TraceError(f"example input does not fit the model: node {n.name} "
+                             f"({_target_name(n)}) got input shapes {shapes}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    def args_shapes(self, n: fx.Node) -> list[torch.Tensor]:
+        found: list[torch.Tensor] = []
+        fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(self.env.get(a)))
+        return [t for t in found if isinstance(t, torch.Tensor)]
+
+
+def _target_name(n: fx.Node) -> str:
+    return n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+
+
+def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(inputs) > len(placeholders) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise TraceError(f"the model takes {len(placeholders)} inputs; got {len(inputs)} "
+                         f"example inputs of types {[type(t).__name__ for t in inputs]}")
+    with torch.no_grad():
+        _ShapeProp(gm).propagate(*inputs)
+
+
+def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
+    if node.op == "placeholder":
+        flow = ctx.fresh_like(node)
+        if flow is not None:
+            ctx.sets.block(flow.ids, "touches the model input")
+        return flow
+    if node.op == "output":
+        for f in ctx.input_flows(node):
+            ctx.sets.block(f.ids, "touches the model output")
+        return None
+    if node.op == "get_attr" or not _has_tensor_output(node):
+        return None
+    key = type(ctx.module(node)) if node.op == "call_module" else node.target
+    rule = table.lookup(node.op, key)
+    if rule is None:
+        name = key.__name__ if hasattr(key, "__name__") else str(key)
+        return ctx.reject(node, name)
+    return rule(ctx, node)
+
+
+def _has_tensor_output(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, TensorMetadata):
+        return True
+    return isinstance(meta, (tuple, list)) and any(isinstance(m, TensorMetadata) for m in meta)
+
+
+def block_shared(ctx: TraceContext) -> None:
+    for rec in ctx.sets.records:
+        if ctx.calls[rec.module] > 1:
+            ctx.sets.block(rec.ids, f"layer {rec.module} is called {ctx.calls[rec.module]} times")
+
+
+def block_ignored(ctx: TraceContext, ignore: tuple[str, ...]) -> None:
+    for rec in ctx.sets.records:
+        hit = next((n for n in ignore if rec.module == n or rec.module.startswith(n + ".")), None)
+        if hit is not None and rec.role == OUT:
+            ctx.sets.block(rec.ids, f"ignored layer {rec.module}")
+
+
+__all__ = ["trace", "Flow"]
