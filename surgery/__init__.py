@@ -1,0 +1,17 @@
+"""Structured pruning surgery: rank channels, rebuild smaller layers, measure the result.
+
+Example:
+    >>> import torch
+    >>> from surgery import prune
+    >>> from surgery.zoo import LeNet
+    >>> result = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5)
+    >>> result.params_after < result.params_before
+    True
+"""
+
+from surgery.errors import SurgeryError
+from surgery.lint import lint
+from surgery.plan import Plan
+from surgery.prune import PruneResult, apply_plan, count_params, prune
+
+__all__ = ["prune", "PruneResult", "Plan", "apply_plan", "lint", "count_params", "SurgeryError"]

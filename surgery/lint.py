@@ -1,0 +1,75 @@
+"""Check every producer/consumer channel count of a model on example inputs, like fx's Graph.lint.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> bad = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(4))
+    >>> lint(bad, torch.zeros(1, 3, 8, 8))
+    ['1 (BatchNorm2d) expects 4 channels on dim 1, gets 8']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from graphs.trace import as_tuple, eval_mode, symbolic_trace
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+         nn.ConvTranspose3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+
+
+def expected_channels(m: nn.Module) -> tuple[int, int] | None:
+    """(dim, channel count) a layer expects on its input, or None for layers without one."""
+    if isinstance(m, CONVS):
+        return 1, m.in_channels
+    if isinstance(m, nn.Linear):
+        return -1, m.in_features
+    if isinstance(m, NORMS):
+        return 1, getattr(m, "num_features", getattr(m, "num_channels", 0))
+    if isinstance(m, nn.LayerNorm):
+        return -1, m.normalized_shape[-1]
+    return None
+
+
+class _Linter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.problems: list[str] = []
+
+    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        m = self.fetch_attr(target)
+        want = expected_channels(m)
+        x = args[0] if args else None
+        if want is not None and isinstance(x, torch.Tensor) and x.dim() > 0:
+            dim, count = want
+            if x.shape[dim] != count:
+                self.problems.append(f"{target} ({type(m).__name__}) expects {count} channels "
+                                     f"on dim {dim % x.dim()}, gets {x.shape[dim]}")
+                args = (fit_channels(x, count, dim),) + tuple(args[1:])
+        return super().call_module(target, args, kwargs)
+
+
+def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
+    """Trim or zero-pad ``x`` to ``count`` along ``dim`` so linting can go on past a mismatch."""
+    if x.shape[dim] >= count:
+        return x.narrow(dim, 0, count)
+    shape = list(x.shape)
+    shape[dim] = count - x.shape[dim]
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def lint(model: nn.Module, example_inputs: Any) -> list[str]:
+    """Every layer whose expected input channels differ from what it receives; [] when sound."""
+    gm = symbolic_trace(model)
+    linter = _Linter(gm)
+    with eval_mode(gm), torch.no_grad():
+        try:
+            linter.run(*as_tuple(example_inputs))
+        except RuntimeError as exc:  # a mismatch we did not catch above still surfaces
+            if not linter.problems:
+                linter.problems.append(f"running the model fails: {exc}")
+    return linter.problems

@@ -1,0 +1,107 @@
+"""prune(): trace -> score -> plan -> rebuild -> lint, on a copy of the user's model."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from graphs.errors import TraceError
+from graphs.model import DependencyGraph
+from graphs.trace import trace
+from surgery.errors import SurgeryError
+from surgery.importance import CRITERIA, Criterion, score
+from surgery.lint import lint
+from surgery.plan import Plan, channels_to_remove, plan_group
+from surgery.rebuild import default_surgeons, rebuild, replace
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, the plan that made it, and the graph it was planned on."""
+
+    model: nn.Module
+    plan: Plan
+    graph: DependencyGraph
+    params_before: int
+    params_after: int
+
+    def summary(self) -> str:
+        kept = self.params_after / max(self.params_before, 1)
+        pruned = sum(1 for g in self.plan.groups if g.removed_channels)
+        return (f"pruned {pruned} of {len(self.graph.groups)} channel groups "
+                f"({len(self.graph.groups) - len(self.graph.prunable)} not prunable); "
+                f"params {self.params_before:,} -> {self.params_after:,} ({kept:.1%} kept)")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def prune(model: nn.Module, example_inputs: Any, *, ratio: float,
+          importance: str | Criterion = "l1", ignore: Iterable[str] = (), round_to: int = 1,
+          inplace: bool = False) -> PruneResult:
+    """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
+
+    Returns a new smaller model (the given one is untouched unless ``inplace=True``).
+
+    Example:
+        >>> from surgery.zoo import LeNet
+        >>> result = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5)
+        >>> result.model.conv1, result.params_after < result.params_before
+        (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
+    """
+    _check_arguments(ratio, importance, round_to)
+    try:
+        graph = trace(model, example_inputs, ignore=ignore)
+    except TraceError as exc:
+        raise SurgeryError(str(exc)) from exc
+    name = importance if isinstance(importance, str) else getattr(importance, "__name__", "custom")
+    plan = Plan(ratio, name, [])
+    for group in graph.prunable:
+        n = channels_to_remove(group.channels, ratio, round_to)
+        scores = score(model, group, importance) if n else torch.zeros(group.channels)
+        plan.groups.append(plan_group(group, scores, n))
+    params_before = count_params(model)
+    target = model if inplace else copy.deepcopy(model)
+    apply_plan(target, plan)
+    problems = lint(target, example_inputs)
+    if problems:
+        raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
+                           + "; ".join(problems[:5]))
+    return PruneResult(target, plan, graph, params_before, count_params(target))
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    """Rebuild every layer the plan touches, in place on ``model``; returns ``model``."""
+    keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
+    for (name, dim), removed in plan.removed().items():
+        module = model.get_submodule(name)
+        size = module.weight.shape[dim] if getattr(module, "weight", None) is not None \
+            else module.running_mean.shape[0]
+        gone = set(removed)
+        keep = torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
+        keep_by_module.setdefault(name, {})[dim] = keep
+    surgeons = default_surgeons()
+    for name, keep in keep_by_module.items():
+        replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
+    return model
+
+
+def _check_arguments(ratio: float, importance: Any, round_to: int) -> None:
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise SurgeryError(f"ratio must be in [0, 1), got {ratio!r}")
+    if isinstance(importance, str) and importance not in CRITERIA:
+        raise SurgeryError(f"unknown importance {importance!r}: choose one of "
+                           f"{', '.join(sorted(CRITERIA))}")
+    if not isinstance(round_to, int) or round_to < 1:
+        raise SurgeryError(f"round_to must be a positive integer, got {round_to!r}")
+
+
+__all__ = ["prune", "PruneResult", "apply_plan", "count_params"]
