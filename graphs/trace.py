@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -100,15 +101,20 @@ class _ShapeProp(ShapeProp):
         try:
             return super().run_node(n)
         except Exception as exc:  # any op may reject a wrongly shaped input
+            cause = exc.__cause__ or exc  # ShapeProp wraps the op's own error
             shapes = [tuple(a.shape) for a in self.args_shapes(n)]
             raise TraceError(f"example input does not fit the model: node {n.name} "
                              f"({_target_name(n)}) got input shapes {shapes}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                             f"{type(cause).__name__}: {_first_paragraph(cause)}") from exc
 
     def args_shapes(self, n: fx.Node) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
         fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(self.env.get(a)))
         return [t for t in found if isinstance(t, torch.Tensor)]
+
+
+def _first_paragraph(exc: BaseException) -> str:
+    return str(exc).split("\n\nWhile executing")[0].strip()
 
 
 def _target_name(n: fx.Node) -> str:
@@ -120,7 +126,7 @@ def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
     if len(inputs) > len(placeholders) or not all(isinstance(t, torch.Tensor) for t in inputs):
         raise TraceError(f"the model takes {len(placeholders)} inputs; got {len(inputs)} "
                          f"example inputs of types {[type(t).__name__ for t in inputs]}")
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks
         _ShapeProp(gm).propagate(*inputs)
 
 

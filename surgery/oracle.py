@@ -1,0 +1,68 @@
+"""The exactness oracle: make chosen channels dead, so pruning them must not change the output.
+
+Zeroing a channel's producers (filter rows, bias, norm affine) and its consumers' input slices makes
+it contribute nothing; a correct surgery then removes exactly those channels (they score 0 under
+L1) and the pruned model computes the same function.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> from surgery.zoo import LeNet
+    >>> model = LeNet().eval()
+    >>> dead = kill_channels(model, trace(model, torch.zeros(1, 1, 28, 28)), ratio=0.5)
+    >>> sorted(len(v) for v in dead.values())
+    [3, 8, 42, 60]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from graphs.model import OUT, DependencyGraph, Group
+from surgery.plan import channels_to_remove
+
+
+def kill_channels(model: nn.Module, graph: DependencyGraph, ratio: float, seed: int = 0,
+                  round_to: int = 1) -> dict[int, list[int]]:
+    """Zero floor(ratio*C) random channels of every prunable group in place; group id -> channels."""
+    generator = torch.Generator().manual_seed(seed)
+    dead = {}
+    for group in graph.prunable:
+        n = channels_to_remove(group.channels, ratio, round_to)
+        chosen = torch.randperm(group.channels, generator=generator)[:n].sort().values.tolist()
+        kill(model, group, chosen)
+        dead[group.id] = chosen
+    return dead
+
+
+def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
+    """Zero ``channels`` of ``group`` in every member: weights along the member's dim, OUT biases."""
+    with torch.no_grad():
+        for m in group.members:
+            module = model.get_submodule(m.module)
+            positions = torch.tensor([p for c in channels for p in m.indices[c]], dtype=torch.long)
+            if positions.numel() == 0:
+                continue
+            module.weight.index_fill_(m.dim, positions, 0.0)
+            bias = getattr(module, "bias", None)
+            if m.role == OUT and bias is not None:
+                bias.index_fill_(0, positions, 0.0)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial affine and running stats, so tests exercise them."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+    return model
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))

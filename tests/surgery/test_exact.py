@@ -1,0 +1,65 @@
+"""The exactness oracle on every supported family: dead channels are pruned, output unchanged."""
+
+import pytest
+import torch
+import torchvision
+
+from graphs import trace
+from surgery import prune
+from surgery.oracle import kill_channels, randomize_norms, relative_error
+from surgery.zoo import LeNet
+
+FAMILIES = [
+    ("lenet", (2, 1, 28, 28)),
+    ("vgg11", (2, 3, 32, 32)),
+    ("vgg11_bn", (2, 3, 32, 32)),
+    ("resnet18", (2, 3, 64, 64)),
+    ("resnet50", (2, 3, 64, 64)),
+    ("mobilenet_v2", (2, 3, 64, 64)),
+    ("densenet121", (2, 3, 64, 64)),
+]
+
+
+def build(name):
+    torch.manual_seed(0)
+    model = LeNet() if name == "lenet" else torchvision.models.get_model(name, weights=None)
+    return randomize_norms(model.eval())
+
+
+def check_exact(model, x, ratio, seed=0):
+    graph = trace(model, x)
+    dead = kill_channels(model, graph, ratio, seed=seed)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, ratio=ratio)
+    removed = {g.group: g.removed_channels for g in result.plan.groups}
+    assert removed == dead, "prune must remove exactly the dead channels"
+    with torch.no_grad():
+        got = result.model(x)
+    assert got.shape == expected.shape
+    assert relative_error(got, expected) <= 1e-4
+    assert result.params_after < result.params_before
+    return graph, result
+
+
+@pytest.mark.parametrize("name,shape", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_pruned_output_equals_original_with_dead_channels(name, shape):
+    model = build(name)
+    x = torch.randn(*shape)
+    graph, result = check_exact(model, x, ratio=0.5)
+    for group in graph.prunable:  # floor(ratio * C) of every prunable group, no more
+        assert len(result.plan.groups[[g.group for g in result.plan.groups].index(group.id)]
+                   .removed_channels) == group.channels // 2
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.75])
+def test_exact_at_other_ratios_on_resnet18(ratio):
+    check_exact(build("resnet18"), torch.randn(1, 3, 32, 32), ratio, seed=int(ratio * 10))
+
+
+def test_models_in_train_mode_are_left_in_train_mode():
+    model = build("resnet18").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = prune(model, torch.randn(2, 3, 32, 32), ratio=0.5)
+    assert model.training and result.model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
