@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 from torch import fx, nn
 
 from graphs.channels import ChannelSets, Flow
 from graphs.model import Unsupported
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
 
 
 @dataclass
@@ -74,13 +78,13 @@ def _whereabouts(node: fx.Node) -> tuple[str, str]:
     if stack:
         last = list(stack.values())[-1]
         owner = last[0] if isinstance(last, tuple) else str(last)
-    source = ""
-    if node.stack_trace:
-        lines = [ln.strip() for ln in node.stack_trace.strip().splitlines() if ln.strip()]
-        source = " ".join(lines[-2:]) if len(lines) >= 2 else lines[-1] if lines else ""
-    return owner, source
+    return owner, user_source(node.stack_trace or "")
 
 
-def blocked(ctx: TraceContext, ids: np.ndarray, reason: str) -> np.ndarray:
-    ctx.sets.block(ids, reason)
-    return ids
+def user_source(stack_trace: str) -> str:
+    """The last frame of an fx stack trace outside torch itself, as ``file:line: code``."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)', stack_trace)
+    for filename, line, code in reversed(frames):
+        if not filename.startswith(_TORCH_DIR):
+            return f"{filename}:{line}: {code.strip()}"
+    return ""

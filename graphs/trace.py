@@ -105,16 +105,12 @@ class _ShapeProp(ShapeProp):
             shapes = [tuple(a.shape) for a in self.args_shapes(n)]
             raise TraceError(f"example input does not fit the model: node {n.name} "
                              f"({_target_name(n)}) got input shapes {shapes}: "
-                             f"{type(cause).__name__}: {_first_paragraph(cause)}") from exc
+                             f"{type(cause).__name__}: {cause}") from exc
 
     def args_shapes(self, n: fx.Node) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
         fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(self.env.get(a)))
         return [t for t in found if isinstance(t, torch.Tensor)]
-
-
-def _first_paragraph(exc: BaseException) -> str:
-    return str(exc).split("\n\nWhile executing")[0].strip()
 
 
 def _target_name(n: fx.Node) -> str:
@@ -127,7 +123,9 @@ def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
         raise TraceError(f"the model takes {len(placeholders)} inputs; got {len(inputs)} "
                          f"example inputs of types {[type(t).__name__ for t in inputs]}")
     with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks
-        _ShapeProp(gm).propagate(*inputs)
+        prop = _ShapeProp(gm)
+        prop.extra_traceback = False  # fx would append its own node dump to our message
+        prop.propagate(*inputs)
 
 
 def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from graphs.model import DependencyGraph, Group
+from graphs.model import Group
 
 
 def channels_to_remove(channels: int, ratio: float, round_to: int = 1) -> int:

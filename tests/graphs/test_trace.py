@@ -1,0 +1,161 @@
+"""Tracing: each coupling rule against hand-worked reference groups."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from graphs import IN, OUT, TraceError, trace
+from graphs.channels import Flow, connected_components
+from graphs.rules_shape import flatten_ids, index_dim
+from surgery.zoo import LeNet
+
+
+def summary(graph):
+    return [(g.channels, g.prunable, sorted((m.module, m.role) for m in g.members))
+            for g in graph.groups]
+
+
+def test_lenet_groups_are_the_reference():
+    graph = trace(LeNet(), torch.zeros(1, 1, 28, 28))
+    assert summary(graph) == [
+        (1, False, [("conv1", IN)]),
+        (6, True, [("conv1", OUT), ("conv2", IN)]),
+        (16, True, [("conv2", OUT), ("fc1", IN)]),
+        (120, True, [("fc1", OUT), ("fc2", IN)]),
+        (84, True, [("fc2", OUT), ("fc3", IN)]),
+        (10, False, [("fc3", OUT)]),
+    ]
+    assert graph.groups[0].reason == "touches the model input"
+    assert graph.groups[-1].reason == "touches the model output"
+    fc1_in = next(m for m in graph.groups[2].members if m.module == "fc1")
+    assert fc1_in.indices[3] == tuple(range(3 * 16, 4 * 16))  # flatten: channel 3 = 16 features
+
+
+def test_residual_add_couples_both_branches():
+    graph = trace(torchvision.models.resnet18(), torch.zeros(1, 3, 32, 32))
+    group = graph.groups_of("layer2.0.downsample.0")[-1]
+    modules = {(m.module, m.role) for m in group.members}
+    assert {("layer2.0.conv2", OUT), ("layer2.0.downsample.0", OUT), ("layer2.1.conv2", OUT),
+            ("layer3.0.conv1", IN), ("layer3.0.downsample.0", IN)} <= modules
+    assert group.channels == 128 and group.prunable
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1)
+        self.head = nn.Conv2d(10, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+def test_concat_offsets_consumer_slices():
+    graph = trace(Concat(), torch.zeros(1, 3, 8, 8))
+    b_group = graph.groups_of("b")[-1]
+    head = next(m for m in b_group.members if m.module == "head")
+    assert head.indices == tuple((4 + c,) for c in range(6))
+
+
+class Split(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.left, self.right = nn.Conv2d(4, 2, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        a, b = torch.chunk(self.stem(x), 2, dim=1)
+        return self.left(a) + self.right(b)
+
+
+def test_chunk_splits_a_producer_into_two_groups():
+    graph = trace(Split(), torch.zeros(1, 3, 8, 8))
+    stem_groups = graph.groups_of("stem")
+    by_consumer = {next(m.module for m in g.members if m.role == IN and m.module != "stem"): g
+                   for g in stem_groups if g.prunable}
+    left = next(m for m in by_consumer["left"].members if m.module == "stem")
+    right = next(m for m in by_consumer["right"].members if m.module == "stem")
+    assert left.indices == ((0,), (1,), (2,), (3,)) and right.indices == ((4,), (5,), (6,), (7,))
+
+
+def test_depthwise_conv_passes_channels_through():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 4, 1))
+    graph = trace(model, torch.zeros(1, 3, 8, 8))
+    group = graph.groups_of("1")[0]
+    assert sorted((m.module, m.role) for m in group.members) == [("0", OUT), ("1", OUT), ("2", IN)]
+
+
+def test_grouped_conv_is_reported_not_pruned():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 4, 1))
+    graph = trace(model, torch.zeros(1, 3, 8, 8))
+    assert all(not g.prunable and "grouped convolution 1" in g.reason
+               for g in graph.groups_of("1"))
+
+
+class Unknown(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.roll(self.a(x), 1, dims=1))
+
+
+def test_unknown_op_is_reported_never_guessed():
+    graph = trace(Unknown(), torch.zeros(1, 3, 8, 8))
+    assert [u.op for u in graph.unsupported] == ["roll"]
+    assert "test_trace.py" in graph.unsupported[0].source
+    assert not any(g.prunable for g in graph.groups_of("a"))
+    assert "unsupported op roll" in graph.groups_of("a")[-1].reason
+
+
+def test_ignore_keeps_a_layers_outputs():
+    graph = trace(LeNet(), torch.zeros(1, 1, 28, 28), ignore=("conv2",))
+    assert graph.groups_of("conv2")[-1].reason == "ignored layer conv2"
+    assert graph.groups_of("conv1")[-1].prunable
+
+
+def test_ignore_naming_a_missing_layer_is_an_error():
+    with pytest.raises(TraceError, match="not in the model: conv9"):
+        trace(LeNet(), torch.zeros(1, 1, 28, 28), ignore=("conv9",))
+
+
+def test_input_that_does_not_fit_names_the_node():
+    with pytest.raises(TraceError, match="does not fit the model: node conv1"):
+        trace(LeNet(), torch.zeros(1, 3, 28, 28))
+
+
+class Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+
+def test_untraceable_model_names_the_line():
+    with pytest.raises(TraceError, match=r"test_trace.py:\d+: if x.sum\(\) > 0"):
+        trace(Branchy(), torch.zeros(1, 3))
+
+
+def test_trace_leaves_the_model_alone():
+    model = torchvision.models.resnet18().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace(model, torch.randn(2, 3, 32, 32))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_printed_graph_is_readable():
+    text = str(trace(LeNet(), torch.zeros(1, 1, 28, 28)))
+    assert "6 groups, 4 prunable" in text and "conv2.out  fc1.in x16" in text
+
+
+def test_connected_components_and_shape_maths():
+    labels = connected_components(5, [(np.array([4, 2]), np.array([1, 4]))])
+    assert labels.tolist() == [0, 1, 1, 3, 1]
+    assert flatten_ids(Flow(np.array([5, 6]), 1), (1, 2, 2, 1), 1, 3).ids.tolist() == [5, 5, 6, 6]
+    assert index_dim((slice(None), slice(None), 0), 1, 4) == 1
+    assert index_dim((Ellipsis, 0), 1, 4) == 1
+    assert index_dim((slice(None), slice(0, 2)), 1, 4) is None
