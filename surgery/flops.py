@@ -16,12 +16,13 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from graphs.trace import eval_mode
 
 _PREFIXES = ("", "K", "M", "G", "T", "P")
 
@@ -71,27 +72,6 @@ def human_count(n: float) -> str:
     if step == 0:
         return f"{n:g} "
     return f"{value:.2f} {_PREFIXES[step]}"
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every submodule's own training flag on exit.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(2, 2)).train()
-        >>> with eval_mode(m):
-        ...     m.training
-        False
-        >>> m.training
-        True
-    """
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def count_flops(

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from surgery.errors import SurgeryError
-from surgery.flops import eval_mode
+from graphs.trace import eval_mode
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 

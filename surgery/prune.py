@@ -13,14 +13,11 @@ from graphs.errors import TraceError
 from graphs.model import DependencyGraph
 from graphs.trace import trace
 from surgery.errors import SurgeryError
+from surgery.flops import count_params
 from surgery.importance import CRITERIA, Criterion, score
 from surgery.lint import lint
 from surgery.plan import Plan, channels_to_remove, plan_group
 from surgery.rebuild import default_surgeons, rebuild, replace
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass
