@@ -12,7 +12,6 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.errors import TraceError
 from graphs.grouping import build_groups
@@ -167,5 +166,3 @@ def block_ignored(ctx: TraceContext, ignore: tuple[str, ...]) -> None:
         if hit is not None and rec.role == OUT:
             ctx.sets.block(rec.ids, f"ignored layer {rec.module}")
 
-
-__all__ = ["trace", "Flow"]

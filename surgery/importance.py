@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -70,8 +71,8 @@ def random_scores(model: nn.Module, group: Group) -> torch.Tensor:
     return torch.rand(group.channels, generator=generator, dtype=torch.float64)
 
 
-CRITERIA: dict[str, Criterion] = {"l1": magnitude(1), "l2": magnitude(2), "bn_scale": bn_scale,
-                                  "random": random_scores}
+CRITERIA: Mapping[str, Criterion] = MappingProxyType(
+    {"l1": magnitude(1), "l2": magnitude(2), "bn_scale": bn_scale, "random": random_scores})
 
 
 def score(model: nn.Module, group: Group, importance: str | Criterion = "l1") -> torch.Tensor:

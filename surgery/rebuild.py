@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from surgery.errors import SurgeryError
 
@@ -47,9 +48,9 @@ def conv(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, keep: Keep) -> nn.Module:
     depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
     out_ch = len(keep[0]) if 0 in keep else m.out_channels
     in_ch = out_ch if depthwise else (len(keep[1]) if 1 in keep else m.in_channels)
-    new = type(m)(in_ch, out_ch, m.kernel_size, m.stride, m.padding, m.dilation,
-                  out_ch if depthwise else m.groups, m.bias is not None, m.padding_mode,
-                  device=w.device, dtype=w.dtype)
+    new = skip_init(type(m), in_ch, out_ch, m.kernel_size, m.stride, m.padding, m.dilation,
+                    out_ch if depthwise else m.groups, m.bias is not None, m.padding_mode,
+                    device=w.device, dtype=w.dtype)
     return _copy_into(new, m, {"weight": _take(w, keep, {0: 0, 1: 1}),
                                "bias": _take(m.bias, keep, {0: 0})})
 
@@ -58,16 +59,16 @@ def conv_transpose(m: nn.ConvTranspose2d, keep: Keep) -> nn.Module:
     w = m.weight  # (in, out/groups, ...)
     in_ch = len(keep[0]) if 0 in keep else m.in_channels
     out_ch = len(keep[1]) if 1 in keep else m.out_channels
-    new = type(m)(in_ch, out_ch, m.kernel_size, m.stride, m.padding, m.output_padding,
-                  m.groups, m.bias is not None, m.dilation, m.padding_mode,
-                  device=w.device, dtype=w.dtype)
+    new = skip_init(type(m), in_ch, out_ch, m.kernel_size, m.stride, m.padding,
+                    m.output_padding, m.groups, m.bias is not None, m.dilation, m.padding_mode,
+                    device=w.device, dtype=w.dtype)
     return _copy_into(new, m, {"weight": _take(w, keep, {0: 0, 1: 1}),
                                "bias": _take(m.bias, keep, {1: 0})})
 
 
 def linear(m: nn.Linear, keep: Keep) -> nn.Module:
     w = m.weight
-    new = nn.Linear(len(keep[1]) if 1 in keep else m.in_features,
+    new = skip_init(nn.Linear, len(keep[1]) if 1 in keep else m.in_features,
                     len(keep[0]) if 0 in keep else m.out_features,
                     m.bias is not None, device=w.device, dtype=w.dtype)
     return _copy_into(new, m, {"weight": _take(w, keep, {0: 0, 1: 1}),
@@ -77,8 +78,8 @@ def linear(m: nn.Linear, keep: Keep) -> nn.Module:
 def batch_norm(m: nn.BatchNorm2d, keep: Keep) -> nn.Module:
     n = len(keep[0]) if 0 in keep else m.num_features
     ref = m.weight if m.weight is not None else m.running_mean
-    new = type(m)(n, m.eps, m.momentum, m.affine, m.track_running_stats,
-                  device=ref.device, dtype=ref.dtype)
+    new = skip_init(type(m), n, m.eps, m.momentum, m.affine, m.track_running_stats,
+                    device=ref.device, dtype=ref.dtype)
     tensors = {k: _take(getattr(m, k), keep, {0: 0})
                for k in ("weight", "bias", "running_mean", "running_var")}
     tensors["num_batches_tracked"] = m.num_batches_tracked
