@@ -6,12 +6,12 @@ Example:
     $ surgery prune lenet --ratio 0.5 --out out/lenet
     $ surgery prune resnet18 --ratio 0.3 --input-shape 1,3,224,224 --out out/r18
     $ surgery graph my_model.py:build --input-shape 1,3,32,32
-    $ surgery export out/r18 --base resnet18 --format onnx --out r18.onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import torch
 from graphs import trace
 from graphs.errors import TraceError
 from surgery.errors import SurgeryError
-from surgery.export import export_onnx, export_program, load, save
 from surgery.prune import count_params, prune
 from surgery.zoo import load_weights, resolve_model
 
@@ -48,29 +47,17 @@ def cmd_prune(args: argparse.Namespace) -> None:
     model, x = _model_and_input(args)
     result = prune(model, x, ratio=args.ratio, importance=args.importance,
                    ignore=args.ignore, round_to=args.round_to)
-    weights, plan = save(result, args.out)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "plan.json").write_text(json.dumps(result.plan.to_json(), indent=1))
     print(result.summary())
     print(f"params before: {result.params_before:,}")
     print(f"params after:  {result.params_after:,}")
-    print(f"wrote {weights} and {plan}")
-
-
-EXPORT_SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    base, default_shape = resolve_model(args.base)
-    shape = parse_shape(args.input_shape) if args.input_shape else default_shape
-    model = load(args.dir, base.eval()).eval()
-    x = torch.randn(*shape)
-    out = Path(args.out) if args.out else Path(args.dir) / f"model{EXPORT_SUFFIX[args.format]}"
-    if args.format == "onnx":
-        export_onnx(model, x, out)
-    else:
-        export_program(model, x, out)
-    weights = Path(args.dir) / "model.safetensors"
-    print(f"{weights}: {weights.stat().st_size:,} bytes")
-    print(f"wrote {out}: {out.stat().st_size:,} bytes ({args.format}, dynamic batch)")
+    print(f"wrote {out / 'model.safetensors'} and {out / 'plan.json'}")
 
 
 def cmd_graph(args: argparse.Namespace) -> None:
@@ -94,19 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
             p.add_argument("--round-to", type=int, default=1, help="keep multiples of N")
             p.add_argument("--out", required=True, help="output folder")
-    p = sub.add_parser("export", help="reload a pruned folder and export it to ONNX or .pt2")
-    p.add_argument("dir", help="folder written by `surgery prune --out`")
-    p.add_argument("--base", required=True, help="the unpruned MODEL that was pruned")
-    p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
-    p.add_argument("--format", required=True, choices=sorted(EXPORT_SUFFIX))
-    p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"prune": cmd_prune, "graph": cmd_graph, "export": cmd_export}[args.command](args)
+        {"prune": cmd_prune, "graph": cmd_graph}[args.command](args)
     except (SurgeryError, TraceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
