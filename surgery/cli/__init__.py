@@ -1,0 +1,52 @@
+"""The ``surgery`` command line: one module per subcommand, dispatched from one table.
+
+Bad input prints one line ``error: ...`` and exits with code 2, never a traceback.
+
+Example:
+    $ surgery prune lenet --ratio 0.5 --out out/lenet
+    $ surgery prune resnet18 --ratio 0.3 --input-shape 1,3,224,224 --out out/r18
+    $ surgery graph my_model.py:build --input-shape 1,3,32,32
+    $ surgery export out/r18 --format onnx --out r18.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from graphs.errors import TraceError
+from surgery.cli import export, graph, prune
+from surgery.errors import SurgeryError
+
+# Each subcommand module defines HELP, add_arguments(parser) and run(args).
+COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": export}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one subparser per entry of ``COMMANDS``."""
+    parser = argparse.ArgumentParser(prog="surgery", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; return 0, or 2 after printing ``error: ...`` for bad input.
+
+    Example:
+        >>> main(["prune", "lenet", "--ratio", "1.5", "--out", "/tmp/x"])
+        2
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command].run(args)
+    except (SurgeryError, TraceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
