@@ -40,6 +40,33 @@ class PruneResult:
     def __str__(self) -> str:
         return self.summary()
 
+    def report(self, example_inputs: Any, out: Any = None, *, original: nn.Module | None = None,
+               **options: Any) -> Any:
+        """A ``surgery.report.Report``: params, MACs, latency and channels per layer.
+
+        Pass the unpruned model as ``original`` to measure its MACs and latency too (without it
+        only its params and layer widths are known, from the plan). ``out``: a folder to write
+        report.json, report.md and report.png into. ``options``: ``name``, ``timing`` (a
+        ``surgery.report.Timing``, or None to skip latency).
+
+        Example:
+            >>> from surgery.zoo import LeNet
+            >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+            >>> r = prune(model, x, ratio=0.5).report(x, original=model, timing=None)
+            >>> r.before.macs, r.after.macs, r.after.params
+            (281640, 92220, 11418)
+        """
+        from surgery.report import build_report, report_from_plan
+
+        if original is not None:
+            result = build_report(original, example_inputs, self.model, **options)
+        else:
+            result = report_from_plan(self.model, self.plan, self.params_before, example_inputs,
+                                      **options)
+        if out is not None:
+            result.write(out)
+        return result
+
 
 def prune(model: nn.Module, example_inputs: Any, *, ratio: float,
           importance: str | Criterion = "l1", ignore: Iterable[str] = (), round_to: int = 1,
