@@ -10,12 +10,13 @@ Example:
 """
 
 from surgery.errors import SurgeryError
-from surgery.export import export_onnx, export_program, load, save
+from surgery.export import export_onnx, export_program
 from surgery.flops import FlopCount, count_flops, count_params
 from surgery.latency import Latency, measure_latency
 from surgery.lint import lint
 from surgery.plan import Plan
 from surgery.prune import PruneResult, apply_plan, prune
+from surgery.saving import load, save
 
 __all__ = ["prune", "PruneResult", "Plan", "apply_plan", "lint", "count_params", "count_flops",
            "FlopCount", "measure_latency", "Latency", "save", "load", "export_onnx",

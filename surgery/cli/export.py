@@ -1,14 +1,27 @@
-"""``surgery export DIR --format onnx|torch-export``: reload a pruned folder and export it."""
+"""``surgery export DIR --format onnx|torch-export``: reload a pruned folder and export it.
+
+The base model and input shape default to the ones ``surgery prune`` recorded in DIR/plan.json.
+An ONNX file is checked by ``onnx.checker`` and, when onnxruntime is installed, run against
+PyTorch at batch 1 and 2 (the batch dim is dynamic).
+
+Example:
+    $ surgery prune lenet --ratio 0.5 --out out/lenet
+    $ surgery export out/lenet --format onnx            # writes out/lenet/model.onnx
+    $ surgery export out/lenet --format torch-export    # writes out/lenet/model.pt2
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import torch
 
 from surgery.cli.common import parse_shape
-from surgery.export import export_onnx, export_program, load
+from surgery.errors import SurgeryError
+from surgery.export import compare_onnx, export_onnx, export_program
+from surgery.saving import WEIGHTS_FILE, load, read_plan
 from surgery.zoo import resolve_model
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
@@ -19,29 +32,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder written by `surgery prune --out`")
     p.add_argument("--format", required=True, choices=sorted(SUFFIX))
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
-    p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--input-shape", help="example input shape (default: the recorded one)")
     p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2)")
 
 
 def run(args: argparse.Namespace) -> None:
-    base, default_shape = resolve_model(args.base or base_name(args.dir))
-    shape = parse_shape(args.input_shape) if args.input_shape else default_shape
-    model = load(args.dir, base.eval()).eval()
+    _, data = read_plan(args.dir)
+    base, default_shape = resolve_model(args.base or recorded_base(data, args.dir))
+    shape = parse_shape(args.input_shape) if args.input_shape else \
+        recorded_shape(data, default_shape)
     x = torch.randn(*shape)
+    model = load(args.dir, base.eval(), example_inputs=x).eval()
     out = Path(args.out) if args.out else Path(args.dir) / f"model{SUFFIX[args.format]}"
-    (export_onnx if args.format == "onnx" else export_program)(model, x, out)
-    weights = Path(args.dir) / "model.safetensors"
+    weights = Path(args.dir) / WEIGHTS_FILE
     print(f"{weights}: {weights.stat().st_size:,} bytes")
-    print(f"wrote {out}: {out.stat().st_size:,} bytes ({args.format}, dynamic batch)")
+    if args.format == "onnx":
+        export_onnx(model, x, out)
+        print(f"wrote {out}: {out.stat().st_size:,} bytes (onnx, dynamic batch, checked)")
+        if importlib.util.find_spec("onnxruntime") is not None:
+            err = max(compare_onnx(out, model, torch.randn(b, *shape[1:])) for b in (1, 2))
+            print(f"onnxruntime vs PyTorch at batch 1 and 2: max relative error {err:.1e}")
+    else:
+        export_program(model, x, out)
+        print(f"wrote {out}: {out.stat().st_size:,} bytes (torch.export, dynamic batch)")
 
 
-def base_name(directory: str) -> str:
-    """The base model name recorded by ``surgery prune`` in DIR/plan.json."""
-    from surgery.export import read_plan
-    from surgery.errors import SurgeryError
+def recorded_base(data: dict, directory: str) -> str:
+    """The base model name recorded by ``surgery prune`` in DIR/plan.json.
 
-    _, data = read_plan(directory)
+    Example:
+        >>> recorded_base({"base": "lenet"}, "out/lenet")
+        'lenet'
+    """
     name = data.get("base")
     if not isinstance(name, str):
         raise SurgeryError(f"{directory}/plan.json records no base model: pass --base MODEL")
     return name
+
+
+def recorded_shape(data: dict, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The example input shape recorded in plan.json, else ``default``.
+
+    Example:
+        >>> recorded_shape({"input_shape": [1, 1, 28, 28]}, (1, 3, 224, 224))
+        (1, 1, 28, 28)
+    """
+    shape = data.get("input_shape", list(default))
+    if not isinstance(shape, list) or not shape or \
+            not all(type(s) is int and s > 0 for s in shape):
+        raise SurgeryError(f"plan.json records an invalid input_shape {str(shape)[:40]}: "
+                           f"pass --input-shape")
+    return tuple(shape)

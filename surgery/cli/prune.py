@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from surgery.cli.common import add_model_arguments, model_and_input
-from surgery.export import save
 from surgery.prune import prune
+from surgery.saving import save
 
 HELP = "prune a model and write weights + plan"
 
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> None:
     model, x = model_and_input(args)
     result = prune(model, x, ratio=args.ratio, importance=args.importance,
                    ignore=args.ignore, round_to=args.round_to)
-    weights, plan = save(result, args.out, base=args.model)
+    weights, plan = save(result, args.out, base=args.model, input_shape=x.shape)
     print(result.summary())
     print(f"params before: {result.params_before:,}")
     print(f"params after:  {result.params_after:,}")
