@@ -43,10 +43,25 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if m.groups == m.in_channels == m.out_channels:
         ctx.sets.record(name, OUT, 0, x.ids)  # depthwise: channel c in -> channel c out
         return x
-    out = ctx.sets.fresh(m.out_channels)
-    reason = f"grouped convolution {name} (groups={m.groups}) is not pruned"
-    ctx.sets.block(x.ids, reason)
-    ctx.sets.block(out, reason)
+    return grouped_conv(ctx, name, m.groups, x.ids, m.out_channels)
+
+
+def grouped_conv(ctx: TraceContext, name: str, groups: int, ids, out_channels: int) -> Flow:
+    """groups > 1: position i of every group is one channel, so every group loses the same ones.
+
+    The weight is (out, in/groups, ...): weight dim 1 position i reads input channel i of each
+    group, and output channel j of each group is coupled across groups, so the rebuilt layer keeps
+    ``groups`` groups of equal width.
+    """
+    per_group = ids.reshape(groups, -1)
+    for row in per_group[1:]:
+        ctx.sets.union(per_group[0], row)
+    ctx.sets.record(name, IN, 1, per_group[0])
+    out = ctx.sets.fresh(out_channels)
+    ctx.sets.record(name, OUT, 0, out)
+    out_groups = out.reshape(groups, -1)
+    for row in out_groups[1:]:
+        ctx.sets.union(out_groups[0], row)
     return Flow(out, 1)
 
 

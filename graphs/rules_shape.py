@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, user_source
 from graphs.rules import method
 
 
@@ -53,18 +53,58 @@ def flatten_module(ctx: TraceContext, node: fx.Node) -> Flow | None:
 
 
 def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """view/reshape: supported when it merges a run of dims or leaves the channel dim alone."""
+    """view/reshape: merging dims, leaving the channel dim alone, or splitting it into (g, C/g).
+
+    The target size of every dim that holds channels must be computed at run time (a traced
+    ``x.size()`` expression or -1): a literal int would no longer fit once channels are pruned.
+    A split into (g, C/g) (ShuffleNet's channel shuffle) couples position j of every one of the g
+    groups, so each group loses the same positions and the flow follows the C/g dim.
+    """
     x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
     if x is None or before is None or after is None:
         return None
+    sizes = shape_args(node)
     if before[:x.dim + 1] == after[:x.dim + 1] and math.prod(before) == math.prod(after):
-        return x  # only dims after the channel dim change
+        return _dynamic_or_block(ctx, node, sizes, [x.dim], x)  # only later dims change
     for start in range(len(before)):
         for end in range(start, len(before)):
             merged = before[:start] + (math.prod(before[start:end + 1]),) + before[end + 1:]
             if merged == after:
-                return flatten_ids(x, before, start, end)
+                y = flatten_ids(x, before, start, end)
+                return _dynamic_or_block(ctx, node, sizes, [y.dim], y)
+    g = after[x.dim] if len(after) == len(before) + 1 else 0
+    if g > 1 and after[:x.dim] == before[:x.dim] and after[x.dim + 2:] == before[x.dim + 1:] \
+            and g * after[x.dim + 1] == x.size:
+        pieces = x.ids.reshape(g, -1)
+        y = _dynamic_or_block(ctx, node, sizes, [x.dim + 1], Flow(pieces[0], x.dim + 1))
+        for piece in pieces[1:]:
+            ctx.sets.union(pieces[0], piece)
+        return y
     return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
+
+
+def shape_args(node: fx.Node) -> list | None:
+    """The target sizes of a view/reshape node (ints, -1 or traced nodes); None if not readable."""
+    rest = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = list(rest[0])
+    return rest if all(isinstance(r, (int, fx.Node)) for r in rest) else None
+
+
+def _dynamic_or_block(ctx: TraceContext, node: fx.Node, sizes: list | None, dims: list[int],
+                      y: Flow) -> Flow:
+    """Block ``y`` when a channel-carrying target size is a literal int (or unreadable)."""
+    literal = sizes is None or any(dim >= len(sizes) or (isinstance(sizes[dim], int)
+                                                         and sizes[dim] != -1) for dim in dims)
+    if literal and y.size > 1:
+        ctx.sets.block(y.ids, f"{node.target} at node {node.name} has a literal channel size"
+                              f"{_at(node)}")
+    return y
+
+
+def _at(node: fx.Node) -> str:
+    source = user_source(node.stack_trace or "")
+    return f" (at {source})" if source else ""
 
 
 def permute(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -102,7 +142,13 @@ def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
 
 
 def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
-    """split/chunk/tensor_split: along the channel dim each output takes its slice of channels."""
+    """split/chunk/tensor_split: along the channel dim each output takes its slice of channels.
+
+    ``chunk(n)`` (or ``tensor_split(n)``) of C channels with C % n == 0 couples position i of every
+    piece, so every piece loses the same channels and the pruned tensor still splits into the
+    right pieces. Splits by sizes or indices are literals in ``forward()``: their channels are
+    blocked (with the source line) because the sizes would not fit once channels are pruned.
+    """
     x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
     if x is None or not isinstance(metas, (tuple, list)) or hasattr(metas, "shape"):
         return None
@@ -111,7 +157,20 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
         return tuple(x for _ in metas)
     sizes = [m.shape[dim] for m in metas]
     bounds = np.cumsum([0] + sizes)
-    return tuple(Flow(x.ids[bounds[i]:bounds[i + 1]], dim) for i in range(len(sizes)))
+    pieces = tuple(Flow(x.ids[bounds[i]:bounds[i + 1]], dim) for i in range(len(sizes)))
+    by_count = _method_name(node) in ("chunk", "tensor_split") \
+        and isinstance(_arg(node, 1, "chunks", None), int)
+    if by_count and len(set(sizes)) == 1 and len(sizes) == _arg(node, 1, "chunks", None):
+        for piece in pieces[1:]:
+            ctx.sets.union(pieces[0].ids, piece.ids)
+    elif x.size > 1:
+        ctx.sets.block(x.ids, f"{_method_name(node)} at node {node.name} splits channels into "
+                              f"fixed sizes {sizes}{_at(node)}")
+    return pieces
+
+
+def _method_name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else node.target.__name__
 
 
 def getitem(ctx: TraceContext, node: fx.Node):

@@ -7,6 +7,7 @@ import operator
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torchvision.ops import stochastic_depth
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
@@ -24,7 +25,8 @@ _UNARY = [torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu
          torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
          F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
          F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-         torch.adaptive_avg_pool1d, F.interpolate, F.pad]
+         torch.adaptive_avg_pool1d, F.interpolate, F.pad,
+         stochastic_depth]  # drops whole samples (or the whole batch): channel-agnostic
 UNARY = list(dict.fromkeys(_UNARY))  # some F.* are the very same builtins as torch.*
 UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
                        "contiguous", "clone", "float", "half", "to", "type_as", "abs", "neg",

@@ -6,9 +6,10 @@ A drawn *spec* is a list of ops over a growing list of tensors (tensor 0 is the 
 - ("dw", src, bn, relu)             depthwise conv (groups == channels) (+BN) (+ReLU)
 - ("add", a, b, relu)               residual add of two same-width tensors (+ReLU)
 - ("cat", srcs)                     concat along channels (a source may repeat)
-- ("split", src, sizes, chunks)     torch.split by ``sizes`` (chunks is None) or torch.chunk;
-                                    drawn only on the model input: splitting a prunable tensor is a
-                                    known library bug (the xfail tests at the end)
+- ("split", src, sizes, chunks)     torch.split by ``sizes`` (chunks is None: its channels are
+                                    blocked) or torch.chunk (pieces coupled when C % chunks == 0)
+- ("gconv", src, groups, out)       grouped conv (1 < groups, groups divides both widths)
+- ("shuffle", src, groups)          ShuffleNet's channel shuffle (view, transpose, view)
 
 Every tensor nobody consumed is concatenated at the end, so each path reaches the output; the head is
 flatten -> Linear, after a global average pool, after an adaptive pool to 2x2 / 3x3, or directly
@@ -59,6 +60,10 @@ class SpecNet(nn.Module):
                 layers += [nn.ReLU()] if relu else []
                 blocks.append(nn.Sequential(*layers))
                 widths.append(c)
+            elif kind == "gconv":
+                _, src, groups, out = op
+                blocks.append(nn.Conv2d(widths[src], out, 3, padding=1, groups=groups))
+                widths.append(out)
             else:
                 blocks.append(nn.Identity())  # keeps block index == op index
                 if kind == "add":
@@ -67,6 +72,8 @@ class SpecNet(nn.Module):
                     widths.append(sum(widths[s] for s in op[1]))
                 elif kind == "split":
                     widths.extend(op[2])
+                elif kind == "shuffle":
+                    widths.append(widths[op[1]])
                 else:
                     raise ValueError(kind)
         self.blocks = nn.ModuleList(blocks)
@@ -86,8 +93,10 @@ class SpecNet(nn.Module):
         vals = [x]
         for i, op in enumerate(self.ops):
             kind = op[0]
-            if kind == "conv" or kind == "dw":
+            if kind in ("conv", "dw", "gconv"):
                 vals.append(self.blocks[i](vals[op[1]]))
+            elif kind == "shuffle":
+                vals.append(channel_shuffle(vals[op[1]], op[2]))
             elif kind == "add":
                 y = vals[op[1]] + vals[op[2]]
                 vals.append(torch.relu(y) if op[3] else y)
@@ -106,11 +115,18 @@ class SpecNet(nn.Module):
 
 def _sources(op) -> list[int]:
     kind = op[0]
-    if kind in ("conv", "dw", "split"):
+    if kind in ("conv", "dw", "split", "gconv", "shuffle"):
         return [op[1]]
     if kind == "add":
         return [op[1], op[2]]
     return list(op[1])
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """As torchvision.models.shufflenetv2.channel_shuffle: sizes computed from x.size()."""
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(b, -1, h, w)
 
 
 def chunk_sizes(c: int, n: int) -> list[int]:
@@ -125,7 +141,8 @@ def specs(draw, max_ops: int = 8) -> dict:
     widths = [draw(st.integers(1, 4))]
     ops = []
     for _ in range(draw(st.integers(1, max_ops))):
-        kind = draw(st.sampled_from(["conv", "conv", "dw", "add", "cat", "split"]))
+        kind = draw(st.sampled_from(["conv", "conv", "dw", "add", "cat", "split", "gconv",
+                                     "shuffle"]))
         src = draw(st.integers(0, len(widths) - 1))
         if kind == "add":
             partners = [j for j, w in enumerate(widths) if w == widths[src] and j != src]
@@ -149,10 +166,19 @@ def specs(draw, max_ops: int = 8) -> dict:
                 srcs = srcs[:1] + srcs[:1]
             ops.append(("cat", tuple(srcs)))
             widths.append(sum(widths[s] for s in srcs))
-        else:  # split: only of the model input (see the xfail tests below for why)
-            src = 0
+        elif kind in ("gconv", "shuffle") and widths[src] > 1:
+            groups = draw(st.sampled_from([d for d in range(2, widths[src] + 1)
+                                           if widths[src] % d == 0]))
+            if kind == "shuffle":
+                ops.append(("shuffle", src, groups))
+                widths.append(widths[src])
+                continue
+            out = groups * draw(st.integers(1, 3))
+            ops.append(("gconv", src, groups, out))
+            widths.append(out)
+        else:  # split (or a gconv/shuffle drawn on a single channel: a depthwise conv instead)
             c = widths[src]
-            if c < 2:
+            if c < 2 or kind != "split":
                 ops.append(("dw", src, draw(st.booleans()), draw(st.booleans())))
                 widths.append(c)
                 continue
@@ -216,11 +242,12 @@ def test_random_dag_groups_partition_every_layer_dimension(spec):
             seen.setdefault((m.module, m.role), []).extend(p for c in m.indices for p in c)
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            depthwise = module.groups > 1
+            depthwise = module.groups == module.in_channels == module.out_channels > 1
             assert sorted(seen[(name, OUT)]) == list(range(module.out_channels))
             assert ((name, IN) in seen) is not depthwise  # depthwise: one OUT member only
-            if not depthwise:
-                assert sorted(seen[(name, IN)]) == list(range(module.in_channels))
+            if not depthwise:  # grouped: weight dim 1 holds in_channels / groups positions
+                per_group = module.in_channels // module.groups
+                assert sorted(seen[(name, IN)]) == list(range(per_group))
         elif isinstance(module, nn.Linear):
             assert sorted(seen[(name, OUT)]) == list(range(module.out_features))
             assert sorted(seen[(name, IN)]) == list(range(module.in_features))
@@ -256,26 +283,27 @@ def test_fixed_dag_examples(name):
     check_exact(spec)
 
 
-# ----------------------------------------------------------------------------- known library bugs
-BUG_SPLIT = {"in_channels": 2, "ops": [("conv", 0, 4, 1, False, False), ("split", 1, (2, 2), None)],
-             "head": "gap", "size": 4, "pool_to": 2, "classes": 2, "seed": 0, "ratio": 0.5}
-BUG_CHUNK = {"in_channels": 2, "ops": [("conv", 0, 4, 1, False, False), ("split", 1, (2, 2), 2),
-                                       ("cat", (3, 2))],
-             "head": "gap", "size": 4, "pool_to": 2, "classes": 2, "seed": 0, "ratio": 0.5}
+# ----------------------------------------------------------------------------- split and chunk
+SPLIT = {"in_channels": 2, "ops": [("conv", 0, 4, 1, False, False), ("split", 1, (2, 2), None)],
+         "head": "gap", "size": 4, "pool_to": 2, "classes": 2, "seed": 0, "ratio": 0.5}
+CHUNK = {"in_channels": 2, "ops": [("conv", 0, 4, 1, False, False), ("split", 1, (2, 2), 2),
+                                   ("cat", (3, 2))],
+         "head": "gap", "size": 4, "pool_to": 2, "classes": 2, "seed": 0, "ratio": 0.5}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "graphs.rules_shape.split treats torch.split(x, [2, 2], dim=1) on a conv output as prunable, "
-    "but the literal split sizes live in forward() and are not rewritten: the pruned model fails "
-    "(prune raises SurgeryError 'split_with_sizes expects split_sizes to sum exactly to 2')"))
-def test_bug_split_with_literal_sizes_of_a_prunable_tensor():
-    check_exact(BUG_SPLIT)
+def test_split_with_literal_sizes_of_a_prunable_tensor_is_blocked():
+    """Literal sizes live in forward() and would not fit the pruned tensor: not prunable."""
+    check_exact(SPLIT)
+    graph = trace(*build(SPLIT))
+    (conv,) = graph.groups_of("blocks.0.0")[-1:]
+    assert not conv.prunable and "split splits channels into fixed sizes [2, 2]" in conv.reason
+    assert "test_random_dags.py" in conv.reason  # names the user source line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "torch.chunk(x, 2, dim=1) of a conv output whose two pieces land in ONE group (both reach the "
-    "same consumer via cat): prune removes dead channels unevenly across the chunks (e.g. both "
-    "from the first), chunk then re-splits the pruned tensor in the middle, pieces get the wrong "
-    "channels and the output silently changes (relative error >> 1e-4; lint does not notice)"))
-def test_bug_chunk_pieces_pruned_unevenly():
-    check_exact(BUG_CHUNK)
+def test_chunk_pieces_lose_the_same_positions():
+    """chunk(2) of 4 channels: channel i is position i of both pieces, so chunk splits right."""
+    check_exact(CHUNK)
+    graph = trace(*build(CHUNK))
+    group = next(g for g in graph.groups_of("blocks.0.0") if g.prunable)
+    conv = next(m for m in group.members if m.module == "blocks.0.0")
+    assert group.channels == 2 and conv.indices == ((0, 2), (1, 3))
