@@ -47,7 +47,7 @@ def conv(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, keep: Keep) -> nn.Module:
     w = m.weight
     depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
     out_ch = len(keep[0]) if 0 in keep else m.out_channels
-    in_ch = out_ch if depthwise else (len(keep[1]) if 1 in keep else m.in_channels)
+    in_ch = out_ch if depthwise else (len(keep[1]) * m.groups if 1 in keep else m.in_channels)
     new = skip_init(type(m), in_ch, out_ch, m.kernel_size, m.stride, m.padding, m.dilation,
                     out_ch if depthwise else m.groups, m.bias is not None, m.padding_mode,
                     device=w.device, dtype=w.dtype)
