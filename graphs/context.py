@@ -59,12 +59,12 @@ class TraceContext:
         reason = f"unsupported op {op} at node {node.name}" + (f" in {owner!r}" if owner else "")
         for f in self.input_flows(node):
             self.sets.block(f.ids, reason)
-        out = self._fresh_where_input_was(node) or self.fresh_like(node)
+        out = self.fresh_where_input_was(node) or self.fresh_like(node)
         if out is not None:
             self.sets.block(out.ids, reason)
         return out
 
-    def _fresh_where_input_was(self, node: fx.Node) -> Flow | None:
+    def fresh_where_input_was(self, node: fx.Node) -> Flow | None:
         """New elements on the dim (counted from the end) where an input carried its channels,
         so that layers after an unsupported op still find channels-last tensors on the last dim."""
         shape = self.shape(node)

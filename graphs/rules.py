@@ -50,10 +50,11 @@ def method(*names: str) -> list[tuple[str, str]]:
 
 def default_rules() -> RuleTable:
     """A fresh table holding every built-in rule (a new copy per call: callers may add their own)."""
-    from graphs import rules_modules, rules_shape, rules_tensor
+    from graphs import rules_attention, rules_modules, rules_shape, rules_tensor
 
     table = RuleTable()
     rules_modules.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
+    rules_attention.register_all(table)
     return table

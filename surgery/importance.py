@@ -24,12 +24,13 @@ from torch import nn
 
 from graphs.model import OUT, Group, Member
 from surgery.errors import SurgeryError
+from surgery.rebuild_attention import weight_of
 
 Criterion = Callable[[nn.Module, Group], torch.Tensor]
 
 
 def _per_channel(module: nn.Module, member: Member, power: int) -> torch.Tensor:
-    w = module.weight.detach()
+    w = weight_of(module).detach()
     dims = [d for d in range(w.dim()) if d != member.dim]
     per_position = w.abs().pow(power).sum(dim=dims) if dims else w.abs().pow(power)
     index = torch.tensor(member.indices, dtype=torch.long)
@@ -40,8 +41,7 @@ def _filters(model: nn.Module, group: Group) -> list[tuple[nn.Module, Member]]:
     found = []
     for m in group.members:
         module = model.get_submodule(m.module)
-        if m.role == OUT and getattr(module, "weight", None) is not None \
-                and module.weight.dim() >= 2:
+        if m.role == OUT and weight_of(module) is not None and weight_of(module).dim() >= 2:
             found.append((module, m))
     return found
 

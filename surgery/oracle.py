@@ -21,6 +21,7 @@ from torch import nn
 
 from graphs.model import OUT, DependencyGraph, Group
 from surgery.plan import channels_to_remove
+from surgery.rebuild_attention import weight_of
 
 
 def kill_channels(model: nn.Module, graph: DependencyGraph, ratio: float, seed: int = 0,
@@ -44,7 +45,7 @@ def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
             positions = torch.tensor([p for c in channels for p in m.indices[c]], dtype=torch.long)
             if positions.numel() == 0:
                 continue
-            module.weight.index_fill_(m.dim, positions, 0.0)
+            weight_of(module).index_fill_(m.dim, positions, 0.0)
             bias = getattr(module, "bias", None)
             if m.role == OUT and bias is not None:
                 bias.index_fill_(0, positions, 0.0)

@@ -18,6 +18,7 @@ from surgery.importance import CRITERIA, Criterion, score
 from surgery.lint import lint
 from surgery.plan import Plan, channels_to_remove, plan_group
 from surgery.rebuild import default_surgeons, rebuild, replace
+from surgery.rebuild_attention import weight_of
 
 
 @dataclass
@@ -107,7 +108,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
     for (name, dim), removed in plan.removed().items():
         module = model.get_submodule(name)
-        size = module.weight.shape[dim] if getattr(module, "weight", None) is not None \
+        size = weight_of(module).shape[dim] if weight_of(module) is not None \
             else module.running_mean.shape[0]
         gone = set(removed)
         keep = torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)

@@ -112,6 +112,8 @@ def default_surgeons() -> dict[type, Surgeon]:
                            ((nn.LayerNorm,), layer_norm), ((nn.GroupNorm,), group_norm)):
         for t in types:
             table[t] = surgeon
+    from surgery.rebuild_attention import surgeons as attention_surgeons
+    table.update(attention_surgeons())
     return table
 
 

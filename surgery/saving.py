@@ -35,6 +35,7 @@ from surgery.errors import SurgeryError
 from surgery.lint import lint
 from surgery.plan import GroupPlan, MemberPlan, Plan
 from surgery.prune import apply_plan
+from surgery.rebuild_attention import weight_of
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -195,7 +196,7 @@ def _dim_size(model: nn.Module, name: str, dim: int) -> int:
     except AttributeError:
         raise SurgeryError(f"the plan names module {name!r}, which is not in the base "
                            f"model: is --base the model that was pruned?") from None
-    tensor = getattr(module, "weight", None)
+    tensor = weight_of(module)
     if not isinstance(tensor, torch.Tensor):
         tensor = getattr(module, "running_mean", None)
     if not isinstance(tensor, torch.Tensor) or not 0 <= dim < tensor.dim():

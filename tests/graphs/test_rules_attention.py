@@ -1,0 +1,105 @@
+"""Each transformer coupling rule on its own: attention heads, functional LayerNorm, Swin helpers."""
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.convnext import LayerNorm2d
+from torchvision.models.swin_transformer import PatchMerging
+from torchvision.ops.misc import Permute
+
+from graphs import trace
+from graphs.model import IN, OUT
+from graphs.rules_attention import affine_owner, head_rows
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, need_weights=False, cross=False, batch_first=True):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.attn = nn.MultiheadAttention(8, 4, batch_first=batch_first)
+        self.need_weights, self.cross = need_weights, cross
+
+    def forward(self, x):  # x: (batch, 8, tokens), as the model input's channels are on dim 1
+        x = x.transpose(1, 2) if self.attn.batch_first else x.permute(2, 0, 1)
+        h = self.proj(x)
+        out, weights = self.attn(h, x if self.cross else h, h, need_weights=self.need_weights)
+        return out + weights.sum() if self.need_weights else out
+
+
+def test_head_rows_number_q_k_v_rows_and_out_proj_columns_by_head():
+    rows, cols = head_rows(2, 2, np.array([5, 6]))
+    assert rows.tolist() == [5, 5, 6, 6] * 3 and cols.tolist() == [5, 5, 6, 6]
+
+
+def test_each_head_is_one_channel_of_packed_rows_and_out_proj_columns():
+    graph = trace(SelfAttention(), torch.zeros(2, 8, 3))
+    heads = next(g for g in graph.groups if "attn.out_proj" in g.modules() and g.channels == 4)
+    assert heads.prunable
+    rows = next(m for m in heads.members if m.module == "attn" and m.role == OUT)
+    cols = next(m for m in heads.members if m.module == "attn.out_proj" and m.role == IN)
+    assert rows.dim == 0 and rows.indices[1] == (2, 3, 10, 11, 18, 19)
+    assert cols.dim == 1 and cols.indices[1] == (2, 3)
+
+
+def test_embed_dim_through_attention_is_not_pruned_with_a_reason():
+    graph = trace(SelfAttention(), torch.zeros(2, 8, 3))
+    proj = next(g for g in graph.groups_of("proj") if any(m.role == OUT for m in g.members
+                                                          if m.module == "proj"))
+    assert not proj.prunable and "embed_dim of attn" in proj.reason
+
+
+def test_sequence_first_attention_is_traced_too():
+    graph = trace(SelfAttention(batch_first=False), torch.zeros(2, 8, 3))
+    assert any(g.channels == 4 and g.prunable for g in graph.groups_of("attn"))
+
+
+def test_heads_stay_when_the_head_averaged_weights_are_used():
+    graph = trace(SelfAttention(need_weights=True), torch.zeros(2, 8, 3))
+    heads = next(g for g in graph.groups_of("attn") if g.channels == 4)
+    assert not heads.prunable and "attention weights" in heads.reason
+
+
+def test_cross_attention_is_reported_unsupported():
+    graph = trace(SelfAttention(cross=True), torch.zeros(2, 8, 3))
+    assert any("MultiheadAttention" in u.op for u in graph.unsupported)
+    assert not any(g.prunable for g in graph.groups_of("attn"))
+
+
+def test_functional_layer_norm_of_layernorm2d_passes_channels_and_records_its_affine():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), LayerNorm2d(8), nn.Conv2d(8, 4, 1))
+    graph = trace(model, torch.zeros(1, 3, 4, 4))
+    assert graph.unsupported == ()
+    group = next(g for g in graph.groups if g.channels == 8)
+    assert group.prunable and set(group.modules()) == {"0", "1", "2"}
+
+
+class ForeignAffine(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.scale = nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        x = self.conv(x).permute(0, 2, 3, 1)
+        return nn.functional.layer_norm(x, (8,), self.scale, None)
+
+
+def test_functional_layer_norm_with_a_loose_parameter_is_unsupported():
+    graph = trace(ForeignAffine(), torch.zeros(1, 3, 4, 4))
+    assert [u.op.split(" ")[0] for u in graph.unsupported] == ["layer_norm"]
+    assert not graph.prunable
+
+
+def test_affine_owner_names_the_module_of_weight_and_bias():
+    g = torch.fx.Graph()
+    w, b = g.get_attr("a.b.weight"), g.get_attr("a.b.bias")
+    assert affine_owner(w, b) == "a.b" and affine_owner(None, None) == ""
+    assert affine_owner(w, g.get_attr("c.bias")) is None and affine_owner(b, None) is None
+
+
+def test_swin_patch_merging_stacks_four_copies_of_each_channel():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Permute([0, 2, 3, 1]), PatchMerging(4))
+    graph = trace(model, torch.zeros(1, 3, 4, 4))
+    group = next(g for g in graph.groups_of("0") if g.channels == 4)
+    reduction = next(m for m in group.members if m.module == "2.reduction")
+    assert group.prunable and reduction.indices[0] == (0, 4, 8, 12)
