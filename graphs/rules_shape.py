@@ -132,6 +132,10 @@ def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if shape is None:
         return None
     dim = _arg(node, 1, "dim", 0) % len(shape)
+    if all(f is None for f in flows):  # e.g. slices of the input: nothing prunable to follow
+        out = ctx.fresh_like(node)
+        ctx.sets.block(out.ids, f"cat at node {node.name} of tensors without traced channels")
+        return out
     if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
         return ctx.reject(node, "cat", "an operand has no traced channels")
     if flows[0].dim == dim:
@@ -182,10 +186,30 @@ def getitem(ctx: TraceContext, node: fx.Node):
     x, shape = ctx.flow(source), ctx.shape(source)
     if x is None or shape is None:
         return None
-    new_dim = index_dim(index if isinstance(index, tuple) else (index,), x.dim, len(shape))
+    index = index if isinstance(index, tuple) else (index,)
+    new_dim = index_dim(index, x.dim, len(shape))
+    if new_dim is None and _picks_one(index, x.dim):
+        ctx.sets.block(x.ids, f"getitem at node {node.name} picks one channel by a literal "
+                              f"index{_at(node)}")
+        return None  # the result has no channel dim left to track
     if new_dim is None:
         return ctx.reject(node, "getitem", "indexes the channel dim")
     return Flow(x.ids, new_dim)
+
+
+def _picks_one(index: tuple, dim: int) -> bool:
+    """``x[:, k]``: plain slices before an int at the channel position."""
+    head = index[:dim]
+    return len(index) > dim and isinstance(index[dim], int) and all(
+        isinstance(i, slice) and i == slice(None) for i in head)
+
+
+def unsqueeze(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node)
+    if x is None or shape is None:
+        return None
+    d = _arg(node, 1, "dim", 0) % len(shape)
+    return Flow(x.ids, x.dim + 1 if d <= x.dim else x.dim)
 
 
 def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
@@ -226,3 +250,4 @@ def register_all(table) -> None:
     table.register([torch.split, torch.chunk, torch.tensor_split]
                    + method("split", "chunk", "tensor_split"), split)
     table.register(operator.getitem, getitem)
+    table.register([torch.unsqueeze] + method("unsqueeze"), unsqueeze)
