@@ -130,7 +130,7 @@ def torch_pruning_groups(model: nn.Module, x: torch.Tensor) -> dict[str, dict]:
     import torch_pruning as tp
 
     names = {m: n for n, m in model.named_modules()}
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1:]
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
     groups = {}
     for group in dg.get_all_groups(ignored_layers=last):

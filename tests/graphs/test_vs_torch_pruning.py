@@ -1,0 +1,123 @@
+"""Our coupled groups against torch_pruning.DependencyGraph's, layer by layer and index by index.
+
+For each root layer (a Conv/Linear whose outputs torch-pruning prunes) we compare, per (layer,
+role), the set of weight positions in torch-pruning's group with the union of the positions of all
+our groups holding the root's outputs (we may split one of its groups into several: e.g. DenseNet's
+concatenated features, where each producer is its own group of ours, coupled to the same consumers).
+
+Known differences, each checked below rather than hidden:
+1. Grouped convolutions (ResNeXt, RegNet): torch-pruning lists the *input tensor channels* of a
+   grouped conv (0..in_channels-1); we list *weight dim 1 positions* (0..in_channels/groups-1),
+   because we couple position i of every group into one channel so the rebuilt conv keeps its
+   group count. The coupled producer layers are the same.
+2. ShuffleNetV2: torch-pruning 1.6 fails to build its graph on 64x64 inputs (ZeroDivisionError in
+   its reshape index mapping for the channel shuffle), so there is nothing to compare; we trace it
+   (tests/surgery/test_zoo.py checks it is exact).
+3. Roles: torch-pruning prunes BatchNorm and depthwise convs with one function for both sides; we
+   record them as OUT members (they produce/normalise the channels), so both are mapped to OUT.
+"""
+
+import pytest
+import torch
+import torch_pruning as tp
+import torchvision
+from torch import nn
+
+from graphs import trace
+from graphs.model import IN, OUT
+from surgery.zoo import LeNet
+
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def build(name):
+    torch.manual_seed(0)
+    if name == "lenet":
+        return LeNet().eval(), torch.randn(1, 1, 28, 28)
+    extra = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    return torchvision.models.get_model(name, weights=None, **extra).eval(), \
+        torch.randn(1, 3, 64, 64)
+
+
+def theirs(model, x):
+    """root layer -> {(layer, role): positions} from torch-pruning's groups."""
+    names = {m: n for n, m in model.named_modules()}
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1:]  # head
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    groups = {}
+    for group in dg.get_all_groups(ignored_layers=last):
+        items = {}
+        for dep, idxs in group:
+            m = dep.target.module
+            if isinstance(m, NORMS) or (isinstance(m, nn.Conv2d)
+                                        and m.groups == m.in_channels == m.out_channels > 1):
+                role = OUT
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                role = OUT if dg.is_out_channel_pruning_fn(dep.handler) else IN
+            else:
+                continue  # torch-pruning's pseudo nodes for add, cat, reshape, ...
+            items.setdefault((names[m], role), set()).update(int(i) for i in idxs)
+        groups[names[group[0].dep.target.module]] = items
+    return groups
+
+
+def ours(model, x):
+    graph = trace(model, x)
+    groups = {}
+    for group in graph.groups:
+        for root in {m.module for m in group.members if m.role == OUT}:
+            items = groups.setdefault(root, {})
+            for m in group.members:
+                items.setdefault((m.module, m.role), set()).update(
+                    p for c in m.indices for p in c)
+    return graph, groups
+
+
+def differences(model, x):
+    graph, mine = ours(model, x)
+    found = {}
+    for root, items in theirs(model, x).items():
+        assert all(g.prunable for g in graph.groups_of(root) if any(
+            m.module == root and m.role == OUT for m in g.members)), root
+        for key in set(items) | set(mine.get(root, {})):
+            if items.get(key) != mine.get(root, {}).get(key):
+                found[(root, key)] = (items.get(key), mine.get(root, {}).get(key))
+    return found
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet18", "mobilenet_v2", "densenet121",
+                                  "squeezenet1_1", "mobilenet_v3_small"])
+def test_groups_equal_torch_pruning(name):
+    assert differences(*build(name)) == {}
+
+
+def grouped_conv_inputs_only(model, found):
+    """Difference 1: only grouped convs' IN members differ, as channels vs per-group positions."""
+    for (_, (layer, role)), (their, mine) in found.items():
+        conv = model.get_submodule(layer)
+        assert role == IN and 1 < conv.groups < conv.in_channels
+        assert their == set(range(conv.in_channels))
+        assert mine == set(range(conv.in_channels // conv.groups))
+
+
+def test_grouped_convs_differ_only_in_input_coordinates():
+    model, x = build("regnet_x_400mf")
+    found = differences(model, x)
+    assert found  # every block's grouped conv
+    grouped_conv_inputs_only(model, found)
+
+
+def test_torch_pruning_cannot_build_shufflenet_at_64x64():
+    model, x = build("shufflenet_v2_x0_5")
+    with pytest.raises(ZeroDivisionError):
+        tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    assert len(trace(model, x).prunable) == 21
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "regnet_y_400mf",
+                                  "efficientnet_b0", "googlenet", "mnasnet0_5", "alexnet",
+                                  "vgg11_bn", "wide_resnet50_2", "densenet201"])
+def test_heavier_models_match_up_to_grouped_conv_inputs(name):
+    model, x = build(name)
+    grouped_conv_inputs_only(model, differences(model, x))
