@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from graphs.model import Group
@@ -18,8 +19,17 @@ def channels_to_remove(channels: int, ratio: float, round_to: int = 1) -> int:
 channels_to_remove(3, 0.9)
         (32, 2, 2)
     """
-    remove = min(math.floor(ratio * channels), channels - 1)
-    keep = channels - remove
+    return round_removal(channels, math.floor(ratio * channels + 1e-9), round_to)
+
+
+def round_removal(channels: int, remove: int, round_to: int = 1) -> int:
+    """Remove at most ``channels - 1``; with round_to the kept count is rounded up to a multiple.
+
+    Example:
+        >>> round_removal(120, 36, round_to=8), round_removal(6, 6)
+        (32, 5)
+    """
+    keep = channels - min(remove, channels - 1)
     if round_to > 1:
         keep = min(channels, math.ceil(keep / round_to) * round_to)
     return channels - keep
@@ -65,12 +75,13 @@ class Plan:
 
 def plan_group(group: Group, scores: torch.Tensor, n_remove: int) -> GroupPlan:
     """Remove the ``n_remove`` lowest-scoring channels (ties broken by channel number)."""
-    order = sorted(range(group.channels), key=lambda c: (float(scores[c]), c))
-    gone = sorted(order[:n_remove])
-    gone_set = set(gone)
+    values = torch.as_tensor(scores).detach().to(torch.float64).cpu().numpy()
+    gone = np.sort(np.argsort(values, kind="stable")[:n_remove])  # stable: ties by channel
+    stays = np.ones(group.channels, dtype=bool)
+    stays[gone] = False
     members = []
     for m in group.members:
-        removed = sorted(p for c in gone for p in m.indices[c])
-        kept = sorted(p for c in range(group.channels) if c not in gone_set for p in m.indices[c])
-        members.append(MemberPlan(m.module, m.role, m.dim, kept, removed))
-    return GroupPlan(group.id, group.channels, gone, members)
+        positions = np.array(m.indices, dtype=np.int64).reshape(group.channels, -1)
+        members.append(MemberPlan(m.module, m.role, m.dim, np.sort(positions[stays], None).tolist(),
+                                  np.sort(positions[gone], None).tolist()))
+    return GroupPlan(group.id, group.channels, gone.tolist(), members)

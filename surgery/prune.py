@@ -12,11 +12,12 @@ from torch import nn
 from graphs.errors import TraceError
 from graphs.model import DependencyGraph
 from graphs.trace import trace
+from surgery.budget import Budget, plan_model
 from surgery.errors import SurgeryError
 from surgery.flops import count_params
-from surgery.importance import CRITERIA, Criterion, score
+from surgery.importance import CRITERIA, Criterion
 from surgery.lint import lint
-from surgery.plan import Plan, channels_to_remove, plan_group
+from surgery.plan import Plan
 from surgery.rebuild import default_surgeons, rebuild, replace
 from surgery.rebuild_attention import weight_of
 
@@ -69,12 +70,16 @@ class PruneResult:
         return result
 
 
-def prune(model: nn.Module, example_inputs: Any, *, ratio: float,
+def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None = None,
           importance: str | Criterion = "l1", ignore: Iterable[str] = (), round_to: int = 1,
-          inplace: bool = False) -> PruneResult:
+          inplace: bool = False, global_ranking: bool = False,
+          target_macs: int | None = None) -> PruneResult:
     """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
 
     Returns a new smaller model (the given one is untouched unless ``inplace=True``).
+    ``ratio`` may be a dict {module name or group id: ratio}; ``global_ranking=True`` ranks
+    all channels together; ``target_macs=N`` prunes until MACs <= N (within 2%). See
+    ``surgery.budget``.
 
     Example:
         >>> from surgery.zoo import LeNet
@@ -82,17 +87,13 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float,
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
     """
-    _check_arguments(ratio, importance, round_to)
+    budget = Budget(ratio, global_ranking, target_macs, round_to)
+    _check_arguments(budget, importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore)
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
-    name = importance if isinstance(importance, str) else getattr(importance, "__name__", "custom")
-    plan = Plan(ratio, name, [])
-    for group in graph.prunable:
-        n = channels_to_remove(group.channels, ratio, round_to)
-        scores = score(model, group, importance) if n else torch.zeros(group.channels)
-        plan.groups.append(plan_group(group, scores, n))
+    plan = plan_model(model, example_inputs, graph, budget, importance)
     params_before = count_params(model)
     target = model if inplace else copy.deepcopy(model)
     apply_plan(target, plan)
@@ -110,8 +111,9 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         module = model.get_submodule(name)
         size = weight_of(module).shape[dim] if weight_of(module) is not None \
             else module.running_mean.shape[0]
-        gone = set(removed)
-        keep = torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
+        stays = torch.ones(size, dtype=torch.bool)
+        stays[torch.tensor(removed, dtype=torch.long)] = False
+        keep = stays.nonzero().flatten()
         keep_by_module.setdefault(name, {})[dim] = keep
     surgeons = default_surgeons()
     for name, keep in keep_by_module.items():
@@ -119,14 +121,11 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     return model
 
 
-def _check_arguments(ratio: float, importance: Any, round_to: int) -> None:
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-        raise SurgeryError(f"ratio must be in [0, 1), got {ratio!r}")
+def _check_arguments(budget: Budget, importance: Any) -> None:
+    budget.check()
     if isinstance(importance, str) and importance not in CRITERIA:
         raise SurgeryError(f"unknown importance {importance!r}: choose one of "
                            f"{', '.join(sorted(CRITERIA))}")
-    if not isinstance(round_to, int) or round_to < 1:
-        raise SurgeryError(f"round_to must be a positive integer, got {round_to!r}")
 
 
 __all__ = ["prune", "PruneResult", "apply_plan", "count_params"]
