@@ -17,9 +17,8 @@ import copy
 import importlib.util
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,8 +28,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from surgery.errors import SurgeryError
 from graphs.trace import eval_mode
+from surgery.errors import SurgeryError
+from surgery.export import export_onnx
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -190,7 +190,8 @@ def _time_runs(
     """Call ``runner`` ``warmup`` times untimed, then ``runs`` times timed (ms)."""
     timer = _cuda_time_ms if dev.type == "cuda" else _cpu_time_ms
     times: list[float] = []
-    with torch.inference_mode(), tqdm(
+    on_device = torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()
+    with on_device, torch.inference_mode(), tqdm(
         total=warmup + runs, desc="latency", unit="run", disable=not progress
     ) as bar:
         for _ in range(warmup):
@@ -216,7 +217,7 @@ def _cuda_time_ms(runner: Callable[[], object]) -> float:
     start.record()
     runner()
     end.record()
-    torch.cuda.synchronize()
+    end.synchronize()
     return start.elapsed_time(end)
 
 
@@ -236,7 +237,7 @@ def _onnxruntime_runner(
     cpu_inputs = tuple(x.detach().cpu() for x in inputs)
     with tempfile.TemporaryDirectory(prefix="surgery-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
-        _export_onnx(_on_device(model, torch.device("cpu")), cpu_inputs, path)
+        export_onnx(_on_device(model, torch.device("cpu")), cpu_inputs, path)
         session = ort.InferenceSession(str(path), options, providers=providers)
     names = [i.name for i in session.get_inputs()]
     feed = {name: x.numpy() for name, x in zip(names, cpu_inputs)}
@@ -253,12 +254,3 @@ def _import_onnxruntime() -> ModuleType:
     import onnxruntime
 
     return onnxruntime
-
-
-def _export_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> None:
-    """torch.onnx.export; the torch.export-based exporter when onnxscript is installed."""
-    dynamo = importlib.util.find_spec("onnxscript") is not None
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(model, inputs, str(path), dynamo=dynamo)
