@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -167,6 +168,29 @@ def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int, progres
     if not (progress and rank0):
         return loader
     return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+
+
+@contextmanager
+def distributed_from_env() -> Iterator[int]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group for
+    the block (gloo on CPU, nccl on CUDA) and leave it after; yields this process's rank.
+
+    Outside torchrun, or when a group is already initialised, it does nothing and yields the
+    current rank (0 when not distributed).
+
+    Example:
+        >>> with distributed_from_env() as rank:
+        ...     rank
+        0
+    """
+    owns = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank() if dist.is_initialized() else 0
+    finally:
+        if owns:
+            dist.destroy_process_group()
 
 
 @contextmanager

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from surgery.cli import main as cli_main
 from surgery.data import MnistSplits, load_mnist, loaders
 from surgery.errors import SurgeryError
+from surgery.saving import load, read_plan
 from surgery.sparsity import apply_masks, magnitude_masks, sparsity_report
 from surgery.train import evaluate, finetune, train
 from surgery.zoo import LeNet
@@ -139,3 +147,83 @@ def test_runs_under_initialised_process_group(tmp_path):
         dist.destroy_process_group()
     assert out is model and isinstance(out, LeNet)
     assert int((model.fc1.weight == 0).sum()) == 15360
+
+
+TORCHRUN_SCRIPT = '''
+import sys, torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, TensorDataset
+import torch.distributed as dist
+from surgery.sparsity import magnitude_masks
+from surgery.train import distributed_from_env, train
+from surgery.zoo import LeNet
+
+torch.manual_seed(0)
+data = TensorDataset(torch.randn(128, 1, 28, 28), torch.arange(128) % 10)
+model = LeNet()
+masks = magnitude_masks(model, {"fc1": 0.5})
+with distributed_from_env() as rank:
+    world = dist.get_world_size()
+    train(model, DataLoader(data, batch_size=16), epochs=2, progress=False, masks=masks)
+state = {k: v.contiguous() for k, v in model.state_dict().items()}
+state["world"] = torch.tensor(world)
+save_file(state, f"{sys.argv[1]}/rank{rank}.safetensors")
+'''
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "torchrun"), "--standalone",
+               "--nproc_per_node=2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_train_under_torchrun_two_processes_keeps_ranks_in_sync(tmp_path):
+    """torchrun --nproc_per_node=2, gloo on CPU: both ranks end with identical weights."""
+    script = tmp_path / "ddp.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    torchrun(str(script), str(tmp_path))
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert int(ranks[0]["world"]) == int(ranks[1]["world"]) == 2
+    for key, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][key]), key
+    torch.manual_seed(0)
+    start = LeNet()
+    assert not torch.equal(ranks[0]["fc1.weight"], start.fc1.weight)  # it trained
+    assert int((ranks[0]["fc1.weight"] == 0).sum()) == 15360  # masks survived DDP
+
+
+@pytest.fixture(scope="module")
+def pruned_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned")
+    assert cli_main(["prune", "lenet", "--ratio", "0.5", "--out", str(out)]) == 0
+    return out
+
+
+def test_finetune_cli_trains_and_saves_a_loadable_folder(pruned_folder, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(pruned_folder), "--epochs", "1", "--max-images", "256",
+            "--out", str(out), "--no-progress"]
+    assert cli_main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    before, after = load(pruned_folder, LeNet()), load(out, LeNet())
+    assert after.conv1.out_channels == before.conv1.out_channels == 3
+    assert not torch.equal(after.fc1.weight, before.fc1.weight)
+    assert read_plan(out)[0] == read_plan(pruned_folder)[0]
+
+
+def test_finetune_cli_errors_exit_2(tmp_path, capsys):
+    assert cli_main(["finetune", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.zoo  # three Python processes importing torch: ~40 s on the shared 2-core machine
+def test_finetune_cli_under_torchrun(pruned_folder, tmp_path):
+    out = tmp_path / "tuned"
+    done = torchrun("-m", "surgery", "finetune", str(pruned_folder), "--epochs", "1",
+                    "--max-images", "256", "--out", str(out), "--no-progress")
+    assert done.stdout.count("test accuracy") == 1  # rank 0 reports and saves
+    assert load(out, LeNet()).fc1.in_features == 8 * 16
