@@ -70,14 +70,12 @@ class Split(nn.Module):
         return self.left(a) + self.right(b)
 
 
-def test_chunk_splits_a_producer_into_two_groups():
+def test_chunk_couples_position_i_of_both_pieces():
     graph = trace(Split(), torch.zeros(1, 3, 8, 8))
-    stem_groups = graph.groups_of("stem")
-    by_consumer = {next(m.module for m in g.members if m.role == IN and m.module != "stem"): g
-                   for g in stem_groups if g.prunable}
-    left = next(m for m in by_consumer["left"].members if m.module == "stem")
-    right = next(m for m in by_consumer["right"].members if m.module == "stem")
-    assert left.indices == ((0,), (1,), (2,), (3,)) and right.indices == ((4,), (5,), (6,), (7,))
+    (group,) = [g for g in graph.groups_of("stem") if g.prunable]
+    stem = next(m for m in group.members if m.module == "stem" and m.role == OUT)
+    assert stem.indices == ((0, 4), (1, 5), (2, 6), (3, 7))  # both pieces lose the same ones
+    assert {m.module for m in group.members if m.role == IN} == {"left", "right"}
 
 
 def test_depthwise_conv_passes_channels_through():
@@ -87,11 +85,10 @@ def test_depthwise_conv_passes_channels_through():
     assert sorted((m.module, m.role) for m in group.members) == [("0", OUT), ("1", OUT), ("2", IN)]
 
 
-def test_grouped_conv_is_reported_not_pruned():
+def test_grouped_conv_keeps_its_group_structure():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 4, 1))
     graph = trace(model, torch.zeros(1, 3, 8, 8))
-    assert all(not g.prunable and "grouped convolution 1" in g.reason
-               for g in graph.groups_of("1"))
+    assert all(g.prunable and g.channels == 4 for g in graph.groups_of("1"))
 
 
 class Unknown(nn.Module):
