@@ -19,9 +19,12 @@ _TORCH_DIR = str(Path(torch.__file__).parent)
 
 @dataclass
 class TraceContext:
-    """Per-trace state handed to every rule. Rules read flows and shapes, and write to ``sets``."""
+    """Per-trace state handed to every rule. Rules read flows and shapes, and write to ``sets``.
 
-    gm: fx.GraphModule
+    ``root`` is the traced model: the graph's ``call_module`` targets name its submodules.
+    """
+
+    root: nn.Module
     sets: ChannelSets = field(default_factory=ChannelSets)
     flows: dict[fx.Node, Any] = field(default_factory=dict)
     unsupported: list[Unsupported] = field(default_factory=list)
@@ -32,7 +35,7 @@ class TraceContext:
         return value if isinstance(value, Flow) else None
 
     def module(self, node: fx.Node) -> nn.Module:
-        return self.gm.get_submodule(node.target)
+        return self.root.get_submodule(node.target)
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None

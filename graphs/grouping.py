@@ -1,8 +1,11 @@
-"""Turn the channel sets of a trace into groups: coupled channels that touch the same layers."""
+"""Turn the channel sets of a trace into groups: coupled channels that touch the same layers.
+
+Vectorised with numpy: one sort of every (component, record, position) entry, then components
+with equal signatures are found with ``np.unique`` over a padded signature matrix, so the cost
+does not grow with a Python loop per channel (ResNet-50 has ~26k channel elements).
+"""
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import numpy as np
 
@@ -16,42 +19,99 @@ def build_groups(sets: ChannelSets) -> tuple[Group, ...]:
     A component is one coupled channel: every (layer, position) it occupies. Components whose
     layers and position counts agree are channels of one group, ordered by their position in the
     group's first member.
+
+    Example:
+        >>> sets = ChannelSets()
+        >>> a, b = sets.fresh(2), sets.fresh(2)
+        >>> sets.union(a, b); sets.record("conv", "out", 0, a); sets.record("bn", "out", 0, b)
+        >>> [(g.channels, [m.module for m in g.members]) for g in build_groups(sets)]
+        [(2, ['conv', 'bn'])]
     """
+    if not sets.records:
+        return ()
     labels = sets.components()
-    reasons = _reasons(sets, labels)
-    spots = _spots(sets, labels)
-    by_signature: dict[tuple, list[int]] = defaultdict(list)
-    for label, places in spots.items():
-        counts = tuple(sorted((r, len(p)) for r, p in places.items()))
-        by_signature[(counts, reasons.get(label, ""))].append(label)
-    groups = []
-    for (counts, reason), labels_ in by_signature.items():
-        first = counts[0][0]
-        labels_.sort(key=lambda lab: spots[lab][first][0])
-        members = tuple(_member(sets, r, [spots[lab][r] for lab in labels_]) for r, _ in counts)
-        groups.append((first, spots[labels_[0]][first][0], members, reason, len(labels_)))
-    groups.sort(key=lambda g: (g[0], g[1]))
+    entries = _Entries(sets, labels)
+    reason_ids, reasons = _reasons(sets, labels)
+    signatures = entries.signatures(reason_ids)
+    found = [_group(sets, entries, rows, reasons[signatures[rows[0], 0]])
+             for rows in _equal_rows(signatures)]
+    found.sort(key=lambda item: item[0])
     return tuple(Group(i, n, members, not reason, reason)
-                 for i, (_, _, members, reason, n) in enumerate(groups))
+                 for i, (_, n, members, reason) in enumerate(found))
 
 
-def _reasons(sets: ChannelSets, labels: np.ndarray) -> dict[int, str]:
-    reasons: dict[int, str] = {}
-    for ids, reason in sets.blocks:
-        for label in np.unique(labels[ids]).tolist():
-            reasons.setdefault(label, reason)
-    return reasons
+class _Entries:
+    """Every (label, record, position) sorted by label, record, position, with per-label runs."""
+
+    def __init__(self, sets: ChannelSets, labels: np.ndarray) -> None:
+        rec = np.concatenate([np.full(r.ids.shape[0], i, dtype=np.int64)
+                              for i, r in enumerate(sets.records)])
+        lab = np.concatenate([labels[r.ids] for r in sets.records])
+        pos = np.concatenate([r.positions for r in sets.records])
+        order = np.lexsort((pos, rec, lab))
+        self.rec, self.lab, self.pos = rec[order], lab[order], pos[order]
+        new_pair = np.ones(len(order), dtype=bool)
+        new_pair[1:] = (self.lab[1:] != self.lab[:-1]) | (self.rec[1:] != self.rec[:-1])
+        self.pair_start = np.flatnonzero(new_pair)  # one (label, record) run each
+        self.pair_count = np.diff(np.append(self.pair_start, len(order)))
+        self.pair_label = self.lab[self.pair_start]
+        new_label = np.ones(len(self.pair_start), dtype=bool)
+        new_label[1:] = self.pair_label[1:] != self.pair_label[:-1]
+        self.label_first_pair = np.flatnonzero(new_label)  # one run of pairs per label
+        self.label_pairs = np.diff(np.append(self.label_first_pair, len(self.pair_start)))
+
+    def signatures(self, reason_ids: np.ndarray) -> np.ndarray:
+        """Row per label: reason id, then (record, count) of each record it touches, -1 padded."""
+        n, width = len(self.label_first_pair), int(self.label_pairs.max())
+        sig = np.full((n, 1 + 2 * width), -1, dtype=np.int64)
+        sig[:, 0] = reason_ids[self.pair_label[self.label_first_pair]]
+        k = np.arange(len(self.pair_start)) - np.repeat(self.label_first_pair, self.label_pairs)
+        row = np.repeat(np.arange(n), self.label_pairs)
+        sig[row, 1 + 2 * k] = self.rec[self.pair_start]
+        sig[row, 2 + 2 * k] = self.pair_count
+        return sig
 
 
-def _spots(sets: ChannelSets, labels: np.ndarray) -> dict[int, dict[int, list[int]]]:
-    """label -> record index -> sorted positions the component occupies in that record."""
-    spots: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for r, rec in enumerate(sets.records):
-        for label, pos in zip(labels[rec.ids].tolist(), rec.positions.tolist()):
-            spots[label][r].append(pos)
-    return spots
+def _equal_rows(matrix: np.ndarray) -> list[np.ndarray]:
+    """Indices of equal rows, one array per distinct row (np.unique(axis=0) is far slower).
+
+    Example:
+        >>> [r.tolist() for r in _equal_rows(np.array([[1, 2], [0, 5], [1, 2]]))]
+        [[1], [0, 2]]
+    """
+    order = np.lexsort(matrix.T[::-1])
+    rows = matrix[order]
+    starts = np.flatnonzero(np.r_[True, np.any(rows[1:] != rows[:-1], axis=1)])
+    return np.split(order, starts[1:])
 
 
-def _member(sets: ChannelSets, r: int, positions: list[list[int]]) -> Member:
-    rec = sets.records[r]
-    return Member(rec.module, rec.role, rec.dim, tuple(tuple(p) for p in positions))
+def _group(sets: ChannelSets, entries: _Entries, rows: np.ndarray, reason: str) -> tuple:
+    """(sort key, channel count, members, reason) of the labels at signature ``rows``."""
+    first_pairs = entries.label_first_pair[rows]
+    starts = entries.pair_start[first_pairs]  # each label's first entry: its first record
+    order = np.argsort(entries.pos[starts], kind="stable")
+    starts, first_pairs = starts[order], first_pairs[order]
+    members, offset = [], 0
+    for k in range(int(entries.label_pairs[rows[0]])):
+        pair = first_pairs[0] + k
+        r, count = int(entries.rec[entries.pair_start[pair]]), int(entries.pair_count[pair])
+        positions = entries.pos[(starts + offset)[:, None] + np.arange(count)]
+        rec = sets.records[r]
+        members.append(Member(rec.module, rec.role, rec.dim, tuple(map(tuple, positions.tolist()))))
+        offset += count
+    first_record = int(entries.rec[starts[0]])
+    return (first_record, int(entries.pos[starts[0]])), len(rows), tuple(members), reason
+
+
+def _reasons(sets: ChannelSets, labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Reason id per label (0: not blocked) and the reasons; a label keeps its first block."""
+    reasons = [""]
+    index: dict[str, int] = {"": 0}
+    ids = np.zeros(sets.count, dtype=np.int64)
+    for block, reason in sets.blocks:
+        rid = index.setdefault(reason, len(reasons))
+        if rid == len(reasons):
+            reasons.append(reason)
+        hit = labels[block]
+        ids[hit[ids[hit] == 0]] = rid
+    return ids, reasons

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import io
+import inspect
+import linecache
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from graphs.context import TraceContext
 from graphs.errors import TraceError
 from graphs.grouping import build_groups
 from graphs.model import OUT, DependencyGraph
 from graphs.rules import RuleTable, default_rules
+from graphs.shapes import ShapeRunner
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 
@@ -37,12 +39,12 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
     inputs = as_tuple(example_inputs)
     ignore = tuple(ignore)
     check_ignore(model, ignore)
-    gm = symbolic_trace(model)
-    with eval_mode(gm):
-        propagate_shapes(gm, inputs)
-    ctx = TraceContext(gm)
+    graph = symbolic_trace(model)
+    with eval_mode(model):
+        propagate_shapes(model, graph, inputs)
+    ctx = TraceContext(model)
     table = rules or default_rules()
-    for node in gm.graph.nodes:
+    for node in graph.nodes:
         ctx.flows[node] = run_rule(ctx, table, node)
     block_shared(ctx)
     block_ignored(ctx, ignore)
@@ -73,17 +75,51 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    """torch.fx trace (eval mode) with source lines kept; errors say where the model broke it."""
-    tracer = fx.Tracer()
-    tracer.record_stack_traces = True
+def symbolic_trace(model: nn.Module, *, source_lines: bool = True) -> fx.Graph:
+    """torch.fx graph of ``model`` (eval mode); its targets name attributes of ``model`` itself.
+
+    No GraphModule is built (``ShapeRunner`` interprets the graph over ``model``). With
+    ``source_lines`` each node keeps the user source line that made it (see ``_Tracer``).
+    Errors say where the model broke tracing.
+    """
+    tracer = _Tracer(source_lines)
     try:
         with eval_mode(model):
-            graph = tracer.trace(model)
+            return tracer.trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, AttributeError, ... from user code
         raise TraceError(f"torch.fx cannot trace {type(model).__name__}: "
                          f"{type(exc).__name__}: {exc}{_user_frame(exc)}") from exc
-    return fx.GraphModule(tracer.root, graph)
+
+
+class _Tracer(fx.Tracer):
+    """fx.Tracer that stores only the innermost user frame as ``node.stack_trace``.
+
+    fx's own ``record_stack_traces`` symbolises the whole stack for every node, which costs more
+    than the rest of tracing; ``context.user_source`` only ever reads the innermost user frame.
+    """
+
+    def __init__(self, source_lines: bool) -> None:
+        super().__init__()
+        self.source_lines = source_lines
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        if self.source_lines and not node.stack_trace:
+            node.stack_trace = _innermost_user_frame()
+        return node
+
+
+def _innermost_user_frame() -> str:
+    """The innermost calling frame outside torch and this file, formatted as fx formats frames."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_TORCH_DIR) and filename != __file__:
+            code = linecache.getline(filename, frame.f_lineno).strip()
+            return f'  File "{filename}", line {frame.f_lineno}, in {frame.f_code.co_name}\n' \
+                   f"    {code}"
+        frame = frame.f_back
+    return ""
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -95,16 +131,22 @@ def _user_frame(exc: BaseException) -> str:
     return f" (at {f.filename}:{f.lineno}: {f.line})"
 
 
-class _ShapeProp(ShapeProp):
+class _ShapeProp(ShapeRunner):
+    """Records ``node.meta["tensor_meta"]`` like fx's ShapeProp, without computing convolutions."""
+
     def run_node(self, n: fx.Node) -> Any:
         try:
-            return super().run_node(n)
+            result = super().run_node(n)
         except Exception as exc:  # any op may reject a wrongly shaped input
-            cause = exc.__cause__ or exc  # ShapeProp wraps the op's own error
             shapes = [tuple(a.shape) for a in self.args_shapes(n)]
             raise TraceError(f"example input does not fit the model: node {n.name} "
                              f"({_target_name(n)}) got input shapes {shapes}: "
-                             f"{type(cause).__name__}: {cause}") from exc
+                             f"{type(exc).__name__}: {exc}") from exc
+        found: list[TensorMetadata] = []
+        meta = fx.node.map_aggregate(result, lambda v: _tensor_meta(v, found))
+        if found:
+            n.meta["tensor_meta"] = meta
+        return result
 
     def args_shapes(self, n: fx.Node) -> list[torch.Tensor]:
         found: list[torch.Tensor] = []
@@ -112,19 +154,26 @@ class _ShapeProp(ShapeProp):
         return [t for t in found if isinstance(t, torch.Tensor)]
 
 
+def _tensor_meta(value: Any, found: list[TensorMetadata]) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    meta = TensorMetadata(value.shape, value.dtype, value.requires_grad, value.stride(), None,
+                          value.is_quantized, {})
+    found.append(meta)
+    return meta
+
+
 def _target_name(n: fx.Node) -> str:
     return n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
 
 
-def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+def propagate_shapes(model: nn.Module, graph: fx.Graph, inputs: tuple) -> None:
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) > len(placeholders) or not all(isinstance(t, torch.Tensor) for t in inputs):
         raise TraceError(f"the model takes {len(placeholders)} inputs; got {len(inputs)} "
                          f"example inputs of types {[type(t).__name__ for t in inputs]}")
-    with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks
-        prop = _ShapeProp(gm)
-        prop.extra_traceback = False  # fx would append its own node dump to our message
-        prop.propagate(*inputs)
+    with torch.no_grad():
+        _ShapeProp(model, graph).run(*inputs)
 
 
 def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:

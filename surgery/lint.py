@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from graphs.shapes import ShapeRunner
 from graphs.trace import as_tuple, eval_mode, symbolic_trace
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -35,9 +36,11 @@ def expected_channels(m: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-class _Linter(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__(gm)
+class _Linter(ShapeRunner):
+    """Checks channels before every layer call; convolutions are shape-only (graphs.shapes)."""
+
+    def __init__(self, model: nn.Module, graph: fx.Graph) -> None:
+        super().__init__(model, graph)
         self.problems: list[str] = []
 
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
@@ -64,9 +67,8 @@ def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
 
 def lint(model: nn.Module, example_inputs: Any) -> list[str]:
     """Every layer whose expected input channels differ from what it receives; [] when sound."""
-    gm = symbolic_trace(model)
-    linter = _Linter(gm)
-    with eval_mode(gm), torch.no_grad():
+    linter = _Linter(model, symbolic_trace(model, source_lines=False))
+    with eval_mode(model), torch.no_grad():
         try:
             linter.run(*as_tuple(example_inputs))
         except RuntimeError as exc:  # a mismatch we did not catch above still surfaces
