@@ -65,5 +65,35 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial weights everywhere, in place; returns ``model`` in eval mode.
+
+    torchvision zero-inits ViT's head and ConvNeXt's layer scale is 1e-6: an oracle comparison
+    on such outputs would be vacuous. Matrices get N(0, 1/fan_in), weight and layer-scale vectors
+    U(0.5, 1.5), other vectors N(0, 0.01).
+
+    Example:
+        >>> from surgery.zoo import LeNet
+        >>> float(randomize_weights(LeNet()).fc3.weight.abs().sum()) > 0
+        True
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "layer_scale" not in name:
+                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+            elif name.endswith("weight") or "layer_scale" in name:
+                p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||.
+
+    Example:
+        >>> relative_error(torch.ones(4), torch.ones(4))
+        0.0
+    """
     return float((a - b).norm() / b.norm().clamp_min(1e-12))

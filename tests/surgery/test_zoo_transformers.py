@@ -20,7 +20,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from graphs import trace
 from surgery import lint, prune
-from surgery.oracle import kill_channels, relative_error
+from surgery.oracle import kill_channels, randomize_weights, relative_error
 from surgery.rebuild_attention import PrunedMultiheadAttention, kept_heads
 from surgery.rebuild_attention import multihead_attention as rebuild_mha
 
@@ -45,21 +45,6 @@ STREAM_REASON = {
 }
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial weights everywhere: torchvision zero-inits ViT's head and ConvNeXt's layer
-    scale is 1e-6, which would make any oracle comparison vacuous."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2 and "layer_scale" not in name:
-                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
-            elif name.endswith("weight") or "layer_scale" in name:
-                p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
-    return model.eval()
-
-
 def check_exact(model, x, ratio=0.5):
     graph = trace(model, x)
     dead = kill_channels(model, graph, ratio)
@@ -79,7 +64,7 @@ def check_exact(model, x, ratio=0.5):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_small_transformer_families_prune_exactly(name):
     torch.manual_seed(0)
-    graph, _ = check_exact(randomize(SMALL[name]()), torch.randn(2, 3, 32, 32))
+    graph, _ = check_exact(randomize_weights(SMALL[name]()), torch.randn(2, 3, 32, 32))
     assert graph.prunable
     stream = [g for g in graph.groups if not g.prunable and STREAM_REASON[name] in g.reason]
     assert stream, f"{name}: the residual stream should be blocked because of "\
@@ -88,7 +73,7 @@ def test_small_transformer_families_prune_exactly(name):
 
 def test_vit_loses_whole_heads_and_mlp_width():
     torch.manual_seed(0)
-    model, x = randomize(SMALL["vit"]()), torch.randn(2, 3, 32, 32)
+    model, x = randomize_weights(SMALL["vit"]()), torch.randn(2, 3, 32, 32)
     graph, result = check_exact(model, x)
     assert sorted(g.channels for g in graph.prunable) == [4, 4, 128, 128]
     block = result.model.encoder.layers.encoder_layer_0
@@ -102,7 +87,7 @@ def test_a_pruned_vit_pruned_again_is_left_whole_not_broken():
     """fx traces through PrunedMultiheadAttention (it is not a torch.nn leaf), whose ops have no
     rules: the second pass reports them and prunes nothing rather than something wrong."""
     torch.manual_seed(0)
-    model, x = randomize(SMALL["vit"]()), torch.randn(1, 3, 32, 32)
+    model, x = randomize_weights(SMALL["vit"]()), torch.randn(1, 3, 32, 32)
     once = prune(model, x, ratio=0.5).model
     twice = prune(once, x, ratio=0.5)
     assert any("scaled_dot_product_attention" in u.op for u in twice.graph.unsupported)
@@ -159,7 +144,7 @@ ZOO = {"vit_b_16": 224, "convnext_tiny": 64, "swin_t": 64, "swin_v2_t": 64, "max
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_full_size_transformer_families_prune_exactly(name):
     torch.manual_seed(0)
-    model = randomize(torchvision.models.get_model(name, weights=None))
+    model = randomize_weights(torchvision.models.get_model(name, weights=None))
     graph, _ = check_exact(model, torch.randn(1, 3, ZOO[name], ZOO[name]), ratio=0.3)
     assert graph.prunable
 
