@@ -16,12 +16,12 @@ import sys
 from types import ModuleType
 
 from graphs.errors import TraceError
-from surgery.cli import export, finetune, graph, prune, report
+from surgery.cli import export, finetune, graph, prune, report, sparsify
 from surgery.errors import SurgeryError
 
 # Each subcommand module defines HELP, add_arguments(parser) and run(args).
 COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": export,
-                                   "report": report, "finetune": finetune}
+                                   "report": report, "finetune": finetune, "sparsify": sparsify}
 
 
 def build_parser() -> argparse.ArgumentParser:

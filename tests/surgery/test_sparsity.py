@@ -118,3 +118,30 @@ def test_report_on_nested_model():
     assert set(report["layers"]) == {"0", "1.0"}
     assert report["zeros"] == 8 and report["params"] == 9
     assert report["layers"]["1.0"]["weight_sparsity"] == 0.0
+
+
+def test_sparsify_cli_reproduces_the_lenet_recipe(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from surgery.cli import main
+
+    out = tmp_path / "sparse.safetensors"
+    argv = ["sparsify", "lenet", "--train-epochs", "1", "--finetune-epochs", "1",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "(0.7387, biases included)" in text and "fine-tuned" in text
+    state = load_file(str(out))
+    assert int((state["fc1.weight"] == 0).sum()) == round(0.75 * 120 * 256)
+
+
+@pytest.mark.parametrize("recipe", ["conv1", "conv1=x", "=0.5", "conv1=1.5"])
+def test_sparsify_cli_refuses_bad_recipes(recipe, tmp_path, capsys):
+    from surgery.cli import main
+
+    weights = tmp_path / "w.pt"
+    torch.save(LeNet().state_dict(), weights)
+    argv = ["sparsify", "lenet", "--sparsity", recipe, "--weights", str(weights),
+            "--out", str(tmp_path / "x.safetensors")]
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
