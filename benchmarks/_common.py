@@ -66,3 +66,28 @@ def environment_line(threads: int) -> str:
             f"torch-pruning {tp.__version__}, python {platform.python_version()}, "
             f"{platform.machine()} CPU ({platform.processor() or 'unknown'}), "
             f"torch.set_num_threads({threads})")
+
+
+def write_marked_section(path, name: str, body: str, *, new_file: str = "",
+                         before_heading: str | None = None) -> None:
+    """Put ``body`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``.
+
+    Only that span changes, so sections other scripts (or people) wrote survive. Without the
+    markers the section goes before the line ``before_heading`` (if given and present), else at
+    the end; a missing file starts as ``new_file``.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}\n"
+    text = path.read_text() if path.exists() else new_file
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block.rstrip("\n") + rest.split(end, 1)[1]
+    elif before_heading and f"\n{before_heading}\n" in text:
+        head, tail = text.split(f"\n{before_heading}\n", 1)
+        text = f"{head}\n{block}\n{before_heading}\n{tail}"
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
+    path.write_text(text)

@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from graphs.grouping import positions_array
 from graphs.model import OUT, Group, Member
 from surgery.errors import SurgeryError
 from surgery.rebuild_attention import weight_of
@@ -32,8 +33,9 @@ Criterion = Callable[[nn.Module, Group], torch.Tensor]
 def _per_channel(module: nn.Module, member: Member, power: int) -> torch.Tensor:
     w = weight_of(module).detach()
     dims = [d for d in range(w.dim()) if d != member.dim]
-    per_position = w.abs().pow(power).sum(dim=dims) if dims else w.abs().pow(power)
-    index = torch.tensor(member.indices, dtype=torch.long)
+    magnitude = w.abs() if power == 1 else w.abs().pow(power)
+    per_position = magnitude.sum(dim=dims) if dims else magnitude
+    index = torch.from_numpy(positions_array(member))
     return per_position[index].sum(dim=1)
 
 

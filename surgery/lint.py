@@ -66,7 +66,11 @@ def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
 
 
 def lint(model: nn.Module, example_inputs: Any) -> list[str]:
-    """Every layer whose expected input channels differ from what it receives; [] when sound."""
+    """Every layer whose expected input channels differ from what it receives; [] when sound.
+
+    The pruned model is traced afresh: a graph traced before surgery may hold stale constants
+    (e.g. ``F.layer_norm(x, self.normalized_shape)`` bakes the old width into the graph).
+    """
     linter = _Linter(model, symbolic_trace(model, source_lines=False))
     with eval_mode(model), torch.no_grad():
         try:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from graphs.grouping import positions_array
 from graphs.model import Group
 
 
@@ -81,7 +82,7 @@ def plan_group(group: Group, scores: torch.Tensor, n_remove: int) -> GroupPlan:
     stays[gone] = False
     members = []
     for m in group.members:
-        positions = np.array(m.indices, dtype=np.int64).reshape(group.channels, -1)
+        positions = positions_array(m)
         members.append(MemberPlan(m.module, m.role, m.dim, np.sort(positions[stays], None).tolist(),
                                   np.sort(positions[gone], None).tolist()))
     return GroupPlan(group.id, group.channels, gone.tolist(), members)
