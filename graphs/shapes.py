@@ -4,6 +4,7 @@ Tracing and linting need every tensor's shape, never its values, yet a real forw
 224x224 spends most of its time in convolutions. ``ShapeRunner`` is an ``fx.Interpreter`` that
 answers a plain convolution by the output-size formula of the ``nn.Conv2d`` docs (zeros of that
 shape) after checking what the real layer would check (input rank, channels, dtype, device).
+A BatchNorm (eval mode) fed such zeros passes them on unchanged after the same checks.
 Anything unusual (string padding, non-zero padding modes, subclasses, extra arguments, an input
 the layer would reject) runs the real layer, so its own error message surfaces unchanged.
 Everything else runs for real on the (partly zero) values, so shape errors still raise.
@@ -18,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -62,13 +64,50 @@ def _weights_fit(m: nn.Module) -> bool:
             and (b is None or tuple(b.shape) == (m.out_channels,)))
 
 
+def norm_output(m: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``x`` itself for an eval-mode BatchNorm that would accept ``x`` (same shape), else None.
+
+    Only for inputs the runner made itself (zeros standing in for a conv output): returning the
+    same tensor skips the arithmetic, and nothing outside the run can see the aliasing.
+    """
+    ranks = _NORM_RANKS.get(type(m))
+    if ranks is None or kwargs or len(args) != 1 or m.training or m.running_mean is None:
+        return None
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.dim() not in ranks or x.shape[1] != m.num_features:
+        return None
+    tensors = (m.weight, m.bias, m.running_mean, m.running_var)
+    if any(t is not None and (tuple(t.shape) != (m.num_features,) or t.dtype != x.dtype
+                              or t.device != x.device) for t in tensors):
+        return None
+    return x
+
+
+_NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
+
+
 class ShapeRunner(fx.Interpreter):
-    """An interpreter of ``graph`` over ``root`` (no GraphModule needed) that skips conv maths."""
+    """An interpreter of ``graph`` over ``root`` (no GraphModule needed) that skips conv maths.
+
+    Conv outputs are zeros it made (``conv_output``); a BatchNorm applied to such a tensor
+    returns it unchanged (``norm_output``). Every other node runs for real.
+    """
 
     def __init__(self, root: nn.Module, graph: fx.Graph) -> None:
         super().__init__(root, garbage_collect_values=True, graph=graph)
         self.extra_traceback = False  # callers word their own errors
+        self.made: weakref.WeakValueDictionary[int, torch.Tensor] = \
+            weakref.WeakValueDictionary()  # id -> tensor this runner created (weak: ids recycle)
 
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        out = conv_output(self.fetch_attr(target), args, kwargs)
-        return out if out is not None else super().call_module(target, args, kwargs)
+        m = self.fetch_attr(target)
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and self.made.get(id(x)) is x:
+            out = norm_output(m, args, kwargs)
+            if out is not None:
+                return out
+        out = conv_output(m, args, kwargs)
+        if out is None:
+            return super().call_module(target, args, kwargs)
+        self.made[id(out)] = out
+        return out

@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,10 +112,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         module = model.get_submodule(name)
         size = weight_of(module).shape[dim] if weight_of(module) is not None \
             else module.running_mean.shape[0]
-        stays = torch.ones(size, dtype=torch.bool)
-        stays[torch.tensor(removed, dtype=torch.long)] = False
-        keep = stays.nonzero().flatten()
-        keep_by_module.setdefault(name, {})[dim] = keep
+        keep = np.delete(np.arange(size, dtype=np.int64), np.asarray(removed, dtype=np.int64))
+        keep_by_module.setdefault(name, {})[dim] = torch.from_numpy(keep)
     surgeons = default_surgeons()
     for name, keep in keep_by_module.items():
         replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))

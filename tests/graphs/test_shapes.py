@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import fx, nn
 
-from graphs.shapes import ShapeRunner, conv_output
+from graphs.shapes import ShapeRunner, conv_output, norm_output
 from graphs.trace import symbolic_trace
 
 CASES = list(itertools.product((1, 2, 3), (1, 3, 4), (0, 1, 2), (1, 2), (5, 8)))
@@ -75,3 +75,23 @@ def test_shape_runner_gives_the_real_shapes():
         out = Recorder(model, symbolic_trace(model)).run(x)
         assert out.shape == model(x).shape
     assert shapes["_0"] == (2, 8, 7, 7) and shapes["_3"] == (2, 4, 7, 7)
+
+
+def test_batch_norm_passes_the_runners_own_zeros_through_after_checks():
+    bn = nn.BatchNorm2d(4).eval()
+    x = torch.zeros(1, 4, 5, 5)
+    assert norm_output(bn, (x,), {}) is x
+    assert norm_output(bn, (torch.zeros(1, 3, 5, 5),), {}) is None  # wrong channels
+    assert norm_output(bn, (torch.zeros(4, 5),), {}) is None  # wrong rank for BatchNorm2d
+    assert norm_output(bn.train(), (x,), {}) is None  # training mode uses batch statistics
+    bad = nn.BatchNorm2d(4).eval()
+    bad.running_mean = torch.zeros(3)  # a surgeon bug: the real layer must complain
+    assert norm_output(bad, (x,), {}) is None
+
+
+def test_shape_runner_never_aliases_the_callers_input():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU(inplace=True)).eval()
+    x = -torch.ones(1, 3, 4, 4)
+    with torch.no_grad():
+        ShapeRunner(model, symbolic_trace(model)).run(x)
+    assert torch.equal(x, -torch.ones(1, 3, 4, 4))  # BatchNorm ran for real on a foreign input

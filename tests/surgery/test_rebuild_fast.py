@@ -65,3 +65,10 @@ def test_lint_catches_a_conv_whose_weight_disagrees_with_its_channels():
     model[2].weight = nn.Parameter(torch.randn(4, 6, 3, 3))  # in_channels says 8
     problems = lint(model, torch.zeros(1, 3, 8, 8))
     assert problems and "running the model fails" in problems[0]
+
+
+def test_lint_catches_a_batch_norm_with_inconsistent_buffers():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    model[1].running_var = torch.ones(6)
+    problems = lint(model, torch.zeros(1, 3, 8, 8))
+    assert problems and "running the model fails" in problems[0]
