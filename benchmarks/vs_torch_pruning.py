@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -117,6 +118,9 @@ def bench_model(name, args):
            "params0": count_params(model), "macs0": count_flops(model, x).total}
     say(f"[{name}] timing {args.repeats} prunes per tool")
     pruned = time_prunes(model, x, args, row)
+    if len(pruned) == len(TOOLS):
+        shapes = [{n: tuple(t.shape) for n, t in m.state_dict().items()} for m in pruned.values()]
+        row["same_shapes"] = all(s == shapes[0] for s in shapes)
     for tool, m in pruned.items():
         row[f"{tool}_params"] = count_params(m) / row["params0"]
         row[f"{tool}_macs"] = count_flops(m, x).total / row["macs0"]
@@ -172,20 +176,25 @@ exact tp (oracle): our kill_channels oracle applied to torch-pruning; 'no' is ex
 whenever it removes more channels than were killed, so it is not a correctness verdict."""
 
 
-def goal_lines(rows):
+def goal_lines(rows, size):
+    note = "" if size == 224 else f" (the goal is stated for 224x224; this run used {size})"
     lines = []
     for row in rows:
         goal, o, t = GOALS.get(row["model"]), row.get("ours_time"), row.get("tp_time")
         if goal and o is not None and t:
             verdict = "met" if o / t <= goal else "NOT met"
             lines.append(f"- {row['model']}: ours/tp prune time {o / t:.2f}x "
-                         f"(goal <= {goal}x): {verdict}.")
+                         f"(goal <= {goal}x): {verdict}{note}.")
     faster = sum(1 for r in rows if r.get("ours_time") is not None and r.get("tp_time")
                  and r["ours_time"] < r["tp_time"])
     fewer = sum(1 for r in rows if "ours_macs" in r and "tp_macs" in r
                 and r["ours_macs"] <= r["tp_macs"] + 1e-9)
+    same = [r["model"] for r in rows if r.get("same_shapes")]
     lines.append(f"- ours prunes faster on {faster} of {len(rows)} models; "
                  f"same or fewer MACs kept on {fewer} of {len(rows)}.")
+    lines.append(f"- both tools give identical layer shapes on {len(same)} of {len(rows)} models "
+                 f"({', '.join(same) or 'none'}): there, latency kept can differ only by timing "
+                 "noise.")
     return lines
 
 
@@ -229,7 +238,7 @@ def warm_up(ratio):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]  # a busy machine shows up here
     warm_up(args.ratio)
     rows = []
     for name in args.models:
@@ -241,9 +250,11 @@ def main(argv=None):
             f"Prune time: median of {args.repeats} alternating repeats; latency: median of "
             f"{args.rounds} alternating rounds, each the median of {args.runs} runs after "
             f"{args.warmup} warm-up (CPU, eager).",
-            f"Environment: {environment_line(args.threads)}; total wall time "
+            f"Environment: {environment_line(args.threads)}; {os.cpu_count()} cores, 1-minute "
+            f"load average {load:.1f} at start; total wall time "
             f"{time.perf_counter() - start:.0f}s.", "",
-            markdown_table(HEADER, [to_cells(r) for r in rows]), "", *goal_lines(rows), ""]
+            markdown_table(HEADER, [to_cells(r) for r in rows]), "",
+            *goal_lines(rows, args.size), ""]
     section = "\n".join(head + [NOTES, ""])
     if args.accuracy:
         from _accuracy_vs_tp import accuracy_section
