@@ -16,12 +16,61 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
 from graphs.model import OUT, DependencyGraph, Group
+from graphs.trace import trace
 from surgery.plan import channels_to_remove
+from surgery.prune import PruneResult, prune
 from surgery.rebuild_attention import weight_of
+
+
+@dataclass(frozen=True)
+class OracleCheck:
+    """What ``check()`` saw: the dead channels, what prune removed, and the output error."""
+
+    graph: DependencyGraph
+    result: PruneResult
+    dead: dict[int, list[int]]
+    removed: dict[int, list[int]]
+    error: float  # relative error of the pruned output against the killed model's output
+    shape_kept: bool
+    output_scale: float  # mean |output| of the killed model: ~0 makes the comparison vacuous
+
+    @property
+    def exact(self) -> bool:
+        """Removed == dead, same output shape, non-vacuous output, rel err <= 1e-4."""
+        return (self.removed == self.dead and self.shape_kept and self.output_scale > 1e-6
+                and self.error <= 1e-4)
+
+
+def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) -> OracleCheck:
+    """Kill floor(ratio*C) random channels per group of ``model`` (in place), prune, compare.
+
+    Example:
+        >>> from surgery.zoo import LeNet
+        >>> torch.manual_seed(0) is not None
+        True
+        >>> c = check(LeNet().eval(), torch.randn(2, 1, 28, 28), ratio=0.5)
+        >>> c.exact, c.removed == c.dead
+        (True, True)
+    """
+    graph = trace(model, example_inputs)
+    dead = kill_channels(model, graph, ratio, seed=seed)
+    with torch.no_grad():
+        expected = model(example_inputs)
+    result = prune(model, example_inputs, ratio=ratio)
+    with torch.no_grad():
+        got = result.model(example_inputs)
+    same = got.shape == expected.shape
+    return OracleCheck(graph, result, dead,
+                       {g.group: g.removed_channels for g in result.plan.groups},
+                       relative_error(got, expected) if same else float("inf"), same,
+                       float(expected.abs().mean()))
 
 
 def kill_channels(model: nn.Module, graph: DependencyGraph, ratio: float, seed: int = 0,

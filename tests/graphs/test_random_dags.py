@@ -29,8 +29,7 @@ from torch import nn
 
 from graphs import trace
 from graphs.model import IN, OUT
-from surgery import prune
-from surgery.oracle import kill_channels, randomize_norms, relative_error
+from surgery.oracle import check, randomize_norms
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -207,17 +206,10 @@ def build(spec: dict):
 
 def check_exact(spec: dict) -> None:
     model, x = build(spec)
-    graph = trace(model, x)
-    dead = kill_channels(model, graph, spec["ratio"], seed=spec["seed"])
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, ratio=spec["ratio"])
-    removed = {g.group: g.removed_channels for g in result.plan.groups}
-    assert removed == dead, f"prune must remove exactly the dead channels\n{graph}"
-    with torch.no_grad():
-        got = result.model(x)
-    assert got.shape == expected.shape
-    assert relative_error(got, expected) <= 1e-4, str(graph)
+    c = check(model, x, spec["ratio"], seed=spec["seed"])
+    assert c.removed == c.dead, f"prune must remove exactly the dead channels\n{c.graph}"
+    assert c.shape_kept
+    assert c.error <= 1e-4, str(c.graph)
 
 
 # ----------------------------------------------------------------------------- the properties

@@ -4,23 +4,16 @@ import torch
 import torchvision
 from torch import nn
 
-from graphs import IN, OUT, trace
-from surgery import prune
-from surgery.oracle import kill_channels, randomize_norms, relative_error
+from graphs import IN, OUT
+from surgery.oracle import check, randomize_norms
 
 
 def exact(model, x, ratio=0.5):
     """The oracle: dead channels are removed and the output does not change; returns the graph."""
-    model = randomize_norms(model.eval())
-    graph = trace(model, x)
-    dead = kill_channels(model, graph, ratio)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, ratio=ratio)
-    assert {g.group: g.removed_channels for g in result.plan.groups} == dead
-    with torch.no_grad():
-        assert relative_error(result.model(x), expected) <= 1e-4
-    return graph, result
+    c = check(randomize_norms(model.eval()), x, ratio)
+    assert c.removed == c.dead and c.shape_kept
+    assert c.error <= 1e-4
+    return c.graph, c.result
 
 
 def member(group, module, role):

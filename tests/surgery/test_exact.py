@@ -4,9 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from graphs import trace
 from surgery import prune
-from surgery.oracle import kill_channels, randomize_norms, relative_error
+from surgery.oracle import check, randomize_norms
 from surgery.zoo import LeNet
 
 FAMILIES = [
@@ -27,19 +26,12 @@ def build(name):
 
 
 def check_exact(model, x, ratio, seed=0):
-    graph = trace(model, x)
-    dead = kill_channels(model, graph, ratio, seed=seed)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, ratio=ratio)
-    removed = {g.group: g.removed_channels for g in result.plan.groups}
-    assert removed == dead, "prune must remove exactly the dead channels"
-    with torch.no_grad():
-        got = result.model(x)
-    assert got.shape == expected.shape
-    assert relative_error(got, expected) <= 1e-4
-    assert result.params_after < result.params_before
-    return graph, result
+    c = check(model, x, ratio, seed=seed)
+    assert c.removed == c.dead, "prune must remove exactly the dead channels"
+    assert c.shape_kept and c.output_scale > 1e-3
+    assert c.error <= 1e-4
+    assert c.result.params_after < c.result.params_before
+    return c.graph, c.result
 
 
 @pytest.mark.parametrize("name,shape", FAMILIES, ids=[f[0] for f in FAMILIES])

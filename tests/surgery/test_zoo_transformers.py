@@ -18,9 +18,8 @@ from torchvision.models.swin_transformer import (
 )
 from torchvision.models.vision_transformer import VisionTransformer
 
-from graphs import trace
 from surgery import lint, prune
-from surgery.oracle import kill_channels, randomize_weights, relative_error
+from surgery.oracle import check, randomize_weights, relative_error
 from surgery.rebuild_attention import PrunedMultiheadAttention, kept_heads
 from surgery.rebuild_attention import multihead_attention as rebuild_mha
 
@@ -46,16 +45,11 @@ STREAM_REASON = {
 
 
 def check_exact(model, x, ratio=0.5):
-    graph = trace(model, x)
-    dead = kill_channels(model, graph, ratio)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, ratio=ratio)
-    assert {g.group: g.removed_channels for g in result.plan.groups} == dead
-    with torch.no_grad():
-        got = result.model(x)
-    assert got.shape == expected.shape and expected.abs().mean() > 1e-3
-    assert relative_error(got, expected) <= 1e-4
+    c = check(model, x, ratio)
+    graph, result = c.graph, c.result
+    assert c.removed == c.dead
+    assert c.shape_kept and c.output_scale > 1e-3
+    assert c.error <= 1e-4
     assert result.params_after < result.params_before
     assert lint(result.model, x) == []
     return graph, result
