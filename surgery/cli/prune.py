@@ -5,26 +5,54 @@ from __future__ import annotations
 import argparse
 
 from surgery.cli.common import add_model_arguments, model_and_input
+from surgery.errors import SurgeryError
+from surgery.flops import count_flops
 from surgery.prune import prune
 from surgery.saving import save
 
 HELP = "prune a model and write weights + plan"
 
 
+def parse_ratio(text: str) -> float | dict[str, float]:
+    """``"0.5"`` -> 0.5; ``"conv2=0.5,fc1=0.3"`` -> per-layer ratios.
+
+    Example:
+        >>> parse_ratio("0.5"), parse_ratio("conv2=0.5,fc1=0.3")
+        (0.5, {'conv2': 0.5, 'fc1': 0.3})
+    """
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise SurgeryError(f"--ratio must be a number like 0.5 or per-layer ratios like "
+                           f"conv2=0.5,fc1=0.3, got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--ratio", type=float, required=True, help="fraction in [0, 1)")
+    p.add_argument("--ratio", help="fraction in [0, 1), or per layer: conv2=0.5,fc1=0.3")
+    p.add_argument("--target-macs", type=int, help="prune until MACs <= N (within 2%%)")
+    p.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank all channels together instead of per group")
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
     p.add_argument("--round-to", type=int, default=1, help="keep multiples of N")
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.ratio is None and args.target_macs is None:
+        raise SurgeryError("pass --ratio R or --target-macs N")
     model, x = model_and_input(args)
-    result = prune(model, x, ratio=args.ratio, importance=args.importance,
-                   ignore=args.ignore, round_to=args.round_to)
+    result = prune(model, x, ratio=None if args.ratio is None else parse_ratio(args.ratio),
+                   target_macs=args.target_macs, global_ranking=args.global_ranking,
+                   importance=args.importance, ignore=args.ignore, round_to=args.round_to)
     weights, plan = save(result, args.out, base=args.model, input_shape=x.shape)
+    macs = count_flops(model, x).total, count_flops(result.model, x).total
     print(result.summary())
     print(f"params before: {result.params_before:,}")
     print(f"params after:  {result.params_after:,}")
+    print(f"MACs before:   {macs[0]:,}")
+    print(f"MACs after:    {macs[1]:,} ({macs[1] / max(macs[0], 1):.1%} kept)")
     print(f"wrote {weights} and {plan}")

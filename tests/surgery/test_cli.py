@@ -63,3 +63,29 @@ def test_console_script_runs_as_a_module(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "surgery", "graph", "lenet"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "6 groups, 4 prunable" in proc.stdout
+
+
+def test_prune_to_a_mac_target_with_global_ranking(tmp_path, capsys):
+    assert main(["prune", "lenet", "--target-macs", "100000", "--global",
+                 "--out", str(tmp_path)]) == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("MACs"))
+    after = int(lines["MACs after"].split("(")[0].replace(",", ""))
+    assert 98_000 <= after <= 100_000  # within 2% below the target
+    assert int(lines["MACs before"].replace(",", "")) == 281_640
+
+
+def test_prune_per_layer_ratios(tmp_path):
+    assert main(["prune", "lenet", "--ratio", "conv2=0.5,fc1=0.25", "--out", str(tmp_path)]) == 0
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    assert weights["conv2.weight"].shape[0] == 8 and weights["fc1.weight"].shape[0] == 90
+    assert weights["conv1.weight"].shape[0] == 6
+
+
+@pytest.mark.parametrize("args,message", [
+    (["prune", "lenet", "--out", "o"], "pass --ratio R or --target-macs N"),
+    (["prune", "lenet", "--ratio", "conv2=half", "--out", "o"], "per-layer ratios"),
+])
+def test_prune_budget_errors(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
