@@ -11,8 +11,10 @@ from pathlib import Path
 
 from surgery import load
 from surgery.cli.common import add_model_arguments, model_and_input
+from surgery.cli.export import recorded_shape
 from surgery.latency import BACKENDS
 from surgery.report import Timing, build_report
+from surgery.saving import read_plan
 
 HELP = "measure params, MACs and latency of a model, before/after pruning with --pruned DIR"
 
@@ -31,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.pruned and not args.input_shape and Path(args.pruned).is_dir():  # as pruned
+        _, data = read_plan(args.pruned)
+        if "input_shape" in data:
+            args.input_shape = ",".join(str(s) for s in recorded_shape(data, ()))
     model, x = model_and_input(args)
     pruned = None
     if args.pruned:

@@ -175,3 +175,12 @@ def test_cli_out_is_a_file_exits_2(tmp_path, capsys) -> None:
     target.write_text("x")
     assert main(["report", "lenet", "--out", str(target), "--no-latency"]) == 2
     assert "it is a file" in capsys.readouterr().err
+
+
+def test_cli_report_uses_the_input_shape_recorded_by_prune(tmp_path, capsys):
+    folder = tmp_path / "r18"
+    assert main(["prune", "resnet18", "--ratio", "0.5", "--input-shape", "1,3,32,32",
+                 "--out", str(folder)]) == 0
+    assert main(["report", "resnet18", "--pruned", str(folder), "--no-latency",
+                 "--no-plot"]) == 0
+    assert "Input 1x3x32x32." in capsys.readouterr().out
