@@ -9,11 +9,11 @@ batch 64, the same seed and therefore the same batch order) and evaluated on the
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 from _common import markdown_table
+
 from surgery.data import load_mnist, loaders
 from surgery.flops import count_flops, count_params
 from surgery.train import evaluate, finetune, train

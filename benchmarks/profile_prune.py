@@ -24,10 +24,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import torch  # noqa: E402
+import torch
+from _common import build_model, input_for, median_seconds
 
-from _common import build_model, input_for, median_seconds  # noqa: E402
-from surgery import prune  # noqa: E402
+from surgery import prune
 
 # (label, file suffix, function name): cumulative time of each in the profile.
 STAGES = [

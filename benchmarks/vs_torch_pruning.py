@@ -27,16 +27,23 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import torch  # noqa: E402
-import torch_pruning as tp  # noqa: E402
+import torch
+import torch_pruning as tp
+from _common import (
+    build_model,
+    environment_line,
+    input_for,
+    last_linear,
+    markdown_table,
+    short_error,
+    write_marked_section,
+)
 
-from _common import (build_model, environment_line, input_for, last_linear,  # noqa: E402
-                     markdown_table, short_error, write_marked_section)
-from graphs import trace  # noqa: E402
-from surgery import count_params, prune  # noqa: E402
-from surgery.flops import count_flops  # noqa: E402
-from surgery.latency import measure_latency  # noqa: E402
-from surgery.oracle import kill_channels, randomize_norms, relative_error  # noqa: E402
+from graphs import trace
+from surgery import count_params, prune
+from surgery.flops import count_flops
+from surgery.latency import measure_latency
+from surgery.oracle import kill_channels, randomize_norms, relative_error
 
 MODELS = ["lenet", "resnet18", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0"]
 GOALS = {"resnet50": 0.5, "densenet121": 0.5}  # issue 7: ours/tp prune time at most this

@@ -13,5 +13,15 @@ from graphs.model import IN, OUT, DependencyGraph, Group, Member, Unsupported
 from graphs.rules import RuleTable, default_rules
 from graphs.trace import trace
 
-__all__ = ["trace", "DependencyGraph", "Group", "Member", "Unsupported", "TraceError",
-           "RuleTable", "default_rules", "IN", "OUT"]
+__all__ = [
+           "IN",
+           "OUT",
+           "DependencyGraph",
+           "Group",
+           "Member",
+           "RuleTable",
+           "TraceError",
+           "Unsupported",
+           "default_rules",
+           "trace",
+]

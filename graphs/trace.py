@@ -6,8 +6,9 @@ import contextlib
 import inspect
 import linecache
 import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import fx, nn

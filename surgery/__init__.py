@@ -18,6 +18,20 @@ from surgery.plan import Plan
 from surgery.prune import PruneResult, apply_plan, prune
 from surgery.saving import load, save
 
-__all__ = ["prune", "PruneResult", "Plan", "apply_plan", "lint", "count_params", "count_flops",
-           "FlopCount", "measure_latency", "Latency", "save", "load", "export_onnx",
-           "export_program", "SurgeryError"]
+__all__ = [
+           "FlopCount",
+           "Latency",
+           "Plan",
+           "PruneResult",
+           "SurgeryError",
+           "apply_plan",
+           "count_flops",
+           "count_params",
+           "export_onnx",
+           "export_program",
+           "lint",
+           "load",
+           "measure_latency",
+           "prune",
+           "save",
+]

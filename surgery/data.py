@@ -117,7 +117,7 @@ def _stratified_split(
     train_parts, test_parts = [], []
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_test = int(round(test_fraction * len(idx)))
+        n_test = round(test_fraction * len(idx))
         test_parts.append(idx[:n_test])
         train_parts.append(idx[n_test:])
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))

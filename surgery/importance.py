@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import torch
 from torch import nn

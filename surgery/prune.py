@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,4 +128,4 @@ def _check_arguments(budget: Budget, importance: Any) -> None:
                            f"{', '.join(sorted(CRITERIA))}")
 
 
-__all__ = ["prune", "PruneResult", "apply_plan", "count_params"]
+__all__ = ["PruneResult", "apply_plan", "count_params", "prune"]
