@@ -60,6 +60,10 @@ class TraceContext:
         self.unsupported.append(Unsupported(node.name, op + (f" ({why})" if why else ""),
                                             owner, source))
         reason = f"unsupported op {op} at node {node.name}" + (f" in {owner!r}" if owner else "")
+        return self.block_through(node, reason)
+
+    def block_through(self, node: fx.Node, reason: str) -> Flow | None:
+        """Block the channels of every input and of fresh output channels of ``node``."""
         for f in self.input_flows(node):
             self.sets.block(f.ids, reason)
         out = self.fresh_where_input_was(node) or self.fresh_like(node)

@@ -132,12 +132,7 @@ def shifted_window_attention(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """Swin attention: head width is ``C // num_heads`` of its input, so nothing here is pruned."""
     reason = (f"torchvision shifted_window_attention at node {node.name} derives its head width "
               f"from its input width and has a per-head position bias: not pruned")
-    for f in ctx.input_flows(node):
-        ctx.sets.block(f.ids, reason)
-    out = ctx.fresh_where_input_was(node) or ctx.fresh_like(node)
-    if out is not None:
-        ctx.sets.block(out.ids, reason)
-    return out
+    return ctx.block_through(node, reason)
 
 
 def relative_position_bias(ctx: TraceContext, node: fx.Node) -> None:
