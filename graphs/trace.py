@@ -40,11 +40,11 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
     inputs = as_tuple(example_inputs)
     ignore = tuple(ignore)
     check_ignore(model, ignore)
-    graph = symbolic_trace(model)
+    table = rules or default_rules()
+    graph = symbolic_trace(model, leaves=table)
     with eval_mode(model):
         propagate_shapes(model, graph, inputs)
     ctx = TraceContext(model)
-    table = rules or default_rules()
     for node in graph.nodes:
         ctx.flows[node] = run_rule(ctx, table, node)
     block_shared(ctx)
@@ -76,14 +76,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def symbolic_trace(model: nn.Module, *, source_lines: bool = True) -> fx.Graph:
+def symbolic_trace(model: nn.Module, *, source_lines: bool = True,
+                   leaves: RuleTable | None = None) -> fx.Graph:
     """torch.fx graph of ``model`` (eval mode); its targets name attributes of ``model`` itself.
 
     No GraphModule is built (``ShapeRunner`` interprets the graph over ``model``). With
     ``source_lines`` each node keeps the user source line that made it (see ``_Tracer``).
-    Errors say where the model broke tracing.
+    Modules whose exact type has a rule in ``leaves`` stay leaves (one call_module node), like
+    torch.nn modules. Errors say where the model broke tracing.
     """
-    tracer = _Tracer(source_lines)
+    tracer = _Tracer(source_lines, leaves)
     try:
         with eval_mode(model):
             return tracer.trace(model)
@@ -99,9 +101,14 @@ class _Tracer(fx.Tracer):
     than the rest of tracing; ``context.user_source`` only ever reads the innermost user frame.
     """
 
-    def __init__(self, source_lines: bool) -> None:
+    def __init__(self, source_lines: bool, leaves: RuleTable | None = None) -> None:
         super().__init__()
         self.source_lines = source_lines
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (self.leaves is not None and type(m) in self.leaves) or \
+            super().is_leaf_module(m, module_qualified_name)
 
     def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
         node = super().create_node(*args, **kwargs)

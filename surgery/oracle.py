@@ -25,7 +25,7 @@ from torch import nn
 from graphs.model import OUT, DependencyGraph, Group
 from graphs.trace import trace
 from surgery.plan import channels_to_remove
-from surgery.prune import PruneResult, prune
+from surgery.prune import PruneResult, coupling_rules, prune
 from surgery.rebuild_attention import weight_of
 
 
@@ -59,7 +59,7 @@ def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) ->
         >>> c.exact, c.removed == c.dead
         (True, True)
     """
-    graph = trace(model, example_inputs)
+    graph = trace(model, example_inputs, rules=coupling_rules())
     dead = kill_channels(model, graph, ratio, seed=seed)
     with torch.no_grad():
         expected = model(example_inputs)

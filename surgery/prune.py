@@ -13,6 +13,7 @@ from torch import nn
 
 from graphs.errors import TraceError
 from graphs.model import DependencyGraph
+from graphs.rules import RuleTable, default_rules
 from graphs.trace import trace
 from surgery.budget import Budget, plan_model
 from surgery.errors import SurgeryError
@@ -21,7 +22,7 @@ from surgery.importance import CRITERIA, Criterion
 from surgery.lint import lint
 from surgery.plan import Plan
 from surgery.rebuild import default_surgeons, rebuild, replace
-from surgery.rebuild_attention import weight_of
+from surgery.rebuild_attention import register_rules, weight_of
 
 
 @dataclass
@@ -92,7 +93,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     budget = Budget(ratio, global_ranking, target_macs, round_to)
     _check_arguments(budget, importance)
     try:
-        graph = trace(model, example_inputs, ignore=ignore)
+        graph = trace(model, example_inputs, ignore=ignore, rules=coupling_rules())
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
     plan = plan_model(model, example_inputs, graph, budget, importance)
@@ -119,6 +120,13 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     for name, keep in keep_by_module.items():
         replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
     return model
+
+
+def coupling_rules() -> RuleTable:
+    """graphs' default rules plus those for layers surgery builds (a pruned model prunes again)."""
+    table = default_rules()
+    register_rules(table)
+    return table
 
 
 def _check_arguments(budget: Budget, importance: Any) -> None:

@@ -51,6 +51,8 @@ class PrunedMultiheadAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * inner, device=device, dtype=dtype)) \
             if bias else None
         self.out_proj = nn.Linear(inner, embed_dim, bias=bias, device=device, dtype=dtype)
+        self.bias_k = self.bias_v = None  # as nn.MultiheadAttention: the tracer's rule reads them
+        self.add_zero_attn = False
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -148,4 +150,20 @@ def surgeons() -> dict[type, object]:
     from surgery.rebuild import linear
 
     return {nn.MultiheadAttention: multihead_attention, LayerNorm2d: layer_norm_subclass,
+            PrunedMultiheadAttention: multihead_attention,
             nn.modules.linear.NonDynamicallyQuantizableLinear: linear}  # MHA's out_proj
+
+
+def register_rules(table) -> None:
+    """Coupling rules for the layers surgery itself builds, so a pruned model prunes again.
+
+    Example:
+        >>> from graphs.rules import default_rules
+        >>> table = default_rules()
+        >>> register_rules(table)
+        >>> PrunedMultiheadAttention in table
+        True
+    """
+    from graphs.rules_attention import multihead_attention as rule
+
+    table.register(PrunedMultiheadAttention, rule)

@@ -77,19 +77,6 @@ def test_vit_loses_whole_heads_and_mlp_width():
     assert attn.out_proj.in_features == 32 and block.mlp[0].out_features == 64
 
 
-def test_a_pruned_vit_pruned_again_is_left_whole_not_broken():
-    """fx traces through PrunedMultiheadAttention (it is not a torch.nn leaf), whose ops have no
-    rules: the second pass reports them and prunes nothing rather than something wrong."""
-    torch.manual_seed(0)
-    model, x = randomize_weights(SMALL["vit"]()), torch.randn(1, 3, 32, 32)
-    once = prune(model, x, ratio=0.5).model
-    twice = prune(once, x, ratio=0.5)
-    assert any("scaled_dot_product_attention" in u.op for u in twice.graph.unsupported)
-    assert twice.params_after == twice.params_before and lint(twice.model, x) == []
-    with torch.no_grad():
-        assert relative_error(twice.model(x), once(x)) <= 1e-6
-
-
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_pruned_attention_keeping_every_head_equals_multihead_attention(batch_first):
     torch.manual_seed(0)
@@ -142,3 +129,15 @@ def test_full_size_transformer_families_prune_exactly(name):
     graph, _ = check_exact(model, torch.randn(1, 3, ZOO[name], ZOO[name]), ratio=0.3)
     assert graph.prunable
 
+
+
+def test_a_pruned_vit_prunes_again_exactly():
+    """PrunedMultiheadAttention is a traced leaf with the MHA rule: its heads prune again."""
+    model, x = randomize_weights(SMALL["vit"]()), torch.randn(2, 3, 32, 32)
+    once = prune(model, x, ratio=0.5).model
+    assert once.encoder.layers[0].self_attention.num_heads == 2
+    c = check(once, x, ratio=0.5)
+    assert c.removed == c.dead and c.shape_kept and c.error <= 1e-4
+    attention = c.result.model.encoder.layers[0].self_attention
+    assert isinstance(attention, PrunedMultiheadAttention) and attention.num_heads == 1
+    assert lint(c.result.model, x) == []
