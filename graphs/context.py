@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from torch import fx, nn
 from graphs.channels import ChannelSets, Flow
 from graphs.model import Unsupported
 
-_TORCH_DIR = str(Path(torch.__file__).parent)
+TORCH_DIR = str(Path(torch.__file__).parent) + os.sep  # a prefix torchvision's path lacks
+
 
 
 @dataclass
@@ -104,6 +106,6 @@ def user_source(stack_trace: str) -> str:
     """The last frame of an fx stack trace outside torch itself, as ``file:line: code``."""
     frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)', stack_trace)
     for filename, line, code in reversed(frames):
-        if not filename.startswith(_TORCH_DIR):
+        if not filename.startswith(TORCH_DIR):
             return f"{filename}:{line}: {code.strip()}"
     return ""

@@ -7,21 +7,18 @@ import inspect
 import linecache
 import traceback
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from graphs.context import TraceContext
+from graphs.context import TORCH_DIR, TraceContext
 from graphs.errors import TraceError
 from graphs.grouping import build_groups
 from graphs.model import OUT, DependencyGraph
 from graphs.rules import RuleTable, default_rules
 from graphs.shapes import ShapeRunner
-
-_TORCH_DIR = str(Path(torch.__file__).parent)
 
 
 def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
@@ -122,7 +119,7 @@ def _innermost_user_frame() -> str:
     frame = inspect.currentframe()
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_TORCH_DIR) and filename != __file__:
+        if not filename.startswith(TORCH_DIR) and filename != __file__:
             code = linecache.getline(filename, frame.f_lineno).strip()
             return f'  File "{filename}", line {frame.f_lineno}, in {frame.f_code.co_name}\n' \
                    f"    {code}"
@@ -132,7 +129,7 @@ def _innermost_user_frame() -> str:
 
 def _user_frame(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(_TORCH_DIR) and not f.filename.endswith("graphs/trace.py")]
+              if not f.filename.startswith(TORCH_DIR) and not f.filename.endswith("graphs/trace.py")]
     if not frames:
         return ""
     f = frames[-1]

@@ -156,3 +156,15 @@ def test_connected_components_and_shape_maths():
     assert index_dim((slice(None), slice(None), 0), 1, 4) == 1
     assert index_dim((Ellipsis, 0), 1, 4) == 1
     assert index_dim((slice(None), slice(0, 2)), 1, 4) is None
+
+
+def test_unsupported_ops_in_torchvision_code_name_the_torchvision_line():
+    """torchvision's path starts like torch's: it must not be skipped as torch internals."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
+                              hidden_dim=16, mlp_dim=32, num_classes=3)
+    graph = trace(model, torch.zeros(1, 3, 32, 32))
+    expand = next(u for u in graph.unsupported if u.op == "expand")
+    assert "torchvision/models/vision_transformer.py:" in expand.source
+    assert "class_token.expand" in expand.source
