@@ -15,6 +15,10 @@ Known differences, each checked below rather than hidden:
    (tests/surgery/test_zoo.py checks it is exact).
 3. Roles: torch-pruning prunes BatchNorm and depthwise convs with one function for both sides; we
    record them as OUT members (they produce/normalise the channels), so both are mapped to OUT.
+4. ViT's residual stream: torch-pruning couples the patch embedding ``conv_proj`` with the stream
+   through the class token it concatenates (an "unwrapped parameter" it prunes along its last
+   dim); we keep the stream whole (class token and position embedding are bare parameters), so
+   that one group differs and is not prunable on our side. MLP widths match exactly.
 """
 
 import pytest
@@ -121,3 +125,35 @@ def test_torch_pruning_cannot_build_shufflenet_at_64x64():
 def test_heavier_models_match_up_to_grouped_conv_inputs(name):
     model, x = build(name)
     grouped_conv_inputs_only(model, differences(model, x))
+
+
+def _small_transformer(name):
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=10) \
+        if name == "convnext" else VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                                     num_heads=4, hidden_dim=64, mlp_dim=128,
+                                                     num_classes=10)
+    return model.eval(), torch.randn(1, 3, 32, 32)
+
+
+def _root_differences(model, x):
+    graph, mine = ours(model, x)
+    return graph, [r for r, items in theirs(model, x).items() if mine.get(r, {}) != items]
+
+
+def test_convnext_groups_equal_torch_pruning():
+    _, differ = _root_differences(*_small_transformer("convnext"))
+    assert differ == []
+
+
+def test_vit_differs_only_in_the_residual_stream():
+    """Difference 4: the one differing group is the stream, which we keep whole with a reason."""
+    graph, differ = _root_differences(*_small_transformer("vit"))
+    assert differ == ["encoder.layers.encoder_layer_1.mlp.3"]
+    stream = next(g for g in graph.groups_of(differ[0])
+                  if any(m.module == differ[0] and m.role == OUT for m in g.members))
+    assert not stream.prunable and "cat" in stream.reason
+
