@@ -45,7 +45,7 @@ def accuracy_section(tools: dict[str, Callable], ratio: float, *, epochs: int = 
               f"acc after {ft_epochs}-epoch fine-tune"]
     return "\n".join([
         "### Accuracy after an equal fine-tune (LeNet, MNIST subset)", "",
-        f"Dense LeNet trained {epochs} epochs (SGD, lr 0.05, batch 64, seed {seed}); each tool "
+        (f"Dense LeNet trained {epochs} epochs (SGD, lr 0.05, batch 64, seed {seed}); each tool "
         f"prunes a copy at ratio {ratio} (L1); both fine-tune {ft_epochs} epochs with the same "
-        "recipe and batch order. Test set: 1,000 held-out images.", "",
+        "recipe and batch order. Test set: 1,000 held-out images."), "",
         markdown_table(header, rows)])

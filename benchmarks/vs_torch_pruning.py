@@ -100,7 +100,7 @@ def time_prunes(model, x, args, row):
             t0 = time.perf_counter()
             try:
                 pruned[tool] = fn(m, x, args.ratio)
-            except Exception as exc:  # record, never crash the whole run
+            except Exception as exc:  # noqa: BLE001 - record, never crash the whole run
                 row[f"{tool}_error"] = f"ERROR {short_error(exc)}"
                 continue
             times[tool].append(time.perf_counter() - t0)
@@ -143,7 +143,7 @@ def bench_model(name, args):
         say(f"[{name}] exactness oracle, {tool}")
         try:
             row[f"{tool}_exact"] = exactness(tool, model, x, args.ratio)
-        except Exception as exc:  # record, never crash the whole run
+        except Exception as exc:  # noqa: BLE001 - record, never crash the whole run
             row[f"{tool}_exact"] = f"ERROR {short_error(exc)}"
     return row
 
@@ -253,13 +253,13 @@ def main(argv=None):
         rows.append(bench_model(name, args))
         say(f"[{name}] done in {time.perf_counter() - t0:.1f}s")
     head = [f"## surgery vs torch-pruning{' (quick)' if args.quick else ''}", "",
-            f"ratio {args.ratio}, L1 magnitude in both tools, input side {args.size} (LeNet 28). "
+            (f"ratio {args.ratio}, L1 magnitude in both tools, input side {args.size} (LeNet 28). "
             f"Prune time: median of {args.repeats} alternating repeats; latency: median of "
             f"{args.rounds} alternating rounds, each the median of {args.runs} runs after "
-            f"{args.warmup} warm-up (CPU, eager).",
-            f"Environment: {environment_line(args.threads)}; {os.cpu_count()} cores, 1-minute "
+            f"{args.warmup} warm-up (CPU, eager)."),
+            (f"Environment: {environment_line(args.threads)}; {os.cpu_count()} cores, 1-minute "
             f"load average {load:.1f} at start; total wall time "
-            f"{time.perf_counter() - start:.0f}s.", "",
+            f"{time.perf_counter() - start:.0f}s."), "",
             markdown_table(HEADER, [to_cells(r) for r in rows]), "",
             *goal_lines(rows, args.size), ""]
     section = "\n".join(head + [NOTES, ""])

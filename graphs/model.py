@@ -92,8 +92,8 @@ class DependencyGraph:
 
     def __str__(self) -> str:
         lines = [
-            f"DependencyGraph: {len(self.groups)} groups, {len(self.prunable)} prunable, "
-            f"{len(self.unsupported)} unsupported ops"
+            (f"DependencyGraph: {len(self.groups)} groups, {len(self.prunable)} prunable, "
+            f"{len(self.unsupported)} unsupported ops")
         ]
         for g in self.groups:
             state = "prunable" if g.prunable else f"not prunable: {g.reason}"
