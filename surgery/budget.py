@@ -40,6 +40,7 @@ from graphs.model import OUT, DependencyGraph, Group
 from surgery.errors import SurgeryError
 from surgery.importance import Criterion, score
 from surgery.plan import Plan, channels_to_remove, plan_group, round_removal
+from surgery.rebuild_attention import indexed_tensor
 
 TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]
 
@@ -277,7 +278,8 @@ class MacModel:
         for g in groups:
             self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m in g.members]
             for m in g.members:
-                self.dims[(m.module, m.dim)] = _dim_size(model.get_submodule(m.module), m.dim)
+                module = model.get_submodule(m.module)
+                self.dims[(m.module, m.dim)] = indexed_tensor(module).shape[m.dim]
         self.layers = {name: (n, [key for key in self.dims if key[0] == name])
                        for name, n in by_module.items() if n and name in
                        {module for module, _ in self.dims}}
@@ -299,10 +301,3 @@ class MacModel:
         for key in keys:
             macs *= (self.dims[key] - removed[key]) / self.dims[key]
         return macs
-
-
-def _dim_size(module: nn.Module, dim: int) -> int:
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, torch.Tensor):
-        return weight.shape[dim]
-    return module.running_mean.shape[0]

@@ -22,7 +22,7 @@ from surgery.importance import CRITERIA, Criterion
 from surgery.lint import lint
 from surgery.plan import Plan
 from surgery.rebuild import default_surgeons, rebuild, replace
-from surgery.rebuild_attention import register_rules, weight_of
+from surgery.rebuild_attention import indexed_tensor, register_rules
 
 
 @dataclass
@@ -111,9 +111,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     """Rebuild every layer the plan touches, in place on ``model``; returns ``model``."""
     keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
     for (name, dim), removed in plan.removed().items():
-        module = model.get_submodule(name)
-        size = weight_of(module).shape[dim] if weight_of(module) is not None \
-            else module.running_mean.shape[0]
+        size = indexed_tensor(model.get_submodule(name)).shape[dim]
         keep = np.delete(np.arange(size, dtype=np.int64), np.asarray(removed, dtype=np.int64))
         keep_by_module.setdefault(name, {})[dim] = torch.from_numpy(keep)
     surgeons = default_surgeons()

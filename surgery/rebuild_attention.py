@@ -37,6 +37,19 @@ def weight_of(module: nn.Module) -> torch.Tensor | None:
     return w if isinstance(w, torch.Tensor) else None
 
 
+def indexed_tensor(module: nn.Module) -> torch.Tensor | None:
+    """What a group member's dim indexes: ``weight_of(module)``, else a norm's running stats.
+
+    Example:
+        >>> tuple(indexed_tensor(nn.BatchNorm2d(4, affine=False)).shape)
+        (4,)
+    """
+    w = weight_of(module)
+    if w is None:
+        w = getattr(module, "running_mean", None)
+    return w if isinstance(w, torch.Tensor) else None
+
+
 class PrunedMultiheadAttention(nn.Module):
     """``nn.MultiheadAttention`` (packed q, k, v) whose heads need not fill ``embed_dim``."""
 

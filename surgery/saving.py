@@ -35,7 +35,7 @@ from surgery.errors import SurgeryError
 from surgery.lint import lint
 from surgery.plan import GroupPlan, MemberPlan, Plan
 from surgery.prune import apply_plan
-from surgery.rebuild_attention import weight_of
+from surgery.rebuild_attention import indexed_tensor
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -196,10 +196,8 @@ def _dim_size(model: nn.Module, name: str, dim: int) -> int:
     except AttributeError:
         raise SurgeryError(f"the plan names module {name!r}, which is not in the base "
                            f"model: is --base the model that was pruned?") from None
-    tensor = weight_of(module)
-    if not isinstance(tensor, torch.Tensor):
-        tensor = getattr(module, "running_mean", None)
-    if not isinstance(tensor, torch.Tensor) or not 0 <= dim < tensor.dim():
+    tensor = indexed_tensor(module)
+    if tensor is None or not 0 <= dim < tensor.dim():
         raise SurgeryError(f"the plan prunes dim {dim} of {name!r} "
                            f"({type(module).__name__}), which has no such weight dim")
     return tensor.shape[dim]

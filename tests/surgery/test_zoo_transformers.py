@@ -141,3 +141,11 @@ def test_a_pruned_vit_prunes_again_exactly():
     attention = c.result.model.encoder.layers[0].self_attention
     assert isinstance(attention, PrunedMultiheadAttention) and attention.num_heads == 1
     assert lint(c.result.model, x) == []
+
+
+def test_target_macs_sizes_attention_members_by_their_packed_weight():
+    """The MAC model measures MHA members through in_proj_weight (it used to look for .weight)."""
+    model, x = randomize_weights(SMALL["vit"]()), torch.randn(1, 3, 32, 32)
+    result = prune(model, x, target_macs=500_000)
+    assert result.params_after < result.params_before
+    assert lint(result.model, x) == []
