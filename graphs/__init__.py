@@ -1,4 +1,4 @@
-"""Dependency graphs of coupled channels, traced with torch.fx.
+"""Dependency graphs of coupled channels, captured from the model's real forward.
 
 Example:
     >>> import torch
@@ -10,7 +10,8 @@ Example:
 
 from graphs.errors import TraceError
 from graphs.model import IN, OUT, DependencyGraph, Group, Member, Unsupported
-from graphs.rules import RuleTable, default_rules
+from graphs.rules import default_rules
+from graphs.table import RuleTable
 from graphs.trace import trace
 
 __all__ = [

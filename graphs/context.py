@@ -1,12 +1,9 @@
-"""What a coupling rule sees: the traced graph, the flows computed so far, and the channel sets."""
+"""What a coupling rule sees: the captured graph, the flows computed so far, and the channel sets."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,19 +11,19 @@ from torch import fx, nn
 
 from graphs.channels import ChannelSets, Flow
 from graphs.model import Unsupported
-
-TORCH_DIR = str(Path(torch.__file__).parent) + os.sep  # a prefix torchvision's path lacks
-
+from graphs.sources import user_source
 
 
 @dataclass
 class TraceContext:
     """Per-trace state handed to every rule. Rules read flows and shapes, and write to ``sets``.
 
-    ``root`` is the traced model: the graph's ``call_module`` targets name its submodules.
+    ``root`` is the traced model: ``call_module`` targets name its submodules; ``params`` maps
+    each ``get_attr`` target (a qualified parameter or buffer name) to its tensor.
     """
 
     root: nn.Module
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
     sets: ChannelSets = field(default_factory=ChannelSets)
     flows: dict[fx.Node, Any] = field(default_factory=dict)
     unsupported: list[Unsupported] = field(default_factory=list)
@@ -58,7 +55,7 @@ class TraceContext:
 
     def reject(self, node: fx.Node, op: str, why: str = "") -> Flow | None:
         """Report an op we have no rule for: its inputs and output channels are not prunable."""
-        owner, source = _whereabouts(node)
+        owner, source = node.meta.get("module", ""), user_source(node.stack_trace or "")
         self.unsupported.append(Unsupported(node.name, op + (f" ({why})" if why else ""),
                                             owner, source))
         reason = f"unsupported op {op} at node {node.name}" + (f" in {owner!r}" if owner else "")
@@ -91,21 +88,3 @@ def _flatten_values(values: list[Any]) -> list[Any]:
     for v in values:
         out.extend(_flatten_values(list(v)) if isinstance(v, (tuple, list)) else [v])
     return out
-
-
-def _whereabouts(node: fx.Node) -> tuple[str, str]:
-    stack = node.meta.get("nn_module_stack") or {}
-    owner = ""
-    if stack:
-        last = list(stack.values())[-1]
-        owner = last[0] if isinstance(last, tuple) else str(last)
-    return owner, user_source(node.stack_trace or "")
-
-
-def user_source(stack_trace: str) -> str:
-    """The last frame of an fx stack trace outside torch itself, as ``file:line: code``."""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)', stack_trace)
-    for filename, line, code in reversed(frames):
-        if not filename.startswith(TORCH_DIR):
-            return f"{filename}:{line}: {code.strip()}"
-    return ""

@@ -19,18 +19,14 @@ class Member:
     """One module dimension in a group.
 
     Example:
-        >>> m = Member("conv1", OUT, 0, ((0,), (1,)))
-        >>> m.positions(1)
-        (1,)
+        >>> Member("conv1", OUT, 0, ((0,), (1,))).short()
+        'conv1.out'
     """
 
     module: str  # qualified name, as in model.named_modules()
     role: str  # OUT or IN
     dim: int  # the weight dimension the channels live on
     indices: tuple[tuple[int, ...], ...]  # indices[c] = positions of group channel c
-
-    def positions(self, channel: int) -> tuple[int, ...]:
-        return self.indices[channel]
 
     def short(self) -> str:
         width = len(self.indices[0]) if self.indices else 0
@@ -82,6 +78,7 @@ class DependencyGraph:
 
     groups: tuple[Group, ...]
     unsupported: tuple[Unsupported, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # e.g. the forward branched on tensor values
 
     @property
     def prunable(self) -> tuple[Group, ...]:
@@ -100,4 +97,5 @@ class DependencyGraph:
             lines.append(f"  [{g.id}] {g.channels} channels, {state}")
             lines.append("      " + "  ".join(m.short() for m in g.members))
         lines.extend(f"  ! {u}" for u in self.unsupported)
+        lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)

@@ -1,9 +1,7 @@
-"""The table of coupling rules: op -> rule. One entry per fx target (module type, function, method).
+"""The one default table of coupling rules: every op the tracer understands, and its rule.
 
-A rule is a plain function ``rule(ctx, node) -> Flow | tuple | None`` that reads the flows of the
-node's inputs from ``ctx`` and returns the flow of its output, recording unions, blocks and layer
-positions on ``ctx.sets`` on the way. Module rules are keyed by the exact module type (a subclass may
-change ``forward``, so it is never matched by its base class); call_method rules by method name.
+``default_rules()`` returns a fresh copy (callers may add their own rules to it). The table is
+rendered as the op -> rule table of docs/OVERVIEW.md (``rule_table_markdown``).
 
 Example:
     >>> table = default_rules()
@@ -13,49 +11,33 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from graphs import rules_attention, rules_layers, rules_shape, rules_tensor
+from graphs.table import RuleTable, method
 
-from torch import fx
-
-from graphs.context import TraceContext
-
-Rule = Callable[[TraceContext, fx.Node], Any]
-
-
-class RuleTable:
-    """Maps op keys to rules; ``register`` refuses a key that is already there."""
-
-    def __init__(self) -> None:
-        self._rules: dict[Any, Rule] = {}
-
-    def register(self, keys: Any, rule: Rule) -> None:
-        for key in keys if isinstance(keys, (list, tuple)) else (keys,):
-            if key in self._rules:
-                raise ValueError(f"a coupling rule for {key!r} is already registered")
-            self._rules[key] = rule
-
-    def lookup(self, op: str, key: Any) -> Rule | None:
-        if op == "call_module":
-            return self._rules.get(key)  # key is the module's exact type
-        return self._rules.get(("method", key) if op == "call_method" else key)
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self._rules
-
-
-def method(*names: str) -> list[tuple[str, str]]:
-    """Keys for tensor methods, e.g. ``method("relu", "relu_")``."""
-    return [("method", n) for n in names]
+__all__ = ["RuleTable", "default_rules", "method", "rule_table_markdown"]
 
 
 def default_rules() -> RuleTable:
     """A fresh table holding every built-in rule (a new copy per call: callers may add their own)."""
-    from graphs import rules_attention, rules_modules, rules_shape, rules_tensor
-
     table = RuleTable()
-    rules_modules.register_all(table)
+    rules_layers.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
     rules_attention.register_all(table)
     return table
+
+
+def rule_table_markdown(table: RuleTable | None = None) -> str:
+    """The op -> rule table as markdown, one row per rule with the ops it handles.
+
+    Example:
+        >>> print(rule_table_markdown().splitlines()[0])
+        | rule | ops |
+    """
+    by_rule: dict[str, list[str]] = {}
+    for op, rule in (table or default_rules()).entries():
+        by_rule.setdefault(rule, []).append(op)
+    lines = ["| rule | ops |", "|---|---|"]
+    lines += [f"| `{rule}` | {', '.join(f'`{o}`' for o in ops)} |"
+              for rule, ops in sorted(by_rule.items())]
+    return "\n".join(lines)

@@ -1,15 +1,10 @@
-"""Coupling rules for transformer blocks: multi-head attention, functional LayerNorm, Swin helpers.
+"""Coupling rules for attention layers.
 
 * ``nn.MultiheadAttention`` (self-attention, packed q/k/v): each *head* is one channel. Head h
   owns rows ``h*d..(h+1)*d`` of each of the q, k and v blocks of ``in_proj_weight`` and the same
   columns of ``out_proj``; removing a head removes all of them (``surgery.rebuild_attention``).
   This is exact: a head whose v rows and out_proj columns are zero adds nothing to the output,
   whatever its softmax. Its ``embed_dim`` (input and output width) is not pruned.
-* ``F.layer_norm`` over the channel dim (ConvNeXt's ``LayerNorm2d`` permutes to channels last and
-  calls it with its own weight and bias): the channels pass through; the owner's affine is a member.
-* torchvision Swin: ``shifted_window_attention`` derives the head width from its input width
-  (``C // num_heads``) and reads a per-head relative position bias, so neither its input/output
-  width nor its heads are pruned; ``_patch_merging_pad`` stacks four copies of the channels.
 
 Example:
     >>> import torch
@@ -31,16 +26,12 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-import torch.nn.functional as F
 from torch import fx, nn
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.model import IN, OUT
-
-
-def _arg(node: fx.Node, index: int, name: str, default=None):
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+from graphs.rules_layers import arg
 
 
 def head_rows(num_heads: int, head_dim: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +49,7 @@ def head_rows(num_heads: int, head_dim: int, ids: np.ndarray) -> tuple[np.ndarra
 def multihead_attention(ctx: TraceContext, node: fx.Node):
     """Self-attention with packed q, k, v: heads are prunable, embed_dim is blocked."""
     m, name = ctx.module(node), str(node.target)
-    query, key, value = (_arg(node, i, n) for i, n in enumerate(("query", "key", "value")))
+    query, key, value = (arg(node, i, n) for i, n in enumerate(("query", "key", "value")))
     x, shape = ctx.flow(query), ctx.shape(query)
     if x is None or shape is None or len(shape) != 3 or x.dim != 2:
         return ctx.reject(node, "MultiheadAttention", "embedding is not the last of 3 dims")
@@ -86,7 +77,7 @@ def multihead_attention(ctx: TraceContext, node: fx.Node):
 
 
 def _heads_not_prunable(node: fx.Node) -> str:
-    mask = _arg(node, 5, "attn_mask")
+    mask = arg(node, 5, "attn_mask")
     if isinstance(mask, fx.Node) and len(mask.meta.get("tensor_meta").shape) == 3:
         return "a per-head attn_mask is passed"
     for user in node.users:
@@ -95,67 +86,18 @@ def _heads_not_prunable(node: fx.Node) -> str:
     return ""
 
 
-def functional_layer_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """F.layer_norm over the channel dim with one module's weight and bias (e.g. LayerNorm2d)."""
-    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
-    if x is None or shape is None:
-        return None
-    normalized = _arg(node, 1, "normalized_shape", ())
-    if len(normalized) != 1 or x.dim != len(shape) - 1:
-        return ctx.reject(node, "layer_norm", "normalises more than the channel dimension")
-    weight, bias = _arg(node, 2, "weight"), _arg(node, 3, "bias")
-    owner = affine_owner(weight, bias)
-    if owner is None:
-        return ctx.reject(node, "layer_norm", "affine tensors are not one module's weight, bias")
-    if owner:
-        ctx.calls[owner] += 1
-        ctx.sets.record(owner, OUT, 0, x.ids)
-    return x
+def packed_attention(module: nn.Module) -> bool:
+    """What ``nn.MultiheadAttention`` holds: packed q/k/v rows, heads, an ``out_proj`` Linear.
 
-
-def affine_owner(weight, bias) -> str | None:
-    """The module whose ``weight``/``bias`` attributes both tensors are; "" without affine."""
-    owners = set()
-    for arg, attr in ((weight, "weight"), (bias, "bias")):
-        if arg is None:
-            continue
-        if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
-            return None
-        owner, _, leaf = arg.target.rpartition(".")
-        if leaf != attr:
-            return None
-        owners.add(owner)
-    return owners.pop() if len(owners) == 1 else ("" if not owners else None)
-
-
-def shifted_window_attention(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Swin attention: head width is ``C // num_heads`` of its input, so nothing here is pruned."""
-    reason = (f"torchvision shifted_window_attention at node {node.name} derives its head width "
-              f"from its input width and has a per-head position bias: not pruned")
-    return ctx.block_through(node, reason)
-
-
-def relative_position_bias(ctx: TraceContext, node: fx.Node) -> None:
-    """Swin's per-head bias table lookup: heads are not pruned, so its channels are blocked."""
-    for f in ctx.input_flows(node):
-        ctx.sets.block(f.ids, f"per-head relative position bias at node {node.name}")
-
-
-def patch_merging_pad(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Swin patch merging: pads H, W and stacks 4 strided views on the last (channel) dim."""
-    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
-    if x is None or shape is None:
-        return None
-    if x.dim != len(shape) - 1:
-        return ctx.reject(node, "_patch_merging_pad", "channels are not the last dim")
-    return Flow(np.tile(x.ids, 4), x.dim)
+    Example:
+        >>> packed_attention(nn.MultiheadAttention(8, 2)), packed_attention(nn.Linear(2, 2))
+        (True, False)
+    """
+    return (hasattr(module, "in_proj_weight") and isinstance(getattr(module, "num_heads", None),
+                                                             int)
+            and isinstance(getattr(module, "head_dim", None), int)
+            and isinstance(getattr(module, "out_proj", None), nn.Linear))
 
 
 def register_all(table) -> None:
-    from torchvision.models import swin_transformer as swin
-
-    table.register(nn.MultiheadAttention, multihead_attention)
-    table.register(F.layer_norm, functional_layer_norm)
-    table.register(swin.shifted_window_attention, shifted_window_attention)
-    table.register(swin._get_relative_position_bias, relative_position_bias)
-    table.register(swin._patch_merging_pad, patch_merging_pad)
+    table.register_kind("packed attention", packed_attention, multihead_attention)

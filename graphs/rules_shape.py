@@ -7,11 +7,12 @@ import operator
 
 import numpy as np
 import torch
-from torch import fx, nn
+from torch import fx
 
 from graphs.channels import Flow
-from graphs.context import TraceContext, user_source
-from graphs.rules import method
+from graphs.context import TraceContext
+from graphs.sources import user_source
+from graphs.table import method
 
 
 def _arg(node: fx.Node, index: int, name: str, default):
@@ -47,11 +48,6 @@ def flatten_function(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return _flatten(ctx, node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
 
 
-def flatten_module(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    m = ctx.module(node)
-    return _flatten(ctx, node, m.start_dim, m.end_dim)
-
-
 def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """view/reshape: merging dims, leaving the channel dim alone, or splitting it into (g, C/g).
 
@@ -64,8 +60,9 @@ def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or before is None or after is None:
         return None
     sizes = shape_args(node)
-    if before[:x.dim + 1] == after[:x.dim + 1] and math.prod(before) == math.prod(after):
-        return _dynamic_or_block(ctx, node, sizes, [x.dim], x)  # only later dims change
+    kept = kept_dim(before, after, x.dim)
+    if kept is not None:  # other dims merge or split around the channel dim
+        return _dynamic_or_block(ctx, node, sizes, [kept], Flow(x.ids, kept))
     for start in range(len(before)):
         for end in range(start, len(before)):
             merged = before[:start] + (math.prod(before[start:end + 1]),) + before[end + 1:]
@@ -81,6 +78,25 @@ def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
             ctx.sets.union(pieces[0], piece)
         return y
     return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
+
+
+def kept_dim(before: tuple, after: tuple, dim: int) -> int | None:
+    """Where dim ``dim`` stands after a reshape that keeps it whole, or None.
+
+    Row-major order puts element (outer, c, inner) at the same flat position before and after,
+    so the dim is kept when some dim k of ``after`` has its size and the products of the dims
+    before and after it agree.
+
+    Example:
+        >>> kept_dim((2, 8, 8, 16), (2, 2, 4, 2, 4, 16), 3), kept_dim((2, 6, 4), (2, 3, 8), 1)
+        (5, None)
+    """
+    outer, inner = math.prod(before[:dim]), math.prod(before[dim + 1:])
+    for k, size in enumerate(after):
+        if size == before[dim] and math.prod(after[:k]) == outer \
+                and math.prod(after[k + 1:]) == inner:
+            return k
+    return None
 
 
 def shape_args(node: fx.Node) -> list | None:
@@ -242,12 +258,11 @@ def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
 
 def register_all(table) -> None:
     table.register([torch.flatten] + method("flatten"), flatten_function)
-    table.register(nn.Flatten, flatten_module)
     table.register([torch.reshape] + method("view", "reshape"), reshape)
     table.register([torch.permute] + method("permute"), permute)
     table.register([torch.transpose] + method("transpose"), transpose)
     table.register([torch.cat, torch.concat], cat)
     table.register([torch.split, torch.chunk, torch.tensor_split]
                    + method("split", "chunk", "tensor_split"), split)
-    table.register(operator.getitem, getitem)
+    table.register([operator.getitem] + method("__getitem__"), getitem)
     table.register([torch.unsqueeze] + method("unsqueeze"), unsqueeze)

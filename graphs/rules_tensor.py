@@ -11,7 +11,7 @@ from torchvision.ops import stochastic_depth
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
-from graphs.rules import method
+from graphs.table import method
 
 BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
           operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,

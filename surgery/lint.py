@@ -1,4 +1,8 @@
-"""Check every producer/consumer channel count of a model on example inputs, like fx's Graph.lint.
+"""Check every producer/consumer channel count of a model, like fx's Graph.lint.
+
+Two checks: each layer's size attributes agree with its tensors (``in_channels``,
+``num_features``, ...), and a real forward on the example inputs gives every layer function the
+channels its tensors expect (``graphs.checks.channel_problems``).
 
 Example:
     >>> import torch
@@ -12,70 +16,50 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import fx, nn
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.conv import _ConvNd
 
-from graphs.shapes import ShapeRunner
-from graphs.trace import as_tuple, eval_mode, symbolic_trace
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-         nn.ConvTranspose3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+from graphs.checks import channel_problems
 
 
-def expected_channels(m: nn.Module) -> tuple[int, int] | None:
-    """(dim, channel count) a layer expects on its input, or None for layers without one."""
-    if isinstance(m, CONVS):
-        return 1, m.in_channels
-    if isinstance(m, nn.Linear):
-        return -1, m.in_features
-    if isinstance(m, NORMS):
-        return 1, getattr(m, "num_features", getattr(m, "num_channels", 0))
-    if isinstance(m, nn.LayerNorm):
-        return -1, m.normalized_shape[-1]
-    return None
+def attribute_problems(model: nn.Module) -> list[str]:
+    """Layers whose size attributes disagree with their tensors' shapes.
+
+    Example:
+        >>> conv = nn.Conv2d(4, 8, 3)
+        >>> conv.out_channels = 6
+        >>> attribute_problems(nn.Sequential(conv))
+        ['0 (Conv2d): out_channels=6 but its weight says 8']
+    """
+    problems = []
+    for name, m in model.named_modules():
+        for attr, actual in _sizes(m):
+            if getattr(m, attr) != actual:
+                problems.append(f"{name} ({type(m).__name__}): {attr}={getattr(m, attr)} but "
+                                f"its weight says {actual}")
+    return problems
 
 
-class _Linter(ShapeRunner):
-    """Checks channels before every layer call; convolutions are shape-only (graphs.shapes)."""
-
-    def __init__(self, model: nn.Module, graph: fx.Graph) -> None:
-        super().__init__(model, graph)
-        self.problems: list[str] = []
-
-    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        m = self.fetch_attr(target)
-        want = expected_channels(m)
-        x = args[0] if args else None
-        if want is not None and isinstance(x, torch.Tensor) and x.dim() > 0:
-            dim, count = want
-            if x.shape[dim] != count:
-                self.problems.append(f"{target} ({type(m).__name__}) expects {count} channels "
-                                     f"on dim {dim % x.dim()}, gets {x.shape[dim]}")
-                args = (fit_channels(x, count, dim),) + tuple(args[1:])
-        return super().call_module(target, args, kwargs)
-
-
-def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
-    """Trim or zero-pad ``x`` to ``count`` along ``dim`` so linting can go on past a mismatch."""
-    if x.shape[dim] >= count:
-        return x.narrow(dim, 0, count)
-    shape = list(x.shape)
-    shape[dim] = count - x.shape[dim]
-    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+def _sizes(m: nn.Module) -> list[tuple[str, Any]]:
+    w = getattr(m, "weight", None)
+    if isinstance(m, _ConvNd) and w is not None:
+        out_dim, in_dim = (1, 0) if m.transposed else (0, 1)
+        scale_out, scale_in = (m.groups, 1) if m.transposed else (1, m.groups)
+        return [("out_channels", w.shape[out_dim] * scale_out),
+                ("in_channels", w.shape[in_dim] * scale_in)]
+    if isinstance(m, nn.Linear) and w is not None:
+        return [("out_features", w.shape[0]), ("in_features", w.shape[1])]
+    ref = w if w is not None else getattr(m, "running_mean", None)
+    if isinstance(m, _NormBase) and ref is not None:
+        return [("num_features", ref.shape[0])]
+    if isinstance(m, nn.GroupNorm) and w is not None:
+        return [("num_channels", w.shape[0])]
+    if isinstance(m, nn.LayerNorm) and w is not None:
+        return [("normalized_shape", tuple(w.shape))]
+    return []
 
 
 def lint(model: nn.Module, example_inputs: Any) -> list[str]:
-    """Every layer whose expected input channels differ from what it receives; [] when sound.
-
-    The pruned model is traced afresh: a graph traced before surgery may hold stale constants
-    (e.g. ``F.layer_norm(x, self.normalized_shape)`` bakes the old width into the graph).
-    """
-    linter = _Linter(model, symbolic_trace(model, source_lines=False))
-    with eval_mode(model), torch.no_grad():
-        try:
-            linter.run(*as_tuple(example_inputs))
-        except RuntimeError as exc:  # a mismatch we did not catch above still surfaces
-            if not linter.problems:
-                linter.problems.append(f"running the model fails: {exc}")
-    return linter.problems
+    """Every inconsistent layer of ``model`` on ``example_inputs``; [] when sound."""
+    return attribute_problems(model) or channel_problems(model, example_inputs)

@@ -9,7 +9,7 @@ from torchvision.ops.misc import Permute
 
 from graphs import trace
 from graphs.model import IN, OUT
-from graphs.rules_attention import affine_owner, head_rows
+from graphs.rules_attention import head_rows
 
 
 class SelfAttention(nn.Module):
@@ -88,13 +88,6 @@ def test_functional_layer_norm_with_a_loose_parameter_is_unsupported():
     graph = trace(ForeignAffine(), torch.zeros(1, 3, 4, 4))
     assert [u.op.split(" ")[0] for u in graph.unsupported] == ["layer_norm"]
     assert not graph.prunable
-
-
-def test_affine_owner_names_the_module_of_weight_and_bias():
-    g = torch.fx.Graph()
-    w, b = g.get_attr("a.b.weight"), g.get_attr("a.b.bias")
-    assert affine_owner(w, b) == "a.b" and affine_owner(None, None) == ""
-    assert affine_owner(w, g.get_attr("c.bias")) is None and affine_owner(b, None) is None
 
 
 def test_swin_patch_merging_stacks_four_copies_of_each_channel():

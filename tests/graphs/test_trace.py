@@ -1,5 +1,7 @@
 """Tracing: each coupling rule against hand-worked reference groups."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -120,7 +122,7 @@ def test_ignore_naming_a_missing_layer_is_an_error():
 
 
 def test_input_that_does_not_fit_names_the_node():
-    with pytest.raises(TraceError, match="does not fit the model: node conv1"):
+    with pytest.raises(TraceError, match="does not fit the model LeNet .*in conv1 .Conv2d."):
         trace(LeNet(), torch.zeros(1, 3, 28, 28))
 
 
@@ -131,9 +133,29 @@ class Branchy(nn.Module):
         return -x
 
 
-def test_untraceable_model_names_the_line():
-    with pytest.raises(TraceError, match=r"test_trace.py:\d+: if x.sum\(\) > 0"):
-        trace(Branchy(), torch.zeros(1, 3))
+def test_a_branch_on_tensor_values_is_followed_and_noted_with_its_line():
+    graph = trace(Branchy(), torch.zeros(1, 3))
+    assert len(graph.notes) == 1 and "__bool__" in graph.notes[0]
+    assert re.search(r"test_trace.py:\d+: if x.sum\(\) > 0", graph.notes[0])
+    assert "note: the forward reads tensor values" in str(graph)
+
+
+class ShapeIf(nn.Module):
+    """torch.fx cannot trace an ``if`` on a shape; the real forward takes it as it comes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.big, self.small = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.big(x) if x.shape[-1] > 4 else self.small(x)
+
+
+def test_an_if_on_a_shape_takes_the_branch_of_the_example_inputs():
+    graph = trace(ShapeIf(), torch.zeros(1, 3, 8, 8))
+    group = next(g for g in graph.prunable if g.channels == 8)
+    assert group.modules() == ("conv", "big") and graph.notes == ()
 
 
 def test_trace_leaves_the_model_alone():

@@ -73,13 +73,13 @@ def test_plan_is_json_serialisable_with_kept_and_removed_per_member():
     assert sorted(fc1["kept"] + fc1["removed"]) == list(range(256))
 
 
-def test_untraceable_model_is_a_surgery_error():
-    class Branchy(torch.nn.Module):
+def test_a_forward_that_fails_is_a_surgery_error_naming_the_line():
+    class Broken(torch.nn.Module):
         def forward(self, x):
-            return x if x.sum() > 0 else -x
+            return x.view(5, 7)
 
-    with pytest.raises(SurgeryError, match="cannot trace"):
-        prune(Branchy(), X, ratio=0.5)
+    with pytest.raises(SurgeryError, match=r"test_prune_api.py:\d+: return x.view\(5, 7\)"):
+        prune(Broken(), X, ratio=0.5)
 
 
 def test_lint_finds_mismatched_layers():

@@ -39,7 +39,7 @@ SMALL = {
 STREAM_REASON = {
     "vit": "cat",  # class token concatenated to the tokens (and a position embedding added)
     "convnext": "layer_scale",  # a bare nn.Parameter scales the block output
-    "swin": "shifted_window_attention", "swin_v2": "shifted_window_attention",
+    "swin": "unsupported op", "swin_v2": "unsupported op",  # window attention's own ops
     "maxvit": "reshape",  # window/grid partition reshapes with literal sizes
 }
 

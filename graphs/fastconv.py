@@ -1,0 +1,75 @@
+"""Convolutions by shape only: during capture a plain convolution returns zeros of its shape.
+
+Coupling needs every tensor's shape, never its values, and convolutions are most of a forward
+pass. ``fast_call`` answers ``torch.conv1d/2d/3d`` by the output-size formula of the
+``nn.Conv2d`` docs after the checks the real op would make (rank, channels, dtype, device);
+anything else (string padding, an input the op would reject) returns None: run the real op, so
+its own error surfaces.
+
+Example:
+    >>> w = torch.zeros(8, 3, 3, 3)
+    >>> fast_call(torch.conv2d, (torch.ones(1, 3, 9, 9), w, None, 2, 1), {}).shape
+    torch.Size([1, 8, 5, 5])
+    >>> fast_call(torch.conv2d, (torch.ones(1, 4, 9, 9), w), {}) is None
+    True
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+_CONVS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+_NAMES = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """One spatial side after a convolution (floor mode), as in the nn.Conv2d docs.
+
+    Example:
+        >>> conv_output_size(224, 7, 2, 3, 1), conv_output_size(56, 3, 1, 1, 2)
+        (112, 54)
+    """
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _bound(args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    if len(args) > len(_NAMES) or set(kwargs) - set(_NAMES):
+        return None
+    values = dict(_DEFAULTS)
+    values.update(zip(_NAMES, args))
+    values.update(kwargs)
+    return values if "input" in values and "weight" in values else None
+
+
+def _triple(value: Any, n: int) -> tuple[int, ...] | None:
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(values) == 1:
+        values = values * n
+    return values if len(values) == n and all(type(v) is int for v in values) else None
+
+
+def fast_call(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """Zeros shaped like ``func(*args, **kwargs)`` for a plain convolution, else None."""
+    spatial = _CONVS.get(func) if not inspect.ismethod(func) else None
+    v = _bound(args, kwargs) if spatial else None
+    if v is None:
+        return None
+    x, w, b, groups = v["input"], v["weight"], v["bias"], v["groups"]
+    sizes = [_triple(v[k], spatial) for k in ("stride", "padding", "dilation")]
+    if any(s is None for s in sizes) or not isinstance(x, torch.Tensor) \
+            or not isinstance(w, torch.Tensor) or type(groups) is not int or groups < 1 \
+            or x.dim() != spatial + 2 or w.dim() != spatial + 2 \
+            or x.dtype != w.dtype or x.device != w.device or type(x) is not torch.Tensor \
+            or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups \
+            or (b is not None and tuple(b.shape) != (w.shape[0],)):
+        return None
+    stride, padding, dilation = sizes
+    sides = [conv_output_size(x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], dilation[i])
+             for i in range(spatial)]
+    if min(sides) < 1 or min(x.shape) < 1:
+        return None
+    return x.new_zeros((x.shape[0], w.shape[0], *sides))

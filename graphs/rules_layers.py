@@ -1,0 +1,224 @@
+"""Coupling rules for layer functions applied to a module's own parameters.
+
+The capture records what a layer *does*: ``F.conv2d(x, self.weight, self.bias, ...)``,
+``F.batch_norm(x, self.running_mean, ..., self.weight, self.bias)``, ``F.linear``,
+``F.layer_norm``, ``F.group_norm``, ``F.rms_norm``, ``F.embedding``. Each rule finds the module
+that owns the parameters (their qualified names) and records the channels on it, whatever the
+module's class: timm's ``BatchNormAct2d`` (a BatchNorm2d subclass calling ``F.batch_norm``),
+``Conv2dSame``, ultralytics' ``Conv`` are all seen as the functions they call. The owner must
+be a subclass of the torch layer that normally calls the function (``_ConvNd``, ``nn.Linear``,
+``_NormBase``, ...), so that surgery knows how to rebuild it; weights from anywhere else are
+reported as unsupported.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> class Norm(torch.nn.BatchNorm2d):  # a subclass with its own forward, as timm's
+    ...     def forward(self, x):
+    ...         return torch.relu(super().forward(x))
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), Norm(4), torch.nn.Conv2d(4, 2, 1))
+    >>> [m.short() for m in trace(model, torch.zeros(1, 3, 2, 2)).prunable[0].members]
+    ['0.out', '1.out', '2.in']
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.conv import _ConvNd
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.model import IN, OUT
+
+CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
+CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
+
+
+def arg(node: fx.Node, index: int, name: str, default=None):
+    """Argument ``index`` of ``node``, or keyword ``name``, or ``default``."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict) -> str | None:
+    """The module whose attributes ``tensors`` ({attribute: graph arg}) are, if it is a ``base``.
+
+    Returns None (after reporting the op) when a tensor is not that module's own parameter or
+    buffer of that name, or the module is not a ``base``; "" when every tensor is None.
+    """
+    owners = set()
+    for attr, value in tensors.items():
+        if value is None:
+            continue
+        target = value.target if isinstance(value, fx.Node) and value.op == "get_attr" else ""
+        owner, _, leaf = target.rpartition(".")
+        if leaf != attr or not isinstance(ctx.params.get(target), torch.Tensor):
+            ctx.reject(node, _name(node), f"{attr} is not a layer's own {attr!r} tensor")
+            return None
+        owners.add(owner)
+    if len(owners) > 1:
+        ctx.reject(node, _name(node), f"its tensors belong to several modules {sorted(owners)}")
+        return None
+    owner = owners.pop() if owners else ""
+    if owner and not isinstance(ctx.root.get_submodule(owner), base):
+        kind = type(ctx.root.get_submodule(owner)).__name__
+        ctx.reject(node, _name(node), f"called with the tensors of {owner!r} ({kind}), which is "
+                                      f"not a {_names(base)}")
+        return None
+    return owner
+
+
+def _names(base: type | tuple) -> str:
+    return " or ".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
+
+
+def _name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
+
+
+def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Conv: consumes input channels (weight dim 1), produces new ones (dim 0); depthwise passes."""
+    x, weight = ctx.flow(node.args[0]), arg(node, 1, "weight")
+    name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
+    if name is None:
+        return None
+    if not name or x is None or x.dim != 1:
+        return ctx.reject(node, _name(node), "input channels not on dim 1")
+    groups, (out_ch, _per_group) = arg(node, 6, "groups", 1), ctx.shape(weight)[:2]
+    ctx.calls[name] += 1
+    if groups == 1:
+        ctx.sets.record(name, IN, 1, x.ids)
+        out = ctx.sets.fresh(out_ch)
+        ctx.sets.record(name, OUT, 0, out)
+        return Flow(out, 1)
+    if groups == x.size == out_ch:
+        ctx.sets.record(name, OUT, 0, x.ids)  # depthwise: channel c in -> channel c out
+        return x
+    return grouped_conv(ctx, name, groups, x.ids, out_ch)
+
+
+def grouped_conv(ctx: TraceContext, name: str, groups: int, ids, out_channels: int) -> Flow:
+    """groups > 1: position i of every group is one channel, so every group loses the same ones.
+
+    The weight is (out, in/groups, ...): weight dim 1 position i reads input channel i of each
+    group, and output channel j of each group is coupled across groups, so the rebuilt layer keeps
+    ``groups`` groups of equal width.
+    """
+    per_group = ids.reshape(groups, -1)
+    for row in per_group[1:]:
+        ctx.sets.union(per_group[0], row)
+    ctx.sets.record(name, IN, 1, per_group[0])
+    out = ctx.sets.fresh(out_channels)
+    ctx.sets.record(name, OUT, 0, out)
+    out_groups = out.reshape(groups, -1)
+    for row in out_groups[1:]:
+        ctx.sets.union(out_groups[0], row)
+    return Flow(out, 1)
+
+
+def conv_transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """ConvTranspose: weight is (in, out/groups, ...), so input channels sit on dim 0."""
+    x, weight = ctx.flow(node.args[0]), arg(node, 1, "weight")
+    name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
+    if name is None:
+        return None
+    if not name or x is None or x.dim != 1 or arg(node, 6, "groups", 1) != 1:
+        return ctx.reject(node, _name(node), "grouped or input channels not on dim 1")
+    ctx.calls[name] += 1
+    ctx.sets.record(name, IN, 0, x.ids)
+    out = ctx.sets.fresh(ctx.shape(weight)[1])
+    ctx.sets.record(name, OUT, 1, out)
+    return Flow(out, 1)
+
+
+def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Linear: features on the last dim; after a flatten one channel is several features."""
+    x, weight, shape = ctx.flow(node.args[0]), arg(node, 1, "weight"), ctx.shape(node.args[0])
+    name = owner_of(ctx, node, nn.Linear, {"weight": weight, "bias": arg(node, 2, "bias")})
+    if name is None:
+        return None
+    if not name or x is None or shape is None or x.dim != len(shape) - 1:
+        return ctx.reject(node, "linear", "input features are not the tracked dimension")
+    ctx.calls[name] += 1
+    ctx.sets.record(name, IN, 1, x.ids)
+    out = ctx.sets.fresh(ctx.shape(weight)[0])
+    ctx.sets.record(name, OUT, 0, out)
+    return Flow(out, len(shape) - 1)
+
+
+def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """BatchNorm (and its subclasses): per-channel statistics and affine on dim 1."""
+    x = ctx.flow(node.args[0])
+    tensors = {k: arg(node, i, k) for i, k in
+               ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))}
+    if x is None and all(t is None or ctx.flow(t) is None for t in tensors.values()):
+        return None  # e.g. weight standardisation of a parameter: no channels to follow
+    name = owner_of(ctx, node, _NormBase, tensors)
+    if name is None:
+        return None
+    if x is None or x.dim != 1:
+        return ctx.reject(node, "batch_norm", "channels not on dim 1")
+    return _norm_member(ctx, name, x)
+
+
+def _norm_member(ctx: TraceContext, name: str, x: Flow) -> Flow:
+    if name:
+        ctx.calls[name] += 1
+        ctx.sets.record(name, OUT, 0, x.ids)
+    return x
+
+
+def layer_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """LayerNorm over the channel dim only (channels last); pruning changes its statistics."""
+    return _last_dim_norm(ctx, node, nn.LayerNorm, {"weight": arg(node, 2, "weight"),
+                                                     "bias": arg(node, 3, "bias")})
+
+
+def rms_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """RMSNorm over the channel dim only (channels last)."""
+    return _last_dim_norm(ctx, node, nn.RMSNorm, {"weight": arg(node, 2, "weight")})
+
+
+def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) -> Flow | None:
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
+    if x is None or shape is None:
+        return None
+    if len(arg(node, 1, "normalized_shape", ())) != 1 or x.dim != len(shape) - 1:
+        return ctx.reject(node, _name(node), "normalises more than the channel dimension")
+    name = owner_of(ctx, node, base, tensors)
+    return None if name is None else _norm_member(ctx, name, x)
+
+
+def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """GroupNorm: prunable with 1 group or one group per channel; other group counts block."""
+    x = ctx.flow(node.args[0])
+    if x is None:
+        return None
+    name = owner_of(ctx, node, nn.GroupNorm, {"weight": arg(node, 2, "weight"),
+                                              "bias": arg(node, 3, "bias")})
+    if name is None:
+        return None
+    if x.dim != 1:
+        return ctx.reject(node, "group_norm", "channels not on dim 1")
+    groups = arg(node, 1, "num_groups")
+    if groups not in (1, x.size):
+        ctx.sets.block(x.ids, f"group_norm at node {node.name} with {groups} groups is not pruned")
+    return _norm_member(ctx, name, x)
+
+
+def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """An embedding lookup: its features are not pruned (yet), so they start blocked."""
+    return ctx.block_through(node, f"embedding at node {node.name}: tables are not pruned")
+
+
+def register_all(table) -> None:
+    table.register(CONVS, conv)
+    table.register(CONV_TRANSPOSES, conv_transpose)
+    table.register(F.linear, linear)
+    table.register(F.batch_norm, batch_norm)
+    table.register(F.layer_norm, layer_norm)
+    table.register(F.rms_norm, rms_norm)
+    table.register(F.group_norm, group_norm)
+    table.register(F.embedding, embedding)
