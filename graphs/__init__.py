@@ -9,7 +9,7 @@ Example:
 """
 
 from graphs.errors import TraceError
-from graphs.model import IN, OUT, DependencyGraph, Group, Member, Unsupported
+from graphs.model import IN, OUT, SIZE, DependencyGraph, Group, Member, Unsupported
 from graphs.rules import default_rules
 from graphs.table import RuleTable
 from graphs.trace import trace
@@ -17,6 +17,7 @@ from graphs.trace import trace
 __all__ = [
            "IN",
            "OUT",
+           "SIZE",
            "DependencyGraph",
            "Group",
            "Member",

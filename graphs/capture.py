@@ -88,6 +88,7 @@ class SizeInt(int):
     def __new__(cls, value: int, node: fx.Node) -> Self:
         self = super().__new__(cls, value)
         self.node = node
+        node.meta["value"] = int(value)
         return self
 
 

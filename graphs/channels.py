@@ -39,6 +39,7 @@ class Record:
     dim: int
     ids: np.ndarray
     positions: np.ndarray
+    attr: str = ""
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ChannelSets:
     count: int = 0
     edges: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     blocks: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    approximations: list[tuple[np.ndarray, str]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
 
     def fresh(self, n: int) -> np.ndarray:
@@ -64,9 +66,21 @@ class ChannelSets:
         if ids.size:
             self.blocks.append((ids, reason))
 
-    def record(self, module: str, role: str, dim: int, ids: np.ndarray) -> None:
+    def approximate(self, ids: np.ndarray, reason: str) -> None:
+        """These channels may be pruned, but not exactly: ``reason`` says what changes."""
+        if ids.size:
+            self.approximations.append((ids, reason))
+
+    def record(self, module: str, role: str, dim: int, ids: np.ndarray, attr: str = "") -> None:
         positions = np.arange(ids.shape[0], dtype=np.int64)
-        self.records.append(Record(module, role, dim, ids, positions))
+        self.records.append(Record(module, role, dim, ids, positions, attr))
+
+    def same_channels(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether ids ``a`` and ``b`` cover the same coupled channels (unions so far)."""
+        if a.shape == b.shape and np.array_equal(a, b):
+            return True
+        labels = self.components()
+        return set(labels[a].tolist()) == set(labels[b].tolist())
 
     def components(self) -> np.ndarray:
         """Label of each element: the smallest element id in its connected component."""

@@ -33,13 +33,18 @@ def build_groups(sets: ChannelSets) -> tuple[Group, ...]:
         return ()
     labels = sets.components()
     entries = _Entries(sets, labels)
-    reason_ids, reasons = _reasons(sets, labels)
+    reason_ids, reasons = _reasons(sets.blocks, sets.count, labels)
+    approx_ids, approx = _reasons(sets.approximations, sets.count, labels)
     signatures = entries.signatures(reason_ids)
-    found = [_group(sets, entries, rows, reasons[signatures[rows[0], 0]])
-             for rows in _equal_rows(signatures)]
+    found = []
+    for rows in _equal_rows(signatures):
+        key, n, members, reason = _group(sets, entries, rows, reasons[signatures[rows[0], 0]])
+        label_ids = entries.pair_label[entries.label_first_pair[rows]]
+        hit = approx_ids[label_ids]
+        found.append((key, n, members, reason, approx[hit[hit > 0][0]] if hit.any() else ""))
     found.sort(key=lambda item: item[0])
-    return tuple(Group(i, n, members, not reason, reason)
-                 for i, (_, n, members, reason) in enumerate(found))
+    return tuple(Group(i, n, members, not reason, reason, inexact)
+                 for i, (_, n, members, reason, inexact) in enumerate(found))
 
 
 class _Entries:
@@ -100,18 +105,19 @@ def _group(sets: ChannelSets, entries: _Entries, rows: np.ndarray, reason: str) 
         positions = entries.pos[(starts + offset)[:, None] + np.arange(count)]
         rec = sets.records[r]
         rows = tuple(zip(*positions.T.tolist()))  # 2.5x faster than map(tuple, .tolist())
-        members.append(Member(rec.module, rec.role, rec.dim, rows))
+        members.append(Member(rec.module, rec.role, rec.dim, rows, rec.attr))
         offset += count
     first_record = int(entries.rec[starts[0]])
     return (first_record, int(entries.pos[starts[0]])), len(rows), tuple(members), reason
 
 
-def _reasons(sets: ChannelSets, labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Reason id per label (0: not blocked) and the reasons; a label keeps its first block."""
+def _reasons(marks: list[tuple[np.ndarray, str]], count: int,
+             labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Reason id per label (0: none) and the reasons; a label keeps its first mark."""
     reasons = [""]
     index: dict[str, int] = {"": 0}
-    ids = np.zeros(sets.count, dtype=np.int64)
-    for block, reason in sets.blocks:
+    ids = np.zeros(count, dtype=np.int64)
+    for block, reason in marks:
         rid = index.setdefault(reason, len(reasons))
         if rid == len(reasons):
             reasons.append(reason)

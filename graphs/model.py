@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 
 OUT = "out"  # the module produces (or normalises) these channels: weight rows, bias, BN features
 IN = "in"  # the module consumes these channels: weight columns
+SIZE = "size"  # an int attribute of the module counts these positions (e.g. num_heads)
 
 
 @dataclass(frozen=True)
 class Member:
-    """One module dimension in a group.
+    """One module dimension in a group: where each of the group's channels sits in it.
+
+    A member with no ``attr`` is a layer's weight dim (the surgeon of the layer slices every
+    tensor that goes with it); with ``attr`` it is one parameter of the module (a layer scale,
+    a class token) or, with role SIZE, an int attribute that counts the kept positions.
 
     Example:
         >>> Member("conv1", OUT, 0, ((0,), (1,))).short()
@@ -24,25 +29,32 @@ class Member:
     """
 
     module: str  # qualified name, as in model.named_modules()
-    role: str  # OUT or IN
-    dim: int  # the weight dimension the channels live on
+    role: str  # OUT, IN or SIZE
+    dim: int  # the dimension of the member's tensor the channels live on
     indices: tuple[tuple[int, ...], ...]  # indices[c] = positions of group channel c
+    attr: str = ""  # "": the layer's own weight; else a parameter (OUT) or int attribute (SIZE)
 
     def short(self) -> str:
         width = len(self.indices[0]) if self.indices else 0
         per = f" x{width}" if width > 1 else ""
-        return f"{self.module}.{self.role}{per}"
+        name = ".".join(p for p in (self.module, self.attr) if p)
+        return f"{name}.{self.role}{per}"
 
 
 @dataclass(frozen=True)
 class Group:
-    """Channels that must be pruned together; ``prunable`` is False with a ``reason`` when not."""
+    """Channels that must be pruned together; ``prunable`` is False with a ``reason`` when not.
+
+    ``inexact`` says why pruning them changes the function even when they are dead (a norm
+    over the channels: its statistics change); "" when pruning dead channels is exact.
+    """
 
     id: int
     channels: int
     members: tuple[Member, ...]
     prunable: bool
     reason: str = ""
+    inexact: str = ""
 
     def modules(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.module for m in self.members))
@@ -94,6 +106,7 @@ class DependencyGraph:
         ]
         for g in self.groups:
             state = "prunable" if g.prunable else f"not prunable: {g.reason}"
+            state += f" (not exact: {g.inexact})" if g.prunable and g.inexact else ""
             lines.append(f"  [{g.id}] {g.channels} channels, {state}")
             lines.append("      " + "  ".join(m.short() for m in g.members))
         lines.extend(f"  ! {u}" for u in self.unsupported)

@@ -11,7 +11,14 @@ Example:
 
 from __future__ import annotations
 
-from graphs import rules_attention, rules_layers, rules_shape, rules_tensor
+from graphs import (
+    rules_attention,
+    rules_layers,
+    rules_matmul,
+    rules_reshape,
+    rules_shape,
+    rules_tensor,
+)
 from graphs.table import RuleTable, method
 
 __all__ = ["RuleTable", "default_rules", "method", "rule_table_markdown"]
@@ -23,7 +30,9 @@ def default_rules() -> RuleTable:
     rules_layers.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
+    rules_reshape.register_all(table)
     rules_attention.register_all(table)
+    rules_matmul.register_all(table)
     return table
 
 

@@ -139,13 +139,26 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     name = owner_of(ctx, node, nn.Linear, {"weight": weight, "bias": arg(node, 2, "bias")})
     if name is None:
         return None
-    if not name or x is None or shape is None or x.dim != len(shape) - 1:
-        return ctx.reject(node, "linear", "input features are not the tracked dimension")
+    if not name or shape is None:
+        return ctx.reject(node, "linear", "no weight")
+    x = x if x is not None and x.dim == len(shape) - 1 else untracked_input(ctx, node, x,
+                                                                            shape[-1])
     ctx.calls[name] += 1
     ctx.sets.record(name, IN, 1, x.ids)
     out = ctx.sets.fresh(ctx.shape(weight)[0])
     ctx.sets.record(name, OUT, 0, out)
     return Flow(out, len(shape) - 1)
+
+
+def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int) -> Flow:
+    """Fresh, blocked input channels for a layer whose input features are not the tracked dim
+    (e.g. a model input laid out channels-last); the channels it had stay too."""
+    reason = f"the input features of {node.name} are not the tracked dimension"
+    if x is not None:
+        ctx.sets.block(x.ids, reason)
+    fresh = ctx.sets.fresh(size)
+    ctx.sets.block(fresh, reason)
+    return Flow(fresh, 0)
 
 
 def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -188,6 +201,8 @@ def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) 
     if len(arg(node, 1, "normalized_shape", ())) != 1 or x.dim != len(shape) - 1:
         return ctx.reject(node, _name(node), "normalises more than the channel dimension")
     name = owner_of(ctx, node, base, tensors)
+    if name is not None:
+        ctx.sets.approximate(x.ids, f"{_name(node)} over the channels at node {node.name}")
     return None if name is None else _norm_member(ctx, name, x)
 
 
@@ -205,12 +220,21 @@ def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     groups = arg(node, 1, "num_groups")
     if groups not in (1, x.size):
         ctx.sets.block(x.ids, f"group_norm at node {node.name} with {groups} groups is not pruned")
+    elif groups == 1:
+        ctx.sets.approximate(x.ids, f"group_norm over the channels at node {node.name}")
     return _norm_member(ctx, name, x)
 
 
 def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """An embedding lookup: its features are not pruned (yet), so they start blocked."""
-    return ctx.block_through(node, f"embedding at node {node.name}: tables are not pruned")
+    """An embedding table produces its rows' features on the last dim (weight dim 1)."""
+    weight = arg(node, 1, "weight")
+    name = owner_of(ctx, node, nn.Embedding, {"weight": weight})
+    if not name:
+        return None
+    ctx.calls[name] += 1
+    out = ctx.sets.fresh(ctx.shape(weight)[1])
+    ctx.sets.record(name, OUT, 1, out)
+    return Flow(out, len(ctx.shape(node)) - 1)
 
 
 def register_all(table) -> None:
@@ -222,3 +246,51 @@ def register_all(table) -> None:
     table.register(F.rms_norm, rms_norm)
     table.register(F.group_norm, group_norm)
     table.register(F.embedding, embedding)
+    table.register(torch.addmm, addmm)
+
+
+LAYER_FUNCTIONS = {*CONVS, *CONV_TRANSPOSES, F.linear, F.batch_norm, F.layer_norm, F.rms_norm,
+                   F.group_norm, F.embedding, torch.addmm}
+LAYERS = (_ConvNd, nn.Linear, _NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.Embedding)
+
+
+def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """A parameter used outside a layer function (layer scale, class token, position embedding):
+    its last dim longer than 1 carries channels, which it loses with the rest of its group.
+
+    Parameters of torch layers (and their subclasses) are read by the layer rules instead.
+    """
+    tensor = ctx.params.get(node.target)
+    if not isinstance(tensor, nn.Parameter) or not tensor.is_floating_point():
+        return None
+    owner, _, attr = node.target.rpartition(".")
+    module = ctx.root.get_submodule(owner)
+    if isinstance(module, LAYERS) or hasattr(module, "in_proj_weight") \
+            or any(user.target in LAYER_FUNCTIONS for user in node.users):
+        return None
+    dims = [d for d, n in enumerate(tensor.shape) if n > 1]
+    if not dims:
+        return None
+    ids = ctx.sets.fresh(tensor.shape[dims[-1]])
+    ctx.sets.record(owner, OUT, dims[-1], ids, attr)
+    return Flow(ids, dims[-1])
+
+
+def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """``torch.addmm(self.bias, x, self.weight)``: a linear layer with a (in, out) weight, as
+    Hugging Face's GPT-2 ``Conv1D``. Its parameters are members by name (weight dims 0 and 1,
+    bias dim 0), since the layer is no torch class the surgeons know."""
+    bias, x_node, weight = (arg(node, i, n) for i, n in enumerate(("input", "mat1", "mat2")))
+    x, targets = ctx.flow(x_node), [getattr(t, "target", "") for t in (weight, bias)]
+    owners = {t.rpartition(".")[0] for t in targets}
+    if x is None or x.dim != 1 or len(owners) != 1 or not all(
+            isinstance(ctx.params.get(t), nn.Parameter) for t in targets) \
+            or [t.rpartition(".")[2] for t in targets] != ["weight", "bias"]:
+        return ctx.reject(node, "addmm", "not a layer's own (in, out) weight and bias")
+    (name,) = owners
+    ctx.calls[name] += 1
+    ctx.sets.record(name, IN, 0, x.ids, "weight")
+    out = ctx.sets.fresh(ctx.shape(weight)[1])
+    ctx.sets.record(name, OUT, 1, out, "weight")
+    ctx.sets.record(name, OUT, 0, out, "bias")
+    return Flow(out, 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 
 import numpy as np
@@ -11,6 +10,7 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
+from graphs.sizes import size_follows
 from graphs.sources import user_source
 from graphs.table import method
 
@@ -46,76 +46,6 @@ def _flatten(ctx: TraceContext, node: fx.Node, start: int, end: int) -> Flow | N
 
 def flatten_function(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return _flatten(ctx, node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
-
-
-def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """view/reshape: merging dims, leaving the channel dim alone, or splitting it into (g, C/g).
-
-    The target size of every dim that holds channels must be computed at run time (a traced
-    ``x.size()`` expression or -1): a literal int would no longer fit once channels are pruned.
-    A split into (g, C/g) (ShuffleNet's channel shuffle) couples position j of every one of the g
-    groups, so each group loses the same positions and the flow follows the C/g dim.
-    """
-    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
-    if x is None or before is None or after is None:
-        return None
-    sizes = shape_args(node)
-    kept = kept_dim(before, after, x.dim)
-    if kept is not None:  # other dims merge or split around the channel dim
-        return _dynamic_or_block(ctx, node, sizes, [kept], Flow(x.ids, kept))
-    for start in range(len(before)):
-        for end in range(start, len(before)):
-            merged = before[:start] + (math.prod(before[start:end + 1]),) + before[end + 1:]
-            if merged == after:
-                y = flatten_ids(x, before, start, end)
-                return _dynamic_or_block(ctx, node, sizes, [y.dim], y)
-    g = after[x.dim] if len(after) == len(before) + 1 else 0
-    if g > 1 and after[:x.dim] == before[:x.dim] and after[x.dim + 2:] == before[x.dim + 1:] \
-            and g * after[x.dim + 1] == x.size:
-        pieces = x.ids.reshape(g, -1)
-        y = _dynamic_or_block(ctx, node, sizes, [x.dim + 1], Flow(pieces[0], x.dim + 1))
-        for piece in pieces[1:]:
-            ctx.sets.union(pieces[0], piece)
-        return y
-    return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
-
-
-def kept_dim(before: tuple, after: tuple, dim: int) -> int | None:
-    """Where dim ``dim`` stands after a reshape that keeps it whole, or None.
-
-    Row-major order puts element (outer, c, inner) at the same flat position before and after,
-    so the dim is kept when some dim k of ``after`` has its size and the products of the dims
-    before and after it agree.
-
-    Example:
-        >>> kept_dim((2, 8, 8, 16), (2, 2, 4, 2, 4, 16), 3), kept_dim((2, 6, 4), (2, 3, 8), 1)
-        (5, None)
-    """
-    outer, inner = math.prod(before[:dim]), math.prod(before[dim + 1:])
-    for k, size in enumerate(after):
-        if size == before[dim] and math.prod(after[:k]) == outer \
-                and math.prod(after[k + 1:]) == inner:
-            return k
-    return None
-
-
-def shape_args(node: fx.Node) -> list | None:
-    """The target sizes of a view/reshape node (ints, -1 or traced nodes); None if not readable."""
-    rest = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
-    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-        rest = list(rest[0])
-    return rest if all(isinstance(r, (int, fx.Node)) for r in rest) else None
-
-
-def _dynamic_or_block(ctx: TraceContext, node: fx.Node, sizes: list | None, dims: list[int],
-                      y: Flow) -> Flow:
-    """Block ``y`` when a channel-carrying target size is a literal int (or unreadable)."""
-    literal = sizes is None or any(dim >= len(sizes) or (isinstance(sizes[dim], int)
-                                                         and sizes[dim] != -1) for dim in dims)
-    if literal and y.size > 1:
-        ctx.sets.block(y.ids, f"{node.target} at node {node.name} has a literal channel size"
-                              f"{_at(node)}")
-    return y
 
 
 def _at(node: fx.Node) -> str:
@@ -179,14 +109,25 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
     bounds = np.cumsum([0] + sizes)
     pieces = tuple(Flow(x.ids[bounds[i]:bounds[i + 1]], dim) for i in range(len(sizes)))
     by_count = _method_name(node) in ("chunk", "tensor_split") \
-        and isinstance(_arg(node, 1, "chunks", None), int)
-    if by_count and len(set(sizes)) == 1 and len(sizes) == _arg(node, 1, "chunks", None):
+        and isinstance(_arg(node, 1, "chunks", None), int) \
+        and len(sizes) == _arg(node, 1, "chunks", None)
+    if len(set(sizes)) == 1 and (by_count or _equal_pieces_follow(ctx, node, pieces[0])):
         for piece in pieces[1:]:
             ctx.sets.union(pieces[0].ids, piece.ids)
     elif x.size > 1:
         ctx.sets.block(x.ids, f"{_method_name(node)} at node {node.name} splits channels into "
                               f"fixed sizes {sizes}{_at(node)}")
     return pieces
+
+
+def _equal_pieces_follow(ctx: TraceContext, node: fx.Node, piece: Flow) -> bool:
+    """``x.split(size)`` into equal pieces, with ``size`` that follows pruning: read from the
+    channel count, or ``self.split_size`` (then a SIZE member, set to the kept piece width)."""
+    size = _arg(node, 1, "split_size_or_sections", _arg(node, 1, "split_size", None))
+    x = ctx.flow(node.args[0])
+    if isinstance(size, (list, tuple)) or size is None:
+        return False
+    return not size_follows(ctx, node, size, piece, x)
 
 
 def _method_name(node: fx.Node) -> str:
@@ -228,6 +169,29 @@ def unsqueeze(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return Flow(x.ids, x.dim + 1 if d <= x.dim else x.dim)
 
 
+def expand(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """expand/expand_as/broadcast_to: size-1 dims grow, the channel dim must keep its size."""
+    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
+    if x is None or before is None or after is None:
+        return None
+    dim = x.dim + len(after) - len(before)
+    if after[dim] != x.size:
+        return ctx.reject(node, str(node.target), "repeats one channel")
+    return Flow(x.ids, dim)
+
+
+def unbind(ctx: TraceContext, node: fx.Node) -> tuple | None:
+    """unbind along another dim than the channels': every piece keeps them."""
+    x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
+    if x is None or not isinstance(metas, (tuple, list)):
+        return None
+    dim = _arg(node, 1, "dim", 0) % len(ctx.shape(node.args[0]))
+    if dim == x.dim:
+        ctx.sets.block(x.ids, f"unbind at node {node.name} takes channels apart{_at(node)}")
+        return None
+    return tuple(Flow(x.ids, x.dim - (dim < x.dim)) for _ in metas)
+
+
 def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
     """Where dim ``dim`` lands after ``tensor[index]``; None if the index selects channels.
 
@@ -258,7 +222,6 @@ def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
 
 def register_all(table) -> None:
     table.register([torch.flatten] + method("flatten"), flatten_function)
-    table.register([torch.reshape] + method("view", "reshape"), reshape)
     table.register([torch.permute] + method("permute"), permute)
     table.register([torch.transpose] + method("transpose"), transpose)
     table.register([torch.cat, torch.concat], cat)
@@ -266,3 +229,5 @@ def register_all(table) -> None:
                    + method("split", "chunk", "tensor_split"), split)
     table.register([operator.getitem] + method("__getitem__"), getitem)
     table.register([torch.unsqueeze] + method("unsqueeze"), unsqueeze)
+    table.register([torch.broadcast_to] + method("expand", "expand_as", "broadcast_to"), expand)
+    table.register([torch.unbind] + method("unbind"), unbind)

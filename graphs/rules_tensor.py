@@ -16,7 +16,12 @@ from graphs.table import method
 BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
           operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
           torch.maximum, torch.minimum, torch.where]
-BINARY_METHODS = method("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")
+BINARY += [torch.eq, torch.ne, torch.gt, torch.lt, torch.ge, torch.le, torch.logical_and,
+           torch.logical_or]
+BINARY_METHODS = method("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__radd__",
+                        "__rsub__", "__rmul__", "__truediv__", "__rtruediv__", "__eq__",
+                        "__ne__", "__gt__", "__lt__", "__ge__", "__le__", "__and__", "__or__",
+                        "eq", "ne", "gt", "lt", "ge", "le")
 _UNARY = [torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish,
          F.hardsigmoid, F.hardtanh, F.elu, F.mish, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
          F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.clamp, torch.abs, torch.neg,
@@ -25,12 +30,15 @@ _UNARY = [torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu
          torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
          F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
          F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-         torch.adaptive_avg_pool1d, F.interpolate, F.pad,
+         torch.adaptive_avg_pool1d, F.interpolate, F.pad, torch.pow, torch.erf, torch.cos,
+         torch.sin, F.softplus, F.celu, F.selu, torch.log,
          stochastic_depth]  # drops whole samples (or the whole batch): channel-agnostic
 UNARY = list(dict.fromkeys(_UNARY))  # some F.* are the very same builtins as torch.*
 UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
                        "contiguous", "clone", "float", "half", "to", "type_as", "abs", "neg",
-                       "exp", "sqrt", "rsqrt", "pow", "square", "detach")
+                       "exp", "sqrt", "rsqrt", "pow", "square", "detach", "__neg__",
+                       "__pow__", "erf", "tanh_", "neg_", "sin", "cos",
+                       "type", "double", "bfloat16", "masked_fill")
 REDUCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin]
 REDUCTION_METHODS = method("mean", "sum", "amax", "amin")
 
@@ -102,11 +110,43 @@ def reduction(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return ctx.reject(node, _name(node), "reduces over every dim")
     dims = [d % len(shape_in) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
     if x.dim in dims:
-        return ctx.reject(node, _name(node), "reduces over the channel dim")
+        return _over_channels(ctx, node, x, keepdim)
     return Flow(x.ids, x.dim if keepdim else x.dim - sum(d < x.dim for d in dims))
+
+
+def _over_channels(ctx: TraceContext, node: fx.Node, x: Flow, keepdim: bool) -> None:
+    """A statistic over the channels (the mean of an RMSNorm): no channels left. A sum is exact
+    (dead channels add 0); a mean or max is not (the count or the max changes)."""
+    if not keepdim:
+        return ctx.reject(node, _name(node), "reduces the channel dim away")
+    if _name(node) != "sum":
+        ctx.sets.approximate(x.ids, f"{_name(node)} over the channels at node {node.name}")
+    return None
+
+
+def like(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """zeros_like/new_zeros and friends: a tensor of x's shape keeps x's layout; of another
+    shape it carries no channels."""
+    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
+    return x if x is not None and before == after else None
+
+
+def roll(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """torch.roll along other dims than the channels' keeps them."""
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
+    dims = node.args[2] if len(node.args) > 2 else node.kwargs.get("dims")
+    if x is None or shape is None:
+        return None
+    dims = [d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])] \
+        if dims is not None else list(range(len(shape)))
+    return ctx.reject(node, "roll", "rolls the channels") if x.dim in dims else x
 
 
 def register_all(table) -> None:
     table.register(BINARY + BINARY_METHODS, elementwise)
+    table.register([torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
+                    torch.rand_like, torch.randn_like]
+                   + method("new_zeros", "new_ones", "new_full", "new_empty"), like)
+    table.register([torch.roll] + method("roll"), roll)
     table.register(UNARY + UNARY_METHODS, unary)
     table.register(REDUCTIONS + REDUCTION_METHODS, reduction)

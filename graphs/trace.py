@@ -14,6 +14,7 @@ from graphs.errors import TraceError
 from graphs.grouping import build_groups
 from graphs.model import OUT, DependencyGraph
 from graphs.rules import default_rules
+from graphs.rules_layers import bare_parameter
 from graphs.table import RuleTable
 
 __all__ = ["eval_mode", "ignored_names", "run_rule", "trace"]
@@ -65,6 +66,9 @@ def ignored_names(model: nn.Module, ignore: Iterable[str | nn.Module]) -> tuple[
 
 def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
     if node.op == "placeholder":
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not meta.dtype.is_floating_point:
+            return None  # token ids, masks: positions, not channels
         flow = ctx.fresh_like(node)
         if flow is not None:
             ctx.sets.block(flow.ids, "touches the model input")
@@ -73,15 +77,21 @@ def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
         for f in ctx.input_flows(node):
             ctx.sets.block(f.ids, "touches the model output")
         return None
-    if node.op == "get_attr" or not _has_tensor_output(node):
+    if node.op == "get_attr":
+        return bare_parameter(ctx, node)
+    if not _has_tensor_output(node):
         return None
     key = ctx.module(node) if node.op == "call_module" else node.target
     rule = table.lookup(node.op, key)
+    name = type(key).__name__ if node.op == "call_module" else \
+        key if isinstance(key, str) else getattr(key, "__name__", str(key))
     if rule is None:
-        name = type(key).__name__ if node.op == "call_module" else \
-            key if isinstance(key, str) else getattr(key, "__name__", str(key))
-        return ctx.reject(node, name)
-    return rule(ctx, node)
+        return ctx.reject(node, name) if ctx.input_flows(node) else None
+    try:
+        return rule(ctx, node)
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return ctx.reject(node, name, f"its rule cannot read this call: {type(exc).__name__}: "
+                                      f"{exc}")
 
 
 def _has_tensor_output(node: fx.Node) -> bool:

@@ -1,0 +1,125 @@
+"""Coupling rules for attention written out by hand: matmul, softmax, scaled_dot_product_attention.
+
+Attention splits a projection into heads (``graphs.rules_reshape``: the head is the channel), so
+q, k and v carry their channels on a *batch* dim of these ops: ``q @ k.T``, ``softmax`` over the
+keys and ``attn @ v`` keep each head apart, and ``F.scaled_dot_product_attention`` couples head h
+of q, k and v. With grouped-query attention (``enable_gqa``, k and v with fewer heads) query
+heads h*g..h*g+g-1 go with key/value head h. A channel on a contracted dim (the head width) or
+on the softmax dim is not followed: the op is reported and those channels stay.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> class Heads(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.qkv, self.proj = torch.nn.Linear(8, 24), torch.nn.Linear(8, 8)
+    ...     def forward(self, x):  # (batch, tokens, 8): 2 heads of 4
+    ...         q, k, v = self.qkv(x).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4).unbind(0)
+    ...         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    ...         return self.proj(out.transpose(1, 2).flatten(2))
+    >>> heads = next(g for g in trace(Heads(), torch.zeros(1, 5, 8)).prunable if g.channels == 2)
+    >>> [m.short() for m in heads.members]
+    ['qkv.out x12', 'proj.in x4']
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.rules_layers import arg
+from graphs.table import method
+
+
+def _batch_flow(ctx: TraceContext, node: fx.Node, value, out_rank: int, last: int):
+    """(output dim, flow) of an operand whose channels are on a batch dim (not the last ``last``
+    dims); None when it has no channels; "bad" when they sit on one of the last dims."""
+    f, shape = ctx.flow(value), ctx.shape(value)
+    if f is None or shape is None:
+        return None
+    if f.dim >= len(shape) - last:
+        return "bad"
+    return out_rank - len(shape) + f.dim, f
+
+
+def _untracked_over(ctx: TraceContext, values, pos: int, out_rank: int) -> bool:
+    """Some operand without channels varies along output dim ``pos`` (a per-head mask)."""
+    for v in values:
+        shape = ctx.shape(v)
+        at = pos - (out_rank - len(shape)) if shape is not None else -1
+        if shape is not None and ctx.flow(v) is None and 0 <= at < len(shape) and shape[at] > 1:
+            return True
+    return False
+
+
+def matmul(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Batched matmul: channels on a batch dim pass (coupled across both operands)."""
+    a, b, out = node.args[0], node.args[1], ctx.shape(node)
+    if out is None or len(out) < 3 or any(len(ctx.shape(v) or ()) < 2 for v in (a, b)):
+        return ctx.reject(node, "matmul", "channels on a matrix dim") if ctx.input_flows(node) \
+            else None
+    return _couple_batch(ctx, node, [a, b], out, "matmul", last=2)
+
+
+def _couple_batch(ctx, node, values, out, name: str, last: int, gqa: bool = False):
+    found = [_batch_flow(ctx, node, v, len(out), last) for v in values]
+    if "bad" in found:
+        return ctx.reject(node, name, "channels on a contracted, token or feature dim")
+    found = [f for f in found if f is not None]
+    if not found:
+        return None
+    pos, first = found[0]
+    if any(p != pos for p, _ in found):
+        return ctx.reject(node, name, "operands carry channels on different dims")
+    for _, f in found[1:]:
+        _union_heads(ctx, first, f, gqa)
+    if _untracked_over(ctx, values, pos, len(out)):
+        ctx.sets.block(first.ids, f"{name} at node {node.name} mixes heads with an untracked "
+                                  f"tensor")
+    return Flow(first.ids, pos)
+
+
+def _union_heads(ctx: TraceContext, q: Flow, kv: Flow, gqa: bool) -> None:
+    if q.size == kv.size:
+        ctx.sets.union(q.ids, kv.ids)
+    elif gqa and q.size % kv.size == 0:
+        groups = q.ids.reshape(kv.size, -1)
+        for column in groups.T:
+            ctx.sets.union(column.copy(), kv.ids)
+    else:
+        raise ValueError(f"{q.size} heads against {kv.size}")
+
+
+def scaled_dot_product_attention(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Head h of q, k and v (and of the output) is one channel; masks must not vary per head."""
+    q, k, v = (arg(node, i, n) for i, n in enumerate(("query", "key", "value")))
+    out = ctx.shape(node)
+    mask = arg(node, 3, "attn_mask")
+    values = [q, k, v] + ([mask] if isinstance(mask, fx.Node) else [])
+    if isinstance(mask, fx.Node) and ctx.flow(mask) is not None:
+        return ctx.reject(node, "scaled_dot_product_attention", "the mask carries channels")
+    return _couple_batch(ctx, node, values, out, "scaled_dot_product_attention", last=2,
+                         gqa=bool(arg(node, 7, "enable_gqa", False)))
+
+
+def softmax(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """Softmax over another dim than the channels': the channels pass."""
+    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
+    dim = arg(node, 1, "dim")
+    if x is None or shape is None:
+        return None
+    if not isinstance(dim, int) or dim % len(shape) == x.dim:
+        return ctx.reject(node, "softmax", "normalises over channels")
+    return x
+
+
+def register_all(table) -> None:
+    table.register([torch.matmul, torch.bmm] + method("matmul", "bmm", "__matmul__"), matmul)
+    table.register(F.scaled_dot_product_attention, scaled_dot_product_attention)
+    table.register([F.softmax, F.log_softmax, torch.softmax, torch.log_softmax]
+                   + method("softmax", "log_softmax"), softmax)
+

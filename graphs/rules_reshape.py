@@ -1,0 +1,130 @@
+"""view/reshape: where the channel dim goes, and whether the sizes written in forward() follow it.
+
+A reshape may (1) keep the channel dim whole while other dims merge or split around it, (2)
+merge it with neighbours (flatten: each channel becomes a run of features), or (3) split it:
+into (heads, head_dim) or (3, heads, head_dim) at the end of the shape (attention: whole heads
+are the channels, every position of a head goes with it) or into (groups, C/groups) before
+other dims (a channel shuffle: position j of every group goes together).
+
+After pruning, the target size of the dim that carries channels changes, so forward() must not
+write it as a fixed number. It follows when it is -1 or read from a tensor dim carrying the same
+channels (``x.size(1)``). A literal equal to exactly one int attribute of the calling module (or
+a parent) is that attribute (``self.num_heads``, ``self.all_head_size``): it becomes a SIZE
+member, set to the kept count after pruning. Anything else blocks the channels with the line.
+
+Example:
+    >>> kept_dim((2, 8, 8, 16), (2, 2, 4, 2, 4, 16), 3), kept_dim((2, 6, 4), (2, 3, 8), 1)
+    (5, None)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import fx
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.rules_shape import flatten_ids
+from graphs.sizes import evaluate, size_follows
+from graphs.sources import user_source
+from graphs.table import method
+
+
+def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """The flow after a view/reshape (see the module docstring), or a block with the line."""
+    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
+    if x is None or before is None or after is None:
+        return None
+    sizes = shape_args(node)
+    kept = kept_dim(before, after, x.dim)
+    if kept is not None:
+        return _checked(ctx, node, sizes, Flow(x.ids, kept), [])
+    for start in range(len(before)):
+        for end in range(start + 1, len(before)):
+            merged = before[:start] + (math.prod(before[start:end + 1]),) + before[end + 1:]
+            if merged == after and start <= x.dim <= end:
+                return _checked(ctx, node, sizes, flatten_ids(x, before, start, end), [])
+    found = split_dims(before, after, x.dim)
+    if found is None:
+        return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
+    k, parts = found
+    at = k + len(parts) - 2 if k + len(parts) == len(after) else k + len(parts) - 1
+    pieces = np.moveaxis(x.ids.reshape(parts), at - k, 0).reshape(parts[at - k], -1)
+    for column in pieces.T[1:]:
+        ctx.sets.union(pieces[:, 0], column)
+    fixed = [d for d in range(k, k + len(parts)) if d != at]
+    return _checked(ctx, node, sizes, Flow(pieces[:, 0].copy(), at), fixed)
+
+
+def kept_dim(before: tuple, after: tuple, dim: int) -> int | None:
+    """Where dim ``dim`` stands after a reshape that keeps it whole, or None.
+
+    Row-major order puts element (outer, c, inner) at the same flat position before and after,
+    so the dim is kept when some dim k of ``after`` has its size and the products of the dims
+    before and after it agree.
+    """
+    outer, inner = math.prod(before[:dim]), math.prod(before[dim + 1:])
+    for k, size in enumerate(after):
+        if size == before[dim] and math.prod(after[:k]) == outer \
+                and math.prod(after[k + 1:]) == inner:
+            return k
+    return None
+
+
+def split_dims(before: tuple, after: tuple, dim: int) -> tuple[int, tuple[int, ...]] | None:
+    """(k, parts): dim ``dim`` becomes dims k.. of ``after`` with sizes ``parts`` (2 or 3).
+
+    Example:
+        >>> split_dims((2, 5, 48), (2, 5, 3, 4, 4), 2)
+        (2, (3, 4, 4))
+    """
+    outer, inner = math.prod(before[:dim]), math.prod(before[dim + 1:])
+    for k in range(len(after)):
+        if math.prod(after[:k]) != outer:
+            continue
+        for r in (2, 3):
+            parts = tuple(after[k:k + r])
+            if len(parts) == r and math.prod(parts) == before[dim] and min(parts) > 1 \
+                    and math.prod(after[k + r:]) == inner:
+                return k, parts
+    return None
+
+
+def shape_args(node: fx.Node) -> list | None:
+    """The target sizes of a view/reshape node (ints, -1 or nodes); None if not readable."""
+    rest = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = list(rest[0])
+    return rest if all(isinstance(r, (int, fx.Node)) for r in rest) else None
+
+
+def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
+             fixed: list[int]) -> Flow:
+    """``y``, after checking the size written for its dim (and that ``fixed`` dims stay)."""
+    if y.size <= 1:
+        return y
+    if sizes is None or len(sizes) != len(ctx.shape(node)):
+        return _block(ctx, node, y, "sizes that cannot be read")
+    x = ctx.flow(node.args[0])
+    problem = size_follows(ctx, node, sizes[y.dim], y, x)
+    for d in fixed:
+        if isinstance(sizes[d], fx.Node) and \
+                evaluate(ctx, sizes[d], x, 2, 7) != evaluate(ctx, sizes[d], x, 1, 1):
+            problem = problem or f"a split size computed from a channel count at dim {d}"
+    if problem:
+        _block(ctx, node, y, problem)
+    return y
+
+
+def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
+    source = user_source(node.stack_trace or "")
+    ctx.sets.block(y.ids, f"{node.target} at node {node.name} has {problem}"
+                          + (f" (at {source})" if source else ""))
+    return y
+
+
+def register_all(table) -> None:
+    table.register([torch.reshape] + method("view", "reshape"), reshape)

@@ -1,0 +1,97 @@
+"""Does a size written in forward() follow pruning? The shared check of reshape and split.
+
+A size follows when it is -1, or computed from reads of the input's own channel count (checked
+by evaluating it with those reads doubled: the size must double), or a literal equal to exactly
+one int attribute of the calling module or a parent (``self.num_heads``): that attribute becomes
+a SIZE member, set to the kept count after pruning.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> class Heads(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.num_heads, self.fc = 2, torch.nn.Linear(4, 8)
+    ...     def forward(self, x):
+    ...         return self.fc(x).view(1, 3, self.num_heads, 4).sum(-1)
+    >>> group = trace(Heads(), torch.zeros(1, 3, 4)).groups[1]
+    >>> [m.short() for m in group.members]
+    ['fc.out x4', 'num_heads.size']
+"""
+
+from __future__ import annotations
+
+import operator
+
+from torch import fx
+
+from graphs.channels import Flow
+from graphs.context import TraceContext
+from graphs.model import SIZE
+
+
+def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> str:
+    """"" when the size written for ``y``'s dim follows pruning; else why not.
+
+    A computed size must scale with the input's channel count: evaluated with every read of
+    those channels doubled (and reads of other channels changed), it must double.
+    """
+    if isinstance(size, fx.Node):
+        scaled = evaluate(ctx, size, x, 2, 7)
+        return "" if scaled == 2 * evaluate(ctx, size, x, 1, 1) else "a size computed from " \
+            "other dims"
+    if size == -1:
+        return ""
+    owner, attr = size_attribute(ctx, node, size)
+    if not attr:
+        return owner or f"a literal channel size {size}"
+    ctx.sets.record(owner, SIZE, 0, y.ids, attr)
+    return ""
+
+
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}
+
+
+def evaluate(ctx: TraceContext, size, x: Flow, same: int, other: int) -> int | None:
+    """The value of a computed size with reads of ``x``'s channels scaled by ``same`` and reads
+    of other channel dims by ``other`` (None if it uses anything else)."""
+    if not isinstance(size, fx.Node):
+        return size if isinstance(size, int) else None
+    source = _size_source(size)
+    if source is not None:
+        flow = ctx.flow(source[0])
+        scale = 1 if flow is None or flow.dim != source[1] else \
+            same if ctx.sets.same_channels(flow.ids, x.ids) else other
+        return size.meta["value"] * scale
+    if size.op == "call_function" and size.target in _ARITHMETIC:
+        values = [evaluate(ctx, a, x, same, other) for a in size.args]
+        return None if None in values or (size.target in (operator.floordiv, operator.mod)
+                                          and values[1] == 0) else size.target(*values)
+    return None
+
+
+def _size_source(size: fx.Node) -> tuple[fx.Node, int] | None:
+    """(tensor node, dim) when ``size`` is a direct read of one dim of a tensor."""
+    if size.op == "call_method" and size.target == "size" and len(size.args) == 2:
+        shape = size.args[0].meta.get("tensor_meta")
+        return size.args[0], size.args[1] % len(shape.shape)
+    if size.target is operator.getitem and isinstance(size.args[0], fx.Node) \
+            and size.args[0].target == "size":
+        return size.args[0].args[0], size.args[1]
+    return None
+
+
+def size_attribute(ctx: TraceContext, node: fx.Node, value: int) -> tuple[str, str]:
+    """(module, attribute) of the one int attribute equal to ``value`` in the calling module or
+    its parents (innermost first); ("why not", "") when there is none or several."""
+    module = node.meta.get("module", "")
+    while True:
+        found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
+                 if type(v) is int and v == value and not k.startswith("_")]
+        if len(found) == 1:
+            return module, found[0]
+        if len(found) > 1:
+            return f"a literal channel size {value} that matches {found} of {module!r}", ""
+        if not module:
+            return "", ""
+        module = module.rpartition(".")[0]
