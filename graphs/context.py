@@ -62,8 +62,12 @@ class TraceContext:
         return self.block_through(node, reason)
 
     def block_through(self, node: fx.Node, reason: str) -> Flow | None:
-        """Block the channels of every input and of fresh output channels of ``node``."""
-        for f in self.input_flows(node):
+        """Block the channels of every input and of fresh output channels of ``node`` (none when
+        no input carried channels)."""
+        flows = self.input_flows(node)
+        if not flows:
+            return None
+        for f in flows:
             self.sets.block(f.ids, reason)
         out = self.fresh_where_input_was(node) or self.fresh_like(node)
         if out is not None:

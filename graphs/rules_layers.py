@@ -84,9 +84,11 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
     if name is None:
         return None
-    if not name or x is None or x.dim != 1:
-        return ctx.reject(node, _name(node), "input channels not on dim 1")
-    groups, (out_ch, _per_group) = arg(node, 6, "groups", 1), ctx.shape(weight)[:2]
+    if not name:
+        return ctx.reject(node, _name(node), "no weight")
+    groups, (out_ch, per_group) = arg(node, 6, "groups", 1), ctx.shape(weight)[:2]
+    if x is None or x.dim != 1:
+        x = untracked_input(ctx, node, x, per_group * groups)
     ctx.calls[name] += 1
     if groups == 1:
         ctx.sets.record(name, IN, 1, x.ids)
@@ -124,8 +126,10 @@ def conv_transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
     name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
     if name is None:
         return None
-    if not name or x is None or x.dim != 1 or arg(node, 6, "groups", 1) != 1:
-        return ctx.reject(node, _name(node), "grouped or input channels not on dim 1")
+    if not name or arg(node, 6, "groups", 1) != 1:
+        return ctx.reject(node, _name(node), "grouped")
+    if x is None or x.dim != 1:
+        x = untracked_input(ctx, node, x, ctx.shape(weight)[0])
     ctx.calls[name] += 1
     ctx.sets.record(name, IN, 0, x.ids)
     out = ctx.sets.fresh(ctx.shape(weight)[1])
@@ -153,7 +157,8 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
 def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int) -> Flow:
     """Fresh, blocked input channels for a layer whose input features are not the tracked dim
     (e.g. a model input laid out channels-last); the channels it had stay too."""
-    reason = f"the input features of {node.name} are not the tracked dimension"
+    reason = f"the input of {node.name} carries no traced channels" if x is None else \
+        f"the input features of {node.name} are not the tracked dimension"
     if x is not None:
         ctx.sets.block(x.ids, reason)
     fresh = ctx.sets.fresh(size)

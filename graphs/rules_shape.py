@@ -78,10 +78,8 @@ def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if shape is None:
         return None
     dim = _arg(node, 1, "dim", 0) % len(shape)
-    if all(f is None for f in flows):  # e.g. slices of the input: nothing prunable to follow
-        out = ctx.fresh_like(node)
-        ctx.sets.block(out.ids, f"cat at node {node.name} of tensors without traced channels")
-        return out
+    if all(f is None for f in flows):  # no operand carries channels
+        return None
     if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
         return ctx.reject(node, "cat", "an operand has no traced channels")
     if flows[0].dim == dim:

@@ -117,4 +117,4 @@ def test_input_slices_by_literal_index_block_only_what_they_touch():
     graph, _ = exact(TransformInput(), torch.randn(2, 3, 4, 4))
     assert not graph.unsupported
     assert graph.groups_of("a")[-1].prunable
-    assert "of tensors without traced channels" in graph.groups_of("a")[0].reason
+    assert "carries no traced channels" in graph.groups_of("a")[0].reason
