@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
 
 
 def build_model(name: str) -> nn.Module:

@@ -41,9 +41,9 @@ from _common import (
 
 from graphs import trace
 from surgery import count_params, prune
-from surgery.flops import count_flops
-from surgery.latency import measure_latency
-from surgery.oracle import kill_channels, randomize_norms, relative_error
+from surgery.measure.flops import count_flops
+from surgery.measure.latency import measure_latency
+from surgery.testing.oracle import kill_channels, randomize_norms, relative_error
 
 MODELS = ["lenet", "resnet18", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0"]
 GOALS = {"resnet50": 0.5, "densenet121": 0.5}  # issue 7: ours/tp prune time at most this

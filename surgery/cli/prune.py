@@ -6,9 +6,9 @@ import argparse
 
 from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.errors import SurgeryError
-from surgery.flops import count_flops
+from surgery.io.saving import save
+from surgery.measure.flops import count_flops
 from surgery.prune import prune
-from surgery.saving import save
 
 HELP = "prune a model and write weights + plan"
 

@@ -5,8 +5,8 @@ import torch
 import torchvision
 
 from surgery import prune
-from surgery.oracle import check, randomize_norms
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
+from surgery.testing.oracle import check, randomize_norms
 
 FAMILIES = [
     ("lenet", (2, 1, 28, 28)),
