@@ -33,12 +33,14 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 class LayerKind:
     """One kind of layer: how to recognise it and where its channel counts live.
 
-    ``holds(module)`` says whether a module is of this kind; ``out_dim`` is the weight dim of its
+    ``holds(module)`` says whether a module is of this kind (``description`` says it in words
+    for the docs); ``out_dim`` is the weight dim of its
     output channels; ``width(module)`` its output width; ``input_axis`` and ``input_width`` the
     axis of its input that carries channels and how many it expects (None: not checked).
     """
 
     name: str
+    description: str
     holds: Callable[[nn.Module], bool]
     out_dim: int
     width: Callable[[nn.Module], int] | None
@@ -54,19 +56,23 @@ def _normalized(m: nn.Module) -> tuple[int, ...]:
     return tuple(m.normalized_shape)
 
 
-KINDS: tuple[LayerKind, ...] = (
-    LayerKind("attention", _has_packed_projection, 0, None, None, None),
-    LayerKind("conv_transpose", lambda m: isinstance(m, _ConvTransposeNd), 1,
+KINDS: tuple[LayerKind, ...] = (  # first match wins
+    LayerKind("attention", "holds a packed `in_proj_weight` (`nn.MultiheadAttention`)",
+              _has_packed_projection, 0, None, None, None),
+    LayerKind("conv_transpose", "is a `torch.nn.modules.conv._ConvTransposeNd`",
+              lambda m: isinstance(m, _ConvTransposeNd), 1,
               lambda m: m.out_channels, 1, lambda m: m.in_channels),
-    LayerKind("conv", lambda m: isinstance(m, _ConvNd), 0,
+    LayerKind("conv", "is a `torch.nn.modules.conv._ConvNd` (any `nn.Conv*d` subclass)",
+              lambda m: isinstance(m, _ConvNd), 0,
               lambda m: m.out_channels, 1, lambda m: m.in_channels),
-    LayerKind("linear", lambda m: isinstance(m, nn.Linear), 0,
+    LayerKind("linear", "is an `nn.Linear`", lambda m: isinstance(m, nn.Linear), 0,
               lambda m: m.out_features, -1, lambda m: m.in_features),
-    LayerKind("batch_norm", lambda m: isinstance(m, _NormBase), 0,
+    LayerKind("batch_norm", "is a `torch.nn.modules.batchnorm._NormBase` (batch/instance norm)",
+              lambda m: isinstance(m, _NormBase), 0,
               lambda m: m.num_features, 1, lambda m: m.num_features),
-    LayerKind("layer_norm", lambda m: isinstance(m, nn.LayerNorm), 0,
+    LayerKind("layer_norm", "is an `nn.LayerNorm`", lambda m: isinstance(m, nn.LayerNorm), 0,
               lambda m: math.prod(_normalized(m)), -1, lambda m: _normalized(m)[-1]),
-    LayerKind("group_norm", lambda m: isinstance(m, nn.GroupNorm), 0,
+    LayerKind("group_norm", "is an `nn.GroupNorm`", lambda m: isinstance(m, nn.GroupNorm), 0,
               lambda m: m.num_channels, 1, lambda m: m.num_channels),
 )
 

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,19 +29,10 @@ import torch
 from torch import nn
 
 from surgery.errors import SurgeryError
+from surgery.layers import layer_kind
 from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
 from surgery.plan.plan import Plan
-
-# Layer type -> (attribute holding its output width, weight dim of its outputs in a Plan).
-WIDTHS: tuple[tuple[tuple[type, ...], str, int], ...] = (
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "out_channels", 0),
-    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), "out_channels", 1),
-    ((nn.Linear,), "out_features", 0),
-    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), "num_features", 0),
-    ((nn.GroupNorm,), "num_channels", 0),
-    ((nn.LayerNorm,), "normalized_shape", 0),
-)
 
 
 @dataclass(frozen=True)
@@ -131,7 +121,7 @@ class Report:
 
 
 def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
-    """Layer name -> (type name, output width, output weight dim) for each layer in WIDTHS.
+    """Layer name -> (type name, output width, output weight dim) of each layer with a width.
 
     Example:
         >>> layer_widths(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))
@@ -139,12 +129,9 @@ def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
     """
     found = {}
     for name, module in model.named_modules():
-        for types, attribute, dim in WIDTHS:
-            if isinstance(module, types):
-                width = getattr(module, attribute)
-                width = math.prod(width) if isinstance(width, tuple) else int(width)
-                found[name] = (type(module).__name__, width, dim)
-                break
+        kind = layer_kind(module)
+        if kind is not None and kind.width is not None:
+            found[name] = (type(module).__name__, kind.width(module), kind.out_dim)
     return found
 
 

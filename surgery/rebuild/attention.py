@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from graphs.rules import RuleTable
+from graphs.rules_attention import multihead_attention as attention_rule
 from surgery.errors import SurgeryError
+from surgery.rebuild.respawn import Keep, carry_hooks
 
 
 class PrunedMultiheadAttention(nn.Module):
@@ -98,8 +101,11 @@ def kept_heads(rows: list[int], num_heads: int, head_dim: int) -> list[int]:
     return heads
 
 
-def multihead_attention(m: nn.Module, keep: dict[int, torch.Tensor]) -> nn.Module:
-    """Keep the heads whose packed rows are in ``keep[0]``; out_proj is copied as it is."""
+def multihead_attention(m: nn.Module, keep: Keep) -> nn.Module:
+    """whole heads: a `PrunedMultiheadAttention` with the kept heads' q, k, v rows.
+
+    out_proj is copied as it is (its input columns are a member of their own); hooks are kept.
+    """
     if set(keep) - {0} or m.in_proj_weight is None or getattr(m, "bias_k", None) is not None:
         raise SurgeryError(f"only whole heads of self-attention are pruned, not dims {set(keep)}")
     head_dim = m.head_dim
@@ -114,34 +120,10 @@ def multihead_attention(m: nn.Module, keep: dict[int, torch.Tensor]) -> nn.Modul
         if m.in_proj_bias is not None:
             new.in_proj_bias.copy_(m.in_proj_bias.index_select(0, rows))
     new.out_proj = copy.deepcopy(m.out_proj)
-    return new.train(m.training)
+    return carry_hooks(m, new.train(m.training))
 
 
-def layer_norm_subclass(m: nn.LayerNorm, keep: dict[int, torch.Tensor]) -> nn.Module:
-    """A LayerNorm subclass with its own forward only (torchvision's LayerNorm2d)."""
-    n = len(keep[0]) if 0 in keep else m.normalized_shape[0]
-    new = type(m)(n, m.eps, m.elementwise_affine, bias=m.bias is not None,
-                  device=m.weight.device if m.weight is not None else None)
-    with torch.no_grad():
-        for name in ("weight", "bias"):
-            t = getattr(m, name)
-            if t is not None:
-                getattr(new, name).copy_(t.index_select(0, keep[0]) if 0 in keep else t)
-    return new.train(m.training)
-
-
-def surgeons() -> dict[type, object]:
-    """Exact module type -> surgeon, merged into ``surgery.rebuild.surgeons.default_surgeons()``."""
-    from torchvision.models.convnext import LayerNorm2d
-
-    from surgery.rebuild.surgeons import linear
-
-    return {nn.MultiheadAttention: multihead_attention, LayerNorm2d: layer_norm_subclass,
-            PrunedMultiheadAttention: multihead_attention,
-            nn.modules.linear.NonDynamicallyQuantizableLinear: linear}  # MHA's out_proj
-
-
-def register_rules(table) -> None:
+def register_rules(table: RuleTable) -> None:
     """Coupling rules for the layers surgery itself builds, so a pruned model prunes again.
 
     Example:
@@ -151,6 +133,4 @@ def register_rules(table) -> None:
         >>> PrunedMultiheadAttention in table
         True
     """
-    from graphs.rules_attention import multihead_attention as rule
-
-    table.register(PrunedMultiheadAttention, rule)
+    table.register(PrunedMultiheadAttention, attention_rule)

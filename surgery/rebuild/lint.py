@@ -17,23 +17,20 @@ from torch import fx, nn
 
 from graphs.shapes import ShapeRunner
 from graphs.trace import as_tuple, eval_mode, symbolic_trace
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-         nn.ConvTranspose3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+from surgery.layers import layer_kind
 
 
 def expected_channels(m: nn.Module) -> tuple[int, int] | None:
-    """(dim, channel count) a layer expects on its input, or None for layers without one."""
-    if isinstance(m, CONVS):
-        return 1, m.in_channels
-    if isinstance(m, nn.Linear):
-        return -1, m.in_features
-    if isinstance(m, NORMS):
-        return 1, getattr(m, "num_features", getattr(m, "num_channels", 0))
-    if isinstance(m, nn.LayerNorm):
-        return -1, m.normalized_shape[-1]
-    return None
+    """(input axis, channel count) a layer expects on its input, or None for layers without one.
+
+    Example:
+        >>> expected_channels(nn.Conv2d(3, 8, 3)), expected_channels(nn.LayerNorm(16))
+        ((1, 3), (-1, 16))
+    """
+    kind = layer_kind(m)
+    if kind is None or kind.input_axis is None:
+        return None
+    return kind.input_axis, kind.input_width(m)
 
 
 class _Linter(ShapeRunner):

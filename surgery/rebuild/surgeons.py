@@ -1,171 +1,141 @@
-"""Surgeons: build a new, smaller layer from an old one. One table keyed by exact module type.
+"""Surgeons: build a new, smaller layer from an old one. One table keyed by layer kind.
 
 A surgeon is ``surgeon(module, keep) -> nn.Module`` where ``keep`` maps a weight dim to the
-indices that stay (a dim not in ``keep`` stays whole). Layers are rebuilt from their constructor
-arguments and ``index_select``ed tensors, never resized in place.
+indices that stay (a dim not in ``keep`` stays whole). The table is keyed by the layer's kind
+(``surgery.layers``: what the layer holds, not its exact class), so subclasses with their own
+forward, extra child modules or hooks (timm's ``BatchNormAct2d``, ``Conv2dSame``, torchvision's
+``LayerNorm2d``) are rebuilt as well. Each surgeon works out the new sizes; ``respawn`` makes the
+layer: same class, settings, child modules and hooks, tensors cut to ``keep``.
 
 Example:
+    >>> import torch
     >>> conv = nn.Conv2d(4, 8, 3)
     >>> rebuild(conv, {0: torch.tensor([0, 2]), 1: torch.tensor([1])})
     Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
+    >>> sorted(default_surgeons())
+    ['attention', 'batch_norm', 'conv', 'conv_transpose', 'group_norm', 'layer_norm', 'linear']
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-import torch
 from torch import nn
-from torch.nn.utils import skip_init
 
 from surgery.errors import SurgeryError
+from surgery.layers import KINDS, layer_kind
+from surgery.rebuild.attention import multihead_attention
+from surgery.rebuild.respawn import Keep, respawn
 
-Keep = dict[int, torch.Tensor]
 Surgeon = Callable[[nn.Module, Keep], nn.Module]
 
 
-def _take(t: torch.Tensor | None, keep: Keep, dims: dict[int, int]) -> torch.Tensor | None:
-    """Select kept indices of ``t``; ``dims`` maps weight dim -> this tensor's dim."""
-    if t is None:
-        return None
-    t = t.detach()
-    selected = False
-    for weight_dim, tensor_dim in dims.items():
-        if weight_dim in keep:
-            t = t.index_select(tensor_dim, keep[weight_dim].to(t.device))
-            selected = True
-    return t if selected else t.clone()  # index_select already made new memory
+def _size(keep: Keep, dim: int, whole: int) -> int:
+    return len(keep[dim]) if dim in keep else whole
 
 
-def _copy_into(new: nn.Module, old: nn.Module, tensors: dict[str, torch.Tensor | None]) -> nn.Module:
-    with torch.no_grad():
-        for name, value in tensors.items():
-            if value is not None:
-                getattr(new, name).copy_(value)
-    new.train(old.training)
-    return new
-
-
-def respawn(old: nn.Module, config: dict[str, object],
-            tensors: dict[str, torch.Tensor | None]) -> nn.Module | None:
-    """A new ``type(old)`` with ``old``'s settings overridden by ``config``, holding ``tensors``.
-
-    The fast path of the surgeons: constructing a layer (even via ``skip_init``) runs its weight
-    init, which costs ~10x more than the ``index_select`` itself. The new module gets fresh
-    registries (no hooks, only ``tensors`` as parameters and buffers); plain settings (stride,
-    padding, ...) are copied. Returns None when ``old`` keeps tensors or modules outside its
-    registries (e.g. ``weight_norm``): the caller then constructs the layer normally.
-    """
-    cls = type(old)
-    fresh = cls.__new__(cls)
-    nn.Module.__init__(fresh)
-    settings = {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
-                for k, v in old.__dict__.items() if k not in fresh.__dict__}
-    if any(isinstance(v, (torch.Tensor, nn.Module)) for v in settings.values()):
-        return None
-    fresh.__dict__.update(settings)
-    fresh.__dict__.update(config)
-    fresh.training = old.training
-    for name, value in tensors.items():
-        if name in old._parameters:
-            param = old._parameters[name]
-            fresh.register_parameter(name, None if value is None else
-                                     nn.Parameter(value, param is not None and param.requires_grad))
-        else:
-            persistent = name not in old._non_persistent_buffers_set
-            fresh.register_buffer(name, value, persistent=persistent)
-    return fresh
-
-
-def conv(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, keep: Keep) -> nn.Module:
-    w = m.weight
+def conv(m: nn.Module, keep: Keep) -> nn.Module:
+    """in/out channels; a depthwise conv keeps groups == channels."""
     depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-    out_ch = len(keep[0]) if 0 in keep else m.out_channels
+    out_ch = _size(keep, 0, m.out_channels)
     in_ch = out_ch if depthwise else (len(keep[1]) * m.groups if 1 in keep else m.in_channels)
     groups = out_ch if depthwise else m.groups
-    tensors = {"weight": _take(w, keep, {0: 0, 1: 1}), "bias": _take(m.bias, keep, {0: 0})}
-    fast = respawn(m, {"in_channels": in_ch, "out_channels": out_ch, "groups": groups}, tensors)
-    if fast is not None:
-        return fast
-    new = skip_init(type(m), in_ch, out_ch, m.kernel_size, m.stride, m.padding, m.dilation,
-                    groups, m.bias is not None, m.padding_mode, device=w.device, dtype=w.dtype)
-    return _copy_into(new, m, tensors)
+    return respawn(m, keep, {"in_channels": in_ch, "out_channels": out_ch, "groups": groups})
 
 
-def conv_transpose(m: nn.ConvTranspose2d, keep: Keep) -> nn.Module:
-    w = m.weight  # (in, out/groups, ...)
-    in_ch = len(keep[0]) if 0 in keep else m.in_channels
-    out_ch = len(keep[1]) if 1 in keep else m.out_channels
-    new = skip_init(type(m), in_ch, out_ch, m.kernel_size, m.stride, m.padding,
-                    m.output_padding, m.groups, m.bias is not None, m.dilation, m.padding_mode,
-                    device=w.device, dtype=w.dtype)
-    return _copy_into(new, m, {"weight": _take(w, keep, {0: 0, 1: 1}),
-                               "bias": _take(m.bias, keep, {1: 0})})
+def conv_transpose(m: nn.Module, keep: Keep) -> nn.Module:
+    """in channels (weight dim 0) and out channels (weight dim 1)."""
+    return respawn(m, keep, {"in_channels": _size(keep, 0, m.in_channels),
+                             "out_channels": _size(keep, 1, m.out_channels)})
 
 
-def linear(m: nn.Linear, keep: Keep) -> nn.Module:
-    w = m.weight
-    in_f = len(keep[1]) if 1 in keep else m.in_features
-    out_f = len(keep[0]) if 0 in keep else m.out_features
-    tensors = {"weight": _take(w, keep, {0: 0, 1: 1}), "bias": _take(m.bias, keep, {0: 0})}
-    fast = respawn(m, {"in_features": in_f, "out_features": out_f}, tensors)
-    if fast is not None:
-        return fast
-    new = skip_init(nn.Linear, in_f, out_f, m.bias is not None, device=w.device, dtype=w.dtype)
-    return _copy_into(new, m, tensors)
+def linear(m: nn.Module, keep: Keep) -> nn.Module:
+    """in and out features."""
+    return respawn(m, keep, {"in_features": _size(keep, 1, m.in_features),
+                             "out_features": _size(keep, 0, m.out_features)})
 
 
-def batch_norm(m: nn.BatchNorm2d, keep: Keep) -> nn.Module:
-    n = len(keep[0]) if 0 in keep else m.num_features
-    tensors = {k: _take(getattr(m, k), keep, {0: 0})
-               for k in ("weight", "bias", "running_mean", "running_var")}
-    tracked = m.num_batches_tracked
-    tensors["num_batches_tracked"] = None if tracked is None else tracked.clone()
-    fast = respawn(m, {"num_features": n}, tensors)
-    if fast is not None:
-        return fast
-    ref = m.weight if m.weight is not None else m.running_mean
-    new = skip_init(type(m), n, m.eps, m.momentum, m.affine, m.track_running_stats,
-                    device=ref.device, dtype=ref.dtype)
-    return _copy_into(new, m, tensors)
+def batch_norm(m: nn.Module, keep: Keep) -> nn.Module:
+    """num_features; affine, running stats and any other per-channel tensor cut."""
+    return respawn(m, keep, {"num_features": _size(keep, 0, m.num_features)})
 
 
-def layer_norm(m: nn.LayerNorm, keep: Keep) -> nn.Module:
-    n = len(keep[0]) if 0 in keep else m.normalized_shape[0]
-    new = nn.LayerNorm(n, m.eps, m.elementwise_affine, bias=m.bias is not None,
-                       device=m.weight.device if m.weight is not None else None)
-    return _copy_into(new, m, {k: _take(getattr(m, k), keep, {0: 0}) for k in ("weight", "bias")})
+def layer_norm(m: nn.Module, keep: Keep) -> nn.Module:
+    """normalized_shape along each kept dim."""
+    shape = tuple(_size(keep, d, n) for d, n in enumerate(m.normalized_shape))
+    return respawn(m, keep, {"normalized_shape": shape})
 
 
-def group_norm(m: nn.GroupNorm, keep: Keep) -> nn.Module:
-    n = len(keep[0]) if 0 in keep else m.num_channels
+def group_norm(m: nn.Module, keep: Keep) -> nn.Module:
+    """num_channels; num_groups follows them when there is one group per channel."""
+    n = _size(keep, 0, m.num_channels)
     groups = n if m.num_groups == m.num_channels else m.num_groups
-    new = nn.GroupNorm(groups, n, m.eps, m.affine,
-                       device=m.weight.device if m.weight is not None else None)
-    return _copy_into(new, m, {k: _take(getattr(m, k), keep, {0: 0}) for k in ("weight", "bias")})
+    return respawn(m, keep, {"num_channels": n, "num_groups": groups})
 
 
-def default_surgeons() -> dict[type, Surgeon]:
-    """A fresh table: exact module type -> surgeon."""
-    table: dict[type, Surgeon] = {}
-    for types, surgeon in (((nn.Conv1d, nn.Conv2d, nn.Conv3d), conv),
-                           ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
-                            conv_transpose),
-                           ((nn.Linear,), linear),
-                           ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), batch_norm),
-                           ((nn.LayerNorm,), layer_norm), ((nn.GroupNorm,), group_norm)):
-        for t in types:
-            table[t] = surgeon
-    from surgery.rebuild.attention import surgeons as attention_surgeons
-    table.update(attention_surgeons())
+class SurgeonTable:
+    """Layer kind name (``surgery.layers.KINDS``) -> surgeon; one surgeon per kind."""
+
+    def __init__(self) -> None:
+        self._surgeons: dict[str, Surgeon] = {}
+
+    def register(self, kind: str, surgeon: Surgeon) -> None:
+        """Add the surgeon of ``kind``; SurgeryError for an unknown kind or a second surgeon."""
+        if kind not in {k.name for k in KINDS}:
+            raise SurgeryError(f"unknown layer kind {kind!r}: surgery.layers.KINDS has "
+                               f"{', '.join(k.name for k in KINDS)}")
+        if kind in self._surgeons:
+            raise SurgeryError(f"layer kind {kind!r} already has a surgeon "
+                               f"({self._surgeons[kind].__name__})")
+        self._surgeons[kind] = surgeon
+
+    def get(self, kind: str) -> Surgeon | None:
+        """The surgeon of ``kind``, or None."""
+        return self._surgeons.get(kind)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._surgeons
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._surgeons)
+
+    def for_module(self, module: nn.Module) -> Surgeon:
+        """The surgeon of ``module``'s kind; SurgeryError when there is none."""
+        kind = layer_kind(module)
+        if kind is None or kind.name not in self._surgeons:
+            raise SurgeryError(f"no surgeon for {type(module).__name__}")
+        return self._surgeons[kind.name]
+
+
+def default_surgeons() -> SurgeonTable:
+    """A fresh table with a surgeon for every kind of ``surgery.layers.KINDS``."""
+    table = SurgeonTable()
+    for kind, surgeon in (("attention", multihead_attention), ("conv_transpose", conv_transpose),
+                          ("conv", conv), ("linear", linear), ("batch_norm", batch_norm),
+                          ("layer_norm", layer_norm), ("group_norm", group_norm)):
+        table.register(kind, surgeon)
     return table
 
 
-def rebuild(module: nn.Module, keep: Keep, surgeons: dict[type, Surgeon] | None = None
-            ) -> nn.Module:
+def rebuild(module: nn.Module, keep: Keep, surgeons: SurgeonTable | None = None) -> nn.Module:
     """A new module like ``module`` with only the ``keep`` indices along each listed weight dim."""
-    surgeon = (surgeons or default_surgeons()).get(type(module))
-    if surgeon is None:
-        raise SurgeryError(f"no surgeon for {type(module).__name__}")
-    return surgeon(module, keep)
+    return (surgeons or default_surgeons()).for_module(module)(module, keep)
+
+
+def surgeon_table_markdown(surgeons: SurgeonTable | None = None) -> str:
+    """The docs' table of layer kinds and their surgeons (docs/OVERVIEW.md is checked against it).
+
+    Example:
+        >>> print(surgeon_table_markdown().splitlines()[0])
+        | kind | a layer is of this kind when it | surgeon | new sizes |
+    """
+    table = surgeons or default_surgeons()
+    lines = ["| kind | a layer is of this kind when it | surgeon | new sizes |",
+             "|---|---|---|---|"]
+    for kind in KINDS:
+        surgeon = table.get(kind.name)
+        name = f"`{surgeon.__module__}.{surgeon.__name__}`" if surgeon else "none"
+        doc = (surgeon.__doc__ or "").strip().splitlines()[0] if surgeon else ""
+        lines.append(f"| `{kind.name}` | {kind.description} | {name} | {doc} |")
+    return "\n".join(lines)
+

@@ -1,4 +1,4 @@
-"""surgery.rebuild.surgeons's fast path (respawn) builds the same layers as the constructors would."""
+"""surgery.rebuild.respawn builds the same layers as the constructors would, without running them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from surgery.rebuild.lint import lint
-from surgery.rebuild.surgeons import batch_norm, conv, linear, respawn
+from surgery.rebuild.surgeons import batch_norm, conv, linear
 
 KEEP = {0: torch.tensor([0, 2, 3]), 1: torch.tensor([1, 3])}
 
@@ -43,21 +43,27 @@ def _constructed(layer, keep):
                      layer.padding, layer.dilation, layer.groups, layer.bias is not None)
 
 
-def test_fast_rebuild_drops_hooks_and_keeps_frozen_flags():
+def test_fast_rebuild_keeps_hooks_and_frozen_flags():
     layer = nn.Conv2d(4, 5, 3)
     layer.register_forward_hook(lambda *a: None)
     layer.weight.requires_grad_(False)
     new = conv(layer, KEEP)
-    assert not new._forward_hooks and not new.weight.requires_grad and new.bias.requires_grad
+    assert list(new._forward_hooks.values()) == list(layer._forward_hooks.values())
+    assert new._forward_hooks is not layer._forward_hooks
+    assert not new.weight.requires_grad and new.bias.requires_grad
     assert (new.in_channels, new.out_channels) == (2, 3)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # weight_norm is what we test
-def test_respawn_declines_layers_with_tensors_outside_registries():
+def test_weight_norm_layers_are_cut_in_g_and_v_and_keep_their_hook():
     layer = nn.utils.weight_norm(nn.Conv2d(4, 5, 3))  # weight becomes a plain attribute
-    assert respawn(layer, {}, {}) is None
-    new = conv(layer, KEEP)  # the constructor path still works
-    assert tuple(new.weight.shape) == (3, 2, 3, 3)
+    new = conv(layer, KEEP)
+    assert tuple(new.weight_v.shape) == (3, 2, 3, 3) and tuple(new.weight_g.shape) == (3, 1, 1, 1)
+    x = torch.randn(1, 4, 6, 6)
+    new(x[:, KEEP[1]])
+    assert tuple(new.weight.shape) == (3, 2, 3, 3)  # recomputed by the kept pre-hook
+    outputs_only = conv(layer, {0: KEEP[0]})  # the norm is over a filter's inputs: exact
+    assert torch.allclose(outputs_only(x), layer(x)[:, KEEP[0]], atol=1e-6)
 
 
 def test_lint_catches_a_conv_whose_weight_disagrees_with_its_channels():
