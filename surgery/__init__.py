@@ -15,7 +15,8 @@ from surgery.io.saving import load, save
 from surgery.measure.flops import FlopCount, count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
 from surgery.plan.plan import Plan
-from surgery.prune import PruneResult, apply_plan, prune
+from surgery.prune import PruneResult, prune
+from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import lint
 
 __all__ = [

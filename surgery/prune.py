@@ -14,9 +14,10 @@ from graphs.model import DependencyGraph
 from graphs.rules import RuleTable, default_rules
 from graphs.trace import trace
 from surgery.errors import SurgeryError
-from surgery.measure.flops import count_params
+from surgery.measure.flops import count_flops, count_params
+from surgery.measure.report import Report, build_report, report_from_plan
 from surgery.plan.budget import Budget, plan_model
-from surgery.plan.importance import CRITERIA, Criterion
+from surgery.plan.importance import Criterion, resolve
 from surgery.plan.plan import Plan
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.attention import register_rules
@@ -44,7 +45,7 @@ class PruneResult:
         return self.summary()
 
     def report(self, example_inputs: Any, out: Any = None, *, original: nn.Module | None = None,
-               **options: Any) -> Any:
+               **options: Any) -> Report:
         """A ``surgery.measure.report.Report``: params, MACs, latency and channels per layer.
 
         Pass the unpruned model as ``original`` to measure its MACs and latency too (without it
@@ -60,8 +61,6 @@ class PruneResult:
             >>> r.before.macs, r.after.macs, r.after.params
             (281640, 92220, 11418)
         """
-        from surgery.measure.report import build_report, report_from_plan
-
         if original is not None:
             result = build_report(original, example_inputs, self.model, **options)
         else:
@@ -90,13 +89,14 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
     """
-    budget = Budget(ratio, global_ranking, target_macs, round_to)
-    _check_arguments(budget, importance)
+    budget = Budget(ratio, global_ranking, target_macs, round_to)  # checks the settings
+    criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore, rules=coupling_rules())
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
-    plan = plan_model(model, example_inputs, graph, budget, importance)
+    layer_macs = None if target_macs is None else count_flops(model, example_inputs).by_module
+    plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
     target = model if inplace else copy.deepcopy(model)
     apply_plan(target, plan)
@@ -114,11 +114,4 @@ def coupling_rules() -> RuleTable:
     return table
 
 
-def _check_arguments(budget: Budget, importance: Any) -> None:
-    budget.check()
-    if isinstance(importance, str) and importance not in CRITERIA:
-        raise SurgeryError(f"unknown importance {importance!r}: choose one of "
-                           f"{', '.join(sorted(CRITERIA))}")
-
-
-__all__ = ["PruneResult", "apply_plan", "count_params", "prune"]
+__all__ = ["PruneResult", "coupling_rules", "prune"]

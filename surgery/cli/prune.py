@@ -42,8 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.ratio is None and args.target_macs is None:
-        raise SurgeryError("pass --ratio R or --target-macs N")
     model, x = model_and_input(args)
     result = prune(model, x, ratio=None if args.ratio is None else parse_ratio(args.ratio),
                    target_macs=args.target_macs, global_ranking=args.global_ranking,

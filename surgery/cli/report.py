@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery import load
 from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.cli.export import recorded_shape
-from surgery.io.saving import read_plan
+from surgery.io.saving import load, read_plan
 from surgery.measure.latency import BACKENDS
 from surgery.measure.report import Timing, build_report
 

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
@@ -58,8 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
     recipe = parse_recipe(args.sparsity)
     model, _ = resolve_model(args.model)
     train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64)

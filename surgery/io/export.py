@@ -24,11 +24,27 @@ from typing import Any
 import torch
 from torch import nn
 
+from graphs.inputs import split_inputs
 from surgery.errors import SurgeryError
 
+try:  # optional: the `export` extra (pip install onnx onnxruntime)
+    import onnx
+except ImportError:
+    onnx = None
+try:
+    import onnxruntime
+except ImportError:
+    onnxruntime = None
 
-def _as_tuple(example_inputs: Any) -> tuple:
-    return example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+
+def positional(example_inputs: Any, what: str) -> tuple:
+    """The positional inputs of ``example_inputs`` (``graphs.inputs.split_inputs``); keyword
+    inputs raise SurgeryError, since ``what`` takes positional inputs only."""
+    args, kwargs = split_inputs(example_inputs)
+    if kwargs:
+        raise SurgeryError(f"{what} takes positional example inputs (a tensor, tuple or list), "
+                           f"not keyword inputs {sorted(kwargs)}")
+    return args
 
 
 def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path,
@@ -43,11 +59,9 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path,
         >>> p.stat().st_size > 0
         True
     """
-    try:
-        import onnx
-    except ImportError:
-        raise SurgeryError("ONNX export needs the 'onnx' package: pip install onnx") from None
-    args = _as_tuple(example_inputs)
+    if onnx is None:
+        raise SurgeryError("ONNX export needs the 'onnx' package: pip install onnx")
+    args = positional(example_inputs, "ONNX export")
     with torch.no_grad():
         outputs = model(*args)
     n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
@@ -86,7 +100,8 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | Path) -> P
         torch.Size([3, 10])
     """
     args = tuple(a.repeat(2, *[1] * (a.dim() - 1)) if isinstance(a, torch.Tensor)
-                 and a.dim() and a.shape[0] == 1 else a for a in _as_tuple(example_inputs))
+                 and a.dim() and a.shape[0] == 1 else a
+                 for a in positional(example_inputs, "torch.export"))
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.dim() else None
                     for a in args)
@@ -114,11 +129,9 @@ def compare_onnx(path: str | Path, model: nn.Module, example_inputs: Any) -> flo
         >>> compare_onnx(p, model, torch.randn(3, 1, 28, 28)) <= 1e-4
         True
     """
-    try:
-        import onnxruntime
-    except ImportError:
-        raise SurgeryError("checking ONNX needs 'onnxruntime': pip install onnxruntime") from None
-    args = _as_tuple(example_inputs)
+    if onnxruntime is None:
+        raise SurgeryError("checking ONNX needs 'onnxruntime': pip install onnxruntime")
+    args = positional(example_inputs, "compare_onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {f"input{i}": a.numpy() for i, a in enumerate(args)})
     with torch.no_grad():

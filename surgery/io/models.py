@@ -17,6 +17,8 @@ import importlib.util
 from pathlib import Path
 
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
 from surgery.errors import SurgeryError
@@ -67,8 +69,6 @@ def resolve_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
 
 
 def _from_torchvision(name: str) -> nn.Module:
-    import torchvision
-
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         raise SurgeryError(
@@ -107,8 +107,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise SurgeryError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from surgery.errors import SurgeryError
@@ -58,8 +60,6 @@ def save(result: Any, directory: str | Path, base: str | None = None,
         >>> json.loads(plan.read_text())["shapes"]["conv1"]["weight"]
         [3, 1, 5, 5]
     """
-    from safetensors.torch import save_file
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
@@ -210,9 +210,6 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise SurgeryError(f"{path} not found: pass a folder written by `surgery prune --out`")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:

@@ -23,6 +23,11 @@ import torch
 from torch import nn
 
 from graphs.trace import eval_mode
+from surgery.io.export import positional
+
+with warnings.catch_warnings():  # fvcore's import scripts a helper with torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 _PREFIXES = ("", "K", "M", "G", "T", "P")
 
@@ -87,11 +92,7 @@ def count_flops(
         >>> c.total, c.by_module["0"], c.by_module["2"]
         (31920, 30720, 1200)
     """
-    with warnings.catch_warnings():  # fvcore's import scripts a helper with torch.jit.script
-        warnings.simplefilter("ignore", FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
-
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    inputs = positional(example_inputs, "count_flops (fvcore)")
     with eval_mode(model), torch.no_grad():
         analysis = FlopCountAnalysis(model, inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)

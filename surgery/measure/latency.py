@@ -14,23 +14,22 @@ Example:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from graphs.inputs import split_inputs
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
-from surgery.io.export import export_onnx
+from surgery.io.export import export_onnx, onnx, onnxruntime, positional
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -97,9 +96,8 @@ def measure_latency(
         True
     """
     dev = _check_args(device, runs, warmup, threads, backend)
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     with _num_threads(threads) as used_threads, eval_mode(model):
-        runner = _make_runner(model, inputs, dev, backend, used_threads)
+        runner = _make_runner(model, example_inputs, dev, backend, used_threads)
         times = _time_runs(runner, dev, runs, warmup, progress)
     median, p10, p90 = summarize_ms(times)
     return Latency(median, p10, p90, runs, used_threads, str(dev), backend)
@@ -169,19 +167,26 @@ def _same_device(actual: torch.device, wanted: torch.device) -> bool:
 
 def _make_runner(
     model: nn.Module,
-    inputs: tuple[torch.Tensor, ...],
+    example_inputs: object,
     dev: torch.device,
     backend: str,
     threads: int,
 ) -> Callable[[], object]:
     """A no-argument callable doing one forward pass with the chosen backend."""
     if backend == "onnxruntime":
-        return _onnxruntime_runner(model, inputs, dev, threads)
+        return _onnxruntime_runner(model, positional(example_inputs, "onnxruntime timing"), dev,
+                                   threads)
     net = _on_device(model, dev)
-    args = tuple(x.to(dev) for x in inputs)
+    args, kwargs = split_inputs(example_inputs)
+    args = tuple(_to(x, dev) for x in args)
+    kwargs = {k: _to(x, dev) for k, x in kwargs.items()}
     if backend == "compile":
         net = torch.compile(net)
-    return lambda: net(*args)
+    return lambda: net(*args, **kwargs)
+
+
+def _to(x: object, dev: torch.device) -> object:
+    return x.to(dev) if isinstance(x, torch.Tensor) else x
 
 
 def _time_runs(
@@ -225,7 +230,7 @@ def _onnxruntime_runner(
     model: nn.Module, inputs: tuple[torch.Tensor, ...], dev: torch.device, threads: int
 ) -> Callable[[], object]:
     """Export to ONNX in a temporary directory and wrap an InferenceSession run."""
-    ort = _import_onnxruntime()
+    ort = _onnxruntime()
     providers = ["CUDAExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
     if providers[0] not in ort.get_available_providers():
         raise SurgeryError(
@@ -244,13 +249,12 @@ def _onnxruntime_runner(
     return lambda: session.run(None, feed)
 
 
-def _import_onnxruntime() -> ModuleType:
-    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+def _onnxruntime():
+    missing = [name for name, module in (("onnx", onnx), ("onnxruntime", onnxruntime))
+               if module is None]
     if missing:
         raise SurgeryError(
             f"backend 'onnxruntime' needs {' and '.join(missing)}: "
             "pip install onnx onnxruntime (or use backend='eager')"
         )
-    import onnxruntime
-
     return onnxruntime

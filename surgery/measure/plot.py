@@ -7,7 +7,7 @@ there is nothing else to show. A figure object is built and saved; no global mat
 Example:
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from surgery.measure.report import LayerWidth
+    >>> from surgery.measure.widths import LayerWidth
     >>> layers = [LayerWidth("conv1", "Conv2d", 6, 3), LayerWidth("fc", "Linear", 10, 10)]
     >>> path = plot_layer_widths(layers, Path(tempfile.mkdtemp()) / "w.png", "lenet")
     >>> path.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
@@ -18,22 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from surgery.errors import SurgeryError
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from surgery.measure.report import LayerWidth
+from surgery.measure.widths import LayerWidth
 
 
 def plot_layer_widths(layers: Sequence[LayerWidth], path: str | Path, title: str) -> Path:
     """Save a PNG with one pair of bars (before, after) per Conv/Linear layer; return its path."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise SurgeryError("report.png needs matplotlib: pip install matplotlib "
-                           "(or skip the plot: --no-plot / write(plot=False))") from None
     shown = [x for x in layers if "Norm" not in x.kind] or list(layers)
     fig = Figure(figsize=(min(40.0, max(6.0, 0.22 * len(shown) + 2)), 4.5))
     FigureCanvasAgg(fig)

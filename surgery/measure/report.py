@@ -28,10 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from graphs.inputs import split_inputs
 from surgery.errors import SurgeryError
-from surgery.layers import layer_kind
 from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
+from surgery.measure.plot import plot_layer_widths
+from surgery.measure.widths import LayerWidth, layer_widths
 from surgery.plan.plan import Plan
 
 
@@ -55,16 +57,6 @@ class Stats:
     macs: int | None
     uncounted: Mapping[str, int]
     latency: Latency | None
-
-
-@dataclass(frozen=True)
-class LayerWidth:
-    """Output channels (or features) of one Conv/Linear/norm layer; ``after`` None: no after."""
-
-    name: str
-    kind: str
-    before: int
-    after: int | None
 
 
 @dataclass(frozen=True)
@@ -111,28 +103,11 @@ class Report:
         paths["json"].write_text(json.dumps(self.to_json(), indent=1) + "\n")
         paths["md"].write_text(self.to_markdown())
         if plot:
-            from surgery.measure.plot import plot_layer_widths
-
             paths["png"] = plot_layer_widths(self.layers, folder / "report.png", self.name)
         return paths
 
     def __str__(self) -> str:
         return self.to_markdown()
-
-
-def layer_widths(model: nn.Module) -> dict[str, tuple[str, int, int]]:
-    """Layer name -> (type name, output width, output weight dim) of each layer with a width.
-
-    Example:
-        >>> layer_widths(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))
-        {'0': ('Conv2d', 8, 0), '1': ('BatchNorm2d', 8, 0)}
-    """
-    found = {}
-    for name, module in model.named_modules():
-        kind = layer_kind(module)
-        if kind is not None and kind.width is not None:
-            found[name] = (type(module).__name__, kind.width(module), kind.out_dim)
-    return found
 
 
 def model_stats(model: nn.Module, example_inputs: Any, timing: Timing | None) -> Stats:
@@ -198,8 +173,8 @@ def _stats_json(stats: Stats) -> dict[str, Any]:
 
 
 def _shapes(example_inputs: Any) -> tuple[tuple[int, ...], ...]:
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    return tuple(tuple(x.shape) for x in inputs if isinstance(x, torch.Tensor))
+    args, kwargs = split_inputs(example_inputs)
+    return tuple(tuple(x.shape) for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor))
 
 
 def _notes(report: Report) -> list[str]:

@@ -11,8 +11,9 @@ ones). Four modes:
   globally lowest floor(0.5 * all channels) go, keeping at least one channel per group;
 - ``target_macs=N``: channels go in ranking order (global, or uniform: each group's weakest
   fraction first) until the model's MACs <= N, skipping a channel whose removal would land
-  below 98% of N. MACs of a candidate plan come from ``MacModel``, an analytic model built
-  from one fvcore count of the dense model (exact for conv, linear and norm layers).
+  below 98% of N. MACs of a candidate plan come from ``surgery.plan.target.MacModel``, an
+  analytic model built from one fvcore count of the dense model (exact for conv, linear and
+  norm layers), which the caller passes in (``layer_macs``).
 
 Example:
     >>> import torch
@@ -22,7 +23,7 @@ Example:
     >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
     >>> graph = trace(model, x)
     >>> scores = {g.id: score(model, g) for g in graph.prunable}
-    >>> removal_counts(model, x, graph, scores, Budget(ratio={"conv2": 0.5}))
+    >>> removal_counts(model, graph, scores, Budget(ratio={"conv2": 0.5}))
     {1: 0, 2: 8, 3: 0, 4: 0}
 """
 
@@ -38,26 +39,25 @@ from torch import nn
 
 from graphs.model import OUT, DependencyGraph, Group
 from surgery.errors import SurgeryError
-from surgery.layers import indexed_tensor
-from surgery.plan.importance import Criterion, score
+from surgery.plan.importance import Importance
 from surgery.plan.plan import Plan, channels_to_remove, plan_group, round_removal
-
-TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]
+from surgery.plan.target import MacModel, fill_to_target
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Pruning settings: exactly one of ``ratio`` and ``target_macs``."""
+    """Pruning settings: exactly one of ``ratio`` and ``target_macs``; checked when made."""
 
     ratio: float | Mapping[str | int, float] | None = None
     global_ranking: bool = False
     target_macs: int | None = None
     round_to: int = 1
 
-    def check(self) -> None:
-        """Raise SurgeryError for settings that do not make sense together."""
+    def __post_init__(self) -> None:
+        """Every check of the settings, once: a Budget that exists makes sense."""
         if (self.ratio is None) == (self.target_macs is None):
-            raise SurgeryError("give exactly one of ratio= and target_macs=")
+            raise SurgeryError("give exactly one of ratio= and target_macs= "
+                               "(command line: pass --ratio R or --target-macs N)")
         if isinstance(self.ratio, Mapping):
             if self.global_ranking:
                 raise SurgeryError("per-layer ratios and global_ranking exclude each other")
@@ -91,40 +91,47 @@ def _check_ratio(value: Any, what: str) -> None:
         raise SurgeryError(f"{what} must be in [0, 1), got {value!r}")
 
 
-def plan_model(model: nn.Module, example_inputs: Any, graph: DependencyGraph, budget: Budget,
-               importance: str | Criterion = "l1") -> Plan:
+def plan_model(model: nn.Module, graph: DependencyGraph, budget: Budget,
+               importance: Importance, layer_macs: Mapping[str, int] | None = None) -> Plan:
     """Score the prunable groups, decide how many channels each loses, and plan which ones.
+
+    ``layer_macs`` (module name -> MACs of the dense model, ``count_flops(...).by_module``) is
+    needed for ``target_macs`` only.
 
     Example:
         >>> import torch
         >>> from graphs import trace
         >>> from surgery.io.models import LeNet
+        >>> from surgery.plan.importance import resolve
         >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
-        >>> plan = plan_model(model, x, trace(model, x), Budget(ratio=0.5, global_ranking=True))
+        >>> plan = plan_model(model, trace(model, x), Budget(ratio=0.5, global_ranking=True),
+        ...                   resolve("l1"))
         >>> sum(len(g.removed_channels) for g in plan.groups), plan.ratio
         (113, 0.5)
     """
-    budget.check()
     if budget.needs_all_scores() or isinstance(budget.ratio, Mapping):
-        scores = {g.id: score(model, g, importance) for g in graph.prunable}
-        counts = removal_counts(model, example_inputs, graph, scores, budget)
+        scores = {g.id: importance.criterion(model, g) for g in graph.prunable}
+        counts = removal_counts(model, graph, scores, budget, layer_macs)
     else:
-        counts = removal_counts(model, example_inputs, graph, {}, budget)
-        scores = {g.id: score(model, g, importance) if counts[g.id] else
+        counts = removal_counts(model, graph, {}, budget)
+        scores = {g.id: importance.criterion(model, g) if counts[g.id] else
                   torch.zeros(g.channels) for g in graph.prunable}
-    name = importance if isinstance(importance, str) else getattr(importance, "__name__", "custom")
     groups = [plan_group(g, scores[g.id], counts[g.id]) for g in graph.prunable]
-    return Plan(budget.recorded_ratio(graph, counts), name, groups)
+    return Plan(budget.recorded_ratio(graph, counts), importance.name, groups)
 
 
-def removal_counts(model: nn.Module, example_inputs: Any, graph: DependencyGraph,
-                   scores: dict[int, torch.Tensor], budget: Budget) -> dict[int, int]:
+def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, torch.Tensor],
+                   budget: Budget, layer_macs: Mapping[str, int] | None = None
+                   ) -> dict[int, int]:
     """Group id -> number of channels to remove, for every prunable group."""
     groups = graph.prunable
     if budget.target_macs is not None:
-        macs = MacModel(model, example_inputs, groups)
-        return _fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
-                               macs, budget.target_macs)
+        if layer_macs is None:
+            raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "
+                               "layer_macs=count_flops(model, x).by_module")
+        macs = MacModel(model, layer_macs, groups)
+        return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
+                              macs, budget.target_macs)
     if isinstance(budget.ratio, Mapping):
         ratios = per_group_ratios(groups, budget.ratio)
         return {g.id: channels_to_remove(g.channels, ratios.get(g.id, 0.0), budget.round_to)
@@ -189,115 +196,3 @@ def _global_counts(groups: tuple[Group, ...], scores: dict[int, torch.Tensor],
             counts[gid] += 1
             budget -= 1
     return {gid: round_removal(size[gid], n, round_to) for gid, n in counts.items()}
-
-
-def _fill_to_target(groups: tuple[Group, ...], ranking: list[tuple[float, int, int]],
-                    macs: MacModel, target: int) -> dict[int, int]:
-    """Take channels in ranking order until MACs <= target. A channel that would jump below
-    (1 - TOLERANCE) * target is passed over and retried on the next pass; if no channel fits,
-    the next one is taken anyway and the latest channels are put back while MACs stay <= target.
-    """
-    state = _MacState(macs, {g.id: g.channels for g in groups})
-    floor = (1 - TOLERANCE) * target
-    pending, taken = list(ranking), []
-    while state.current > target:
-        i = next((i for i, e in enumerate(pending)
-                  if state.can_remove(e[1]) and state.after(e[1], +1) >= floor), None)
-        if i is None:
-            i = next((i for i, e in enumerate(pending) if state.can_remove(e[1])), None)
-        if i is None:
-            raise SurgeryError(f"cannot reach target_macs={target:,}: pruning stops at "
-                               f"{state.current:,.0f} MACs (one channel stays in every group)")
-        entry = pending.pop(i)
-        taken.append(entry)
-        state.change(entry[1], +1)
-    for entry in reversed(taken):  # put back what still fits, most important first
-        if state.current >= floor:
-            break
-        if state.after(entry[1], -1) <= target:
-            state.change(entry[1], -1)
-    return state.counts
-
-
-class _MacState:
-    """Removal counts per group with the MACs they give, updated one channel at a time."""
-
-    def __init__(self, macs: MacModel, size: dict[int, int]):
-        self.macs, self.size = macs, size
-        self.counts = {gid: 0 for gid in size}
-        self.removed = {key: 0 for key in macs.dims}
-        self.layer = {name: float(n) for name, (n, _) in macs.layers.items()}
-        self.current = float(macs.estimate({}))
-
-    def can_remove(self, gid: int) -> bool:
-        return self.counts[gid] < self.size[gid] - 1
-
-    def _layers(self, gid: int, step: int) -> tuple[dict, dict]:
-        removed = dict(self.removed)
-        for module, dim, width in self.macs.touch[gid]:
-            removed[(module, dim)] += step * width
-        names = {module for module, _, _ in self.macs.touch[gid] if module in self.layer}
-        return removed, {name: self.macs.layer_macs(name, removed) for name in names}
-
-    def after(self, gid: int, step: int) -> float:
-        _, layers = self._layers(gid, step)
-        return self.current + sum(v - self.layer[name] for name, v in layers.items())
-
-    def change(self, gid: int, step: int) -> None:
-        self.current = self.after(gid, step)
-        self.removed, layers = self._layers(gid, step)
-        self.layer.update(layers)
-        self.counts[gid] += step
-
-
-class MacModel:
-    """MACs of the model after removing ``counts[g]`` channels of each group, analytically.
-
-    One fvcore count of the dense model gives each leaf layer's MACs; a layer's MACs scale with
-    the kept fraction of every weight dim the plan touches (out channels x in channels for
-    conv/linear, channels for depthwise conv and norms). Layers without weights (pooling) are
-    kept at their dense count, so the estimate is an upper bound within a few MACs.
-
-    Example:
-        >>> import torch
-        >>> from graphs import trace
-        >>> from surgery.io.models import LeNet
-        >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
-        >>> macs = MacModel(model, x, trace(model, x).prunable)
-        >>> macs.estimate({}), macs.estimate({1: 3})
-        (281640, 161640)
-    """
-
-    def __init__(self, model: nn.Module, example_inputs: Any, groups: tuple[Group, ...]):
-        from surgery.measure.flops import count_flops
-
-        by_module = count_flops(model, example_inputs).by_module
-        self.total = by_module.get("", 0)
-        self.dims: dict[tuple[str, int], int] = {}  # (module, dim) -> size
-        self.touch: dict[int, list[tuple[str, int, int]]] = {}  # group -> (module, dim, width)
-        for g in groups:
-            self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m in g.members]
-            for m in g.members:
-                module = model.get_submodule(m.module)
-                self.dims[(m.module, m.dim)] = indexed_tensor(module).shape[m.dim]
-        self.layers = {name: (n, [key for key in self.dims if key[0] == name])
-                       for name, n in by_module.items() if n and name in
-                       {module for module, _ in self.dims}}
-
-    def estimate(self, counts: dict[int, int]) -> int:
-        """Total MACs with ``counts[g]`` channels removed from group ``g``."""
-        removed = {key: 0 for key in self.dims}
-        for gid, n in counts.items():
-            for module, dim, width in self.touch.get(gid, ()):
-                removed[(module, dim)] += n * width
-        total = float(self.total)
-        for name, (macs, _) in self.layers.items():
-            total -= macs - self.layer_macs(name, removed)
-        return round(total)
-
-    def layer_macs(self, name: str, removed: dict[tuple[str, int], int]) -> float:
-        """MACs of layer ``name`` with ``removed[(module, dim)]`` positions gone per dim."""
-        macs, keys = self.layers[name]
-        for key in keys:
-            macs *= (self.dims[key] - removed[key]) / self.dims[key]
-        return macs

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -77,10 +78,41 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
     {"l1": magnitude(1), "l2": magnitude(2), "bn_scale": bn_scale, "random": random_scores})
 
 
+# Criteria that need data prune() does not have: name -> how to use them.
+NEEDS_DATA: Mapping[str, str] = MappingProxyType({
+    "taylor": "importance='taylor' needs (inputs, targets) batches to take gradients on: pass "
+              "importance=surgery.plan.taylor.taylor(model, batches), or use "
+              "surgery.recover.schedule.iterative_prune(..., importance='taylor', data=batches)"})
+
+
+@dataclass(frozen=True)
+class Importance:
+    """A criterion and the name the plan records for it."""
+
+    name: str
+    criterion: Criterion
+
+
+def resolve(importance: str | Criterion) -> Importance:
+    """The criterion ``importance`` names (a key of CRITERIA) or is (a function); checked here.
+
+    Example:
+        >>> resolve("l2").name, resolve(random_scores).name
+        ('l2', 'random_scores')
+    """
+    if isinstance(importance, str):
+        if importance in NEEDS_DATA:
+            raise SurgeryError(NEEDS_DATA[importance])
+        if importance not in CRITERIA:
+            raise SurgeryError(f"unknown importance {importance!r}: choose one of "
+                               f"{', '.join(sorted(CRITERIA))} or pass a function")
+        return Importance(importance, CRITERIA[importance])
+    if not callable(importance):
+        raise SurgeryError(f"importance must be a name ({', '.join(sorted(CRITERIA))}) or a "
+                           f"function (model, group) -> Tensor[C], got {type(importance).__name__}")
+    return Importance(getattr(importance, "__name__", "custom"), importance)
+
+
 def score(model: nn.Module, group: Group, importance: str | Criterion = "l1") -> torch.Tensor:
     """Score every channel of ``group``; ``importance`` is a name in CRITERIA or a function."""
-    criterion = CRITERIA.get(importance) if isinstance(importance, str) else importance
-    if criterion is None:
-        raise SurgeryError(f"unknown importance {importance!r}: choose one of "
-                           f"{', '.join(sorted(CRITERIA))} or pass a function")
-    return criterion(model, group)
+    return resolve(importance).criterion(model, group)

@@ -27,6 +27,7 @@ from itertools import islice
 import torch
 from torch import Tensor, nn
 
+from graphs.inputs import call_model
 from graphs.model import OUT, Group
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
@@ -78,7 +79,7 @@ def taylor_saliency(model: nn.Module, batches: Iterable, loss_fn: LossFn | None 
     seen = 0
     with eval_mode(model), torch.enable_grad():
         for inputs, targets in islice(batches, max_batches):
-            loss = loss_fn(model(inputs), targets)
+            loss = loss_fn(call_model(model, inputs), targets)
             grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
             for (name, p), g in zip(named, grads):
                 if g is not None:

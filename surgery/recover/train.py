@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.recover.sparsity import apply_masks
 
@@ -45,7 +46,7 @@ def evaluate(model: nn.Module, loader: Iterable) -> float:
     """
     device = _device_of(model)
     correct = total = 0
-    with _mode(model, training=False), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for images, labels in loader:
             logits = model(images.to(device))
             correct += int((logits.argmax(dim=1) == labels.to(device)).sum())
@@ -87,7 +88,7 @@ def train(
     torch.manual_seed(seed)
     apply_masks(model, masks or {})
     net, loader, sampler = _maybe_distributed(model, loader, seed)
-    with _mode(model, training=True):
+    with _train_mode(model):
         for epoch in range(epochs):
             batches = _epoch_batches(loader, sampler, epoch, epochs, progress)
             _run_epoch(net, model, opt, masks, batches)
@@ -194,14 +195,16 @@ def distributed_from_env() -> Iterator[int]:
 
 
 @contextmanager
-def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
-    """Set ``model.train(training)`` for the block, then restore the previous flag."""
-    was_training = model.training
-    model.train(training)
+def _train_mode(model: nn.Module) -> Iterator[None]:
+    """Training mode for the block (``graphs.trace.eval_mode``'s counterpart), then every
+    module's previous flag back."""
+    flags = {m: m.training for m in model.modules()}
+    model.train()
     try:
         yield
     finally:
-        model.train(was_training)
+        for m, flag in flags.items():
+            m.training = flag
 
 
 def _device_of(model: nn.Module) -> torch.device:

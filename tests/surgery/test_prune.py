@@ -87,3 +87,22 @@ def test_lint_finds_mismatched_layers():
     model.fc2 = torch.nn.Linear(100, 84)
     assert lint(model, X) == ["fc2 (Linear) expects 100 channels on dim 1, gets 120"]
     assert lint(LeNet(), X) == []
+
+
+@pytest.mark.parametrize("inputs", [X, (X,), [X]], ids=["tensor", "tuple", "list"])
+def test_every_budget_reads_example_inputs_the_same_way(inputs):
+    """One normaliser (graphs.inputs): a list of inputs works for a MAC target too."""
+    by_ratio = prune(LeNet(), inputs, ratio=0.5)
+    by_macs = prune(LeNet(), inputs, target_macs=200_000)
+    assert by_ratio.model.conv1.out_channels == 3
+    assert by_macs.report(inputs, timing=None).after.macs <= 200_000
+
+
+def test_taylor_by_name_says_it_needs_batches():
+    with pytest.raises(SurgeryError, match="needs \\(inputs, targets\\) batches.*taylor\\(model"):
+        prune(LeNet(), X, ratio=0.5, importance="taylor")
+
+
+def test_importance_that_is_neither_a_name_nor_a_function_is_refused():
+    with pytest.raises(SurgeryError, match="must be a name .* or a function"):
+        prune(LeNet(), X, ratio=0.5, importance=3)

@@ -12,7 +12,8 @@ from torch import nn
 from surgery import prune
 from surgery.cli import main
 from surgery.io.models import LeNet
-from surgery.measure.report import LayerWidth, Timing, build_report, layer_widths
+from surgery.measure.report import Timing, build_report
+from surgery.measure.widths import LayerWidth, layer_widths
 
 X = torch.zeros(1, 1, 28, 28)
 FEW_RUNS = Timing(runs=3, warmup=1, threads=1)

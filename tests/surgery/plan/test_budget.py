@@ -146,7 +146,7 @@ def test_global_ranking_round_to_rounds_kept_counts_up():
 def test_mac_model_matches_fvcore_on_pruned_models():
     model = resnet18()
     graph = trace(model, X_RESNET)
-    macs = MacModel(model, X_RESNET, graph.prunable)
+    macs = MacModel(model, count_flops(model, X_RESNET).by_module, graph.prunable)
     result = prune(model, X_RESNET, ratio={"layer1.0.conv1": 0.5, "layer3.1.conv1": 0.25,
                                            "conv1": 0.75})
     counts = {g.group: len(g.removed_channels) for g in result.plan.groups}
@@ -177,7 +177,7 @@ def test_target_macs_exact_under_the_oracle():
     model = resnet18()
     graph, dead = kill_some(model, X_RESNET, [g.channels // 3 for g in
                                               trace(model, X_RESNET).prunable])
-    target = MacModel(model, X_RESNET, graph.prunable).estimate(
+    target = MacModel(model, count_flops(model, X_RESNET).by_module, graph.prunable).estimate(
         {gid: len(c) for gid, c in dead.items()})
     assert_exact(model, X_RESNET, dead, target_macs=target, global_ranking=True)
 
