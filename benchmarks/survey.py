@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torchvision
 from _common import markdown_table, short_error
+from builders import build_model
 from torch import nn
 
 from graphs import trace
@@ -28,8 +29,6 @@ from graphs.model import OUT
 from surgery import prune
 from surgery.testing.oracle import (
     kill_channels,
-    randomize_norms,
-    randomize_weights,
     relative_error,
 )
 
@@ -72,13 +71,7 @@ def input_size(name: str, default: int = 64) -> int:
 
 def build(name: str) -> nn.Module:
     """Seeded random weights, non-trivial BN statistics, eval mode (no aux heads)."""
-    torch.manual_seed(0)
-    extra = {"aux_logits": False, "init_weights": False} if name in ("googlenet",
-                                                                      "inception_v3") else {}
-    model = torchvision.models.get_model(name, weights=None, **extra)
-    if family_of(name) in ZERO_INIT_FAMILIES:
-        randomize_weights(model)
-    return randomize_norms(model.eval())
+    return build_model(name, norms=True, weights=family_of(name) in ZERO_INIT_FAMILIES)
 
 
 def check_model(name: str, ratio: float = 0.4, size: int | None = None, exact: bool = True,

@@ -11,7 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
-from surgery.testing.oracle import check, randomize_norms
+from benchmarks.builders import build_model
+from surgery.testing.oracle import check
 
 FAST = ["alexnet", "squeezenet1_1", "googlenet", "inception_v3", "mobilenet_v3_small",
         "mnasnet0_5", "shufflenet_v2_x0_5", "efficientnet_b0", "regnet_y_400mf"]
@@ -24,13 +25,9 @@ ALL_CNNS = [n for n in torchvision.models.list_models(module=torchvision.models)
 
 
 def build(name):
-    torch.manual_seed(0)
-    extra = {"aux_logits": False, "init_weights": False} if name in ("googlenet",
-                                                                      "inception_v3") else {}
-    if name == "googlenet":
-        extra["transform_input"] = True  # as with its ImageNet weights: x[:, k] slices, cat
-    model = torchvision.models.get_model(name, weights=None, **extra)
-    return randomize_norms(model.eval())
+    # googlenet: transform_input as with its ImageNet weights (x[:, k] slices, cat)
+    return build_model(name, norms=True, **({"transform_input": True} if name == "googlenet"
+                                            else {}))
 
 
 def check_family_member(name, ratio=0.4):
