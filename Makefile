@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m surgery.demo
+	$(BIN)/python examples/demo.py
 
 clean:
 	rm -rf $(VENV) out

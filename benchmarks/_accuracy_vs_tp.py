@@ -14,10 +14,10 @@ from collections.abc import Callable
 import torch
 from _common import markdown_table
 
-from surgery.data import load_mnist, loaders
-from surgery.flops import count_flops, count_params
-from surgery.train import evaluate, finetune, train
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
+from surgery.measure.flops import count_flops, count_params
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.train import evaluate, finetune, train
 
 X = torch.zeros(1, 1, 28, 28)
 

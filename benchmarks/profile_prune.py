@@ -18,14 +18,10 @@ import cProfile
 import pstats
 import sys
 import time
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 import torch
-from _common import build_model, input_for, median_seconds
+from _common import input_for, median_seconds
+from builders import build_model
 
 from surgery import prune
 
@@ -37,10 +33,10 @@ STAGES = [
     ("    shape propagation", "graphs/trace.py", "propagate_shapes"),
     ("    coupling rules", "graphs/trace.py", "run_rule"),
     ("    grouping", "graphs/grouping.py", "build_groups"),
-    ("  scoring", "surgery/importance.py", "score"),
-    ("  planning", "surgery/plan.py", "plan_group"),
-    ("  rebuild layers", "surgery/prune.py", "apply_plan"),
-    ("  lint", "surgery/lint.py", "lint"),
+    ("  scoring", "surgery/plan/importance.py", "criterion"),
+    ("  planning", "surgery/plan/plan.py", "plan_group"),
+    ("  rebuild layers", "surgery/rebuild/apply.py", "apply_plan"),
+    ("  lint", "surgery/rebuild/lint.py", "lint"),
 ]
 
 

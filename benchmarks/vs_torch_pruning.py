@@ -23,14 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
 import torch
 import torch_pruning as tp
 from _common import (
-    build_model,
     environment_line,
     input_for,
     last_linear,
@@ -38,12 +33,15 @@ from _common import (
     short_error,
     write_marked_section,
 )
+from builders import build_model
 
 from graphs import trace
 from surgery import count_params, prune
-from surgery.flops import count_flops
-from surgery.latency import measure_latency
-from surgery.oracle import kill_channels, randomize_norms, relative_error
+from surgery.measure.flops import count_flops
+from surgery.measure.latency import measure_latency
+from surgery.testing.oracle import kill_channels, randomize_norms, relative_error
+
+HERE = Path(__file__).resolve().parent
 
 MODELS = ["lenet", "resnet18", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0"]
 GOALS = {"resnet50": 0.5, "densenet121": 0.5}  # issue 7: ours/tp prune time at most this

@@ -2,7 +2,7 @@
 
 * ``nn.MultiheadAttention`` (self-attention, packed q/k/v): each *head* is one channel. Head h
   owns rows ``h*d..(h+1)*d`` of each of the q, k and v blocks of ``in_proj_weight`` and the same
-  columns of ``out_proj``; removing a head removes all of them (``surgery.rebuild_attention``).
+  columns of ``out_proj``; removing a head removes all of them (``surgery.rebuild.attention``).
   This is exact: a head whose v rows and out_proj columns are zero adds nothing to the output,
   whatever its softmax. Its ``embed_dim`` (input and output width) is not pruned.
 

@@ -31,7 +31,7 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Mo
 
     Example:
         >>> import torch
-        >>> from surgery.zoo import LeNet
+        >>> from surgery.io.models import LeNet
         >>> graph = trace(LeNet(), torch.zeros(1, 1, 28, 28))
         >>> [(g.channels, g.prunable) for g in graph.groups]
         [(1, False), (6, True), (16, True), (120, True), (84, True), (10, False)]

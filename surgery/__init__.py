@@ -3,20 +3,21 @@
 Example:
     >>> import torch
     >>> from surgery import prune
-    >>> from surgery.zoo import LeNet
+    >>> from surgery.io.models import LeNet
     >>> result = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5)
     >>> result.params_after < result.params_before
     True
 """
 
 from surgery.errors import SurgeryError
-from surgery.export import export_onnx, export_program
-from surgery.flops import FlopCount, count_flops, count_params
-from surgery.latency import Latency, measure_latency
-from surgery.lint import lint
-from surgery.plan import Plan
-from surgery.prune import PruneResult, apply_plan, prune
-from surgery.saving import load, save
+from surgery.io.export import export_onnx, export_program
+from surgery.io.saving import load, save
+from surgery.measure.flops import FlopCount, count_flops, count_params
+from surgery.measure.latency import Latency, measure_latency
+from surgery.plan.plan import Plan
+from surgery.prune import PruneResult, prune
+from surgery.rebuild.apply import apply_plan
+from surgery.rebuild.lint import lint
 
 __all__ = [
            "FlopCount",

@@ -7,22 +7,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from graphs.errors import TraceError
 from graphs.model import DependencyGraph
 from graphs.rules import RuleTable, default_rules
 from graphs.trace import trace
-from surgery.budget import Budget, plan_model
 from surgery.errors import SurgeryError
-from surgery.flops import count_params
-from surgery.importance import CRITERIA, Criterion
-from surgery.lint import lint
-from surgery.plan import Plan
-from surgery.rebuild import default_surgeons, rebuild, replace
-from surgery.rebuild_attention import indexed_tensor, register_rules
+from surgery.measure.flops import count_flops, count_params
+from surgery.measure.report import Report, build_report, report_from_plan
+from surgery.plan.budget import Budget, plan_model
+from surgery.plan.importance import Criterion, resolve
+from surgery.plan.plan import Plan
+from surgery.rebuild.apply import apply_plan
+from surgery.rebuild.attention import register_rules
+from surgery.rebuild.lint import lint
 
 
 @dataclass
@@ -46,23 +45,22 @@ class PruneResult:
         return self.summary()
 
     def report(self, example_inputs: Any, out: Any = None, *, original: nn.Module | None = None,
-               **options: Any) -> Any:
-        """A ``surgery.report.Report``: params, MACs, latency and channels per layer.
+               **options: Any) -> Report:
+        """A ``surgery.measure.report.Report``: params, MACs, latency and channels per layer.
 
         Pass the unpruned model as ``original`` to measure its MACs and latency too (without it
         only its params and layer widths are known, from the plan). ``out``: a folder to write
         report.json, report.md and report.png into. ``options``: ``name``, ``timing`` (a
-        ``surgery.report.Timing``, or None to skip latency).
+        ``surgery.measure.report.Timing``, or None to skip latency).
 
         Example:
-            >>> from surgery.zoo import LeNet
+            >>> import torch
+            >>> from surgery.io.models import LeNet
             >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
             >>> r = prune(model, x, ratio=0.5).report(x, original=model, timing=None)
             >>> r.before.macs, r.after.macs, r.after.params
             (281640, 92220, 11418)
         """
-        from surgery.report import build_report, report_from_plan
-
         if original is not None:
             result = build_report(original, example_inputs, self.model, **options)
         else:
@@ -82,21 +80,23 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     Returns a new smaller model (the given one is untouched unless ``inplace=True``).
     ``ratio`` may be a dict {module name or group id: ratio}; ``global_ranking=True`` ranks
     all channels together; ``target_macs=N`` prunes until MACs <= N (within 2%). See
-    ``surgery.budget``.
+    ``surgery.plan.budget``.
 
     Example:
-        >>> from surgery.zoo import LeNet
+        >>> import torch
+        >>> from surgery.io.models import LeNet
         >>> result = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5)
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
     """
-    budget = Budget(ratio, global_ranking, target_macs, round_to)
-    _check_arguments(budget, importance)
+    budget = Budget(ratio, global_ranking, target_macs, round_to)  # checks the settings
+    criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore, rules=coupling_rules())
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
-    plan = plan_model(model, example_inputs, graph, budget, importance)
+    layer_macs = None if target_macs is None else count_flops(model, example_inputs).by_module
+    plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
     target = model if inplace else copy.deepcopy(model)
     apply_plan(target, plan)
@@ -107,19 +107,6 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     return PruneResult(target, plan, graph, params_before, count_params(target))
 
 
-def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
-    """Rebuild every layer the plan touches, in place on ``model``; returns ``model``."""
-    keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
-    for (name, dim), removed in plan.removed().items():
-        size = indexed_tensor(model.get_submodule(name)).shape[dim]
-        keep = np.delete(np.arange(size, dtype=np.int64), np.asarray(removed, dtype=np.int64))
-        keep_by_module.setdefault(name, {})[dim] = torch.from_numpy(keep)
-    surgeons = default_surgeons()
-    for name, keep in keep_by_module.items():
-        replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
-    return model
-
-
 def coupling_rules() -> RuleTable:
     """graphs' default rules plus those for layers surgery builds (a pruned model prunes again)."""
     table = default_rules()
@@ -127,11 +114,4 @@ def coupling_rules() -> RuleTable:
     return table
 
 
-def _check_arguments(budget: Budget, importance: Any) -> None:
-    budget.check()
-    if isinstance(importance, str) and importance not in CRITERIA:
-        raise SurgeryError(f"unknown importance {importance!r}: choose one of "
-                           f"{', '.join(sorted(CRITERIA))}")
-
-
-__all__ = ["PruneResult", "apply_plan", "count_params", "prune"]
+__all__ = ["PruneResult", "coupling_rules", "prune"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from surgery.errors import SurgeryError
-from surgery.zoo import load_weights, resolve_model
+from surgery.io.models import load_weights, resolve_model
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

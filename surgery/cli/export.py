@@ -20,9 +20,9 @@ import torch
 
 from surgery.cli.common import parse_shape
 from surgery.errors import SurgeryError
-from surgery.export import compare_onnx, export_onnx, export_program
-from surgery.saving import WEIGHTS_FILE, load, read_plan
-from surgery.zoo import resolve_model
+from surgery.io.export import compare_onnx, export_onnx, export_program
+from surgery.io.models import resolve_model
+from surgery.io.saving import WEIGHTS_FILE, load, read_plan
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}

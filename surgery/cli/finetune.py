@@ -1,9 +1,9 @@
 """``surgery finetune DIR --epochs N --out DIR2``: fine-tune a pruned folder on MNIST, save it.
 
-Loads DIR (written by ``surgery prune``) with ``surgery.saving.load`` on its base model (the
+Loads DIR (written by ``surgery prune``) with ``surgery.io.saving.load`` on its base model (the
 one recorded in plan.json, or ``--base``), fine-tunes it on the bundled MNIST subset (or a
 torchvision MNIST folder given by ``--data``), prints test accuracy before and after, and
-writes DIR2 with ``surgery.saving.save`` (same plan, new weights). Runs unchanged under
+writes DIR2 with ``surgery.io.saving.save`` (same plan, new weights). Runs unchanged under
 ``torchrun --nproc_per_node=2`` (DDP, gloo on CPU): every rank trains its shard, rank 0 saves.
 
 Example:
@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from surgery.cli.export import recorded_base, recorded_shape
-from surgery.data import load_mnist, loaders
 from surgery.errors import SurgeryError
-from surgery.saving import load, read_plan, save
-from surgery.train import distributed_from_env, evaluate, finetune
-from surgery.zoo import resolve_model
+from surgery.io.models import resolve_model
+from surgery.io.saving import load, read_plan, save
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.train import distributed_from_env, evaluate, finetune
 
 HELP = "fine-tune a folder written by `surgery prune` on MNIST and save it"
 MNIST_SHAPE = (1, 28, 28)

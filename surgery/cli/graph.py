@@ -6,7 +6,7 @@ import argparse
 
 from graphs import trace
 from surgery.cli.common import add_model_arguments, model_and_input
-from surgery.flops import count_params
+from surgery.measure.flops import count_params
 
 HELP = "print the coupled channel groups of a model"
 

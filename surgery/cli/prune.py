@@ -6,9 +6,9 @@ import argparse
 
 from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.errors import SurgeryError
-from surgery.flops import count_flops
+from surgery.io.saving import save
+from surgery.measure.flops import count_flops
 from surgery.prune import prune
-from surgery.saving import save
 
 HELP = "prune a model and write weights + plan"
 
@@ -42,8 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.ratio is None and args.target_macs is None:
-        raise SurgeryError("pass --ratio R or --target-macs N")
     model, x = model_and_input(args)
     result = prune(model, x, ratio=None if args.ratio is None else parse_ratio(args.ratio),
                    target_macs=args.target_macs, global_ranking=args.global_ranking,

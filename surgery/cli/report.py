@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery import load
 from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.cli.export import recorded_shape
-from surgery.latency import BACKENDS
-from surgery.report import Timing, build_report
-from surgery.saving import read_plan
+from surgery.io.saving import load, read_plan
+from surgery.measure.latency import BACKENDS
+from surgery.measure.report import Timing, build_report
 
 HELP = "measure params, MACs and latency of a model, before/after pruning with --pruned DIR"
 

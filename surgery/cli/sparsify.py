@@ -1,7 +1,7 @@
 """``surgery sparsify MODEL --sparsity conv1=0.85,...``: unstructured magnitude sparsity on MNIST.
 
-Zeroes the smallest-|w| weights of each named layer (``surgery.sparsity.magnitude_masks``),
-fine-tunes with the masks kept (``surgery.train.finetune(masks=...)``), prints accuracy
+Zeroes the smallest-|w| weights of each named layer (``surgery.recover.sparsity.magnitude_masks``),
+fine-tunes with the masks kept (``surgery.recover.train.finetune(masks=...)``), prints accuracy
 dense -> masked -> fine-tuned and the sparsity over all parameters, and writes the sparse state
 dict. Without ``--weights`` the model is first trained for ``--train-epochs`` on the MNIST subset.
 
@@ -15,12 +15,13 @@ import argparse
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from surgery.data import load_mnist, loaders
 from surgery.errors import SurgeryError
-from surgery.sparsity import apply_masks, magnitude_masks, sparsity_report
-from surgery.train import evaluate, finetune, train
-from surgery.zoo import load_weights, resolve_model
+from surgery.io.models import load_weights, resolve_model
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
+from surgery.recover.train import evaluate, finetune, train
 
 HELP = "zero the smallest weights per layer, fine-tune with masks, report accuracy"
 LENET_RECIPE = "conv1=0.85,conv2=0.8,fc1=0.75,fc2=0.7,fc3=0.8"
@@ -58,8 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
     recipe = parse_recipe(args.sparsity)
     model, _ = resolve_model(args.model)
     train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64)

@@ -29,7 +29,7 @@ from torch import nn
 
 from graphs import trace
 from graphs.model import IN, OUT
-from surgery.oracle import check, randomize_norms
+from surgery.testing.oracle import check, randomize_norms
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

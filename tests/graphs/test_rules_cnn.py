@@ -5,7 +5,7 @@ import torchvision
 from torch import nn
 
 from graphs import IN, OUT
-from surgery.oracle import check, randomize_norms
+from surgery.testing.oracle import check, randomize_norms
 
 
 def exact(model, x, ratio=0.5):

@@ -11,7 +11,7 @@ from torch import nn
 from graphs import IN, OUT, TraceError, trace
 from graphs.channels import Flow, connected_components
 from graphs.rules_shape import flatten_ids, index_dim
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
 
 
 def summary(graph):

@@ -12,7 +12,7 @@ Known differences, each checked below rather than hidden:
    group count. The coupled producer layers are the same.
 2. ShuffleNetV2: torch-pruning 1.6 fails to build its graph on 64x64 inputs (ZeroDivisionError in
    its reshape index mapping for the channel shuffle), so there is nothing to compare; we trace it
-   (tests/surgery/test_zoo.py checks it is exact).
+   (tests/surgery/test_cnn_families.py checks it is exact).
 3. Roles: torch-pruning prunes BatchNorm and depthwise convs with one function for both sides; we
    record them as OUT members (they produce/normalise the channels), so both are mapped to OUT.
 4. ViT's residual stream: both of us couple the patch embedding ``conv_proj`` with the stream
@@ -31,7 +31,7 @@ from torch import nn
 
 from graphs import trace
 from graphs.model import IN, OUT
-from surgery.zoo import LeNet
+from surgery.io.models import LeNet
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 

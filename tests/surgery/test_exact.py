@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-import torchvision
 
+from benchmarks.builders import build_model
 from surgery import prune
-from surgery.oracle import check, randomize_norms
-from surgery.zoo import LeNet
+from surgery.testing.oracle import check
 
 FAMILIES = [
     ("lenet", (2, 1, 28, 28)),
@@ -20,9 +19,7 @@ FAMILIES = [
 
 
 def build(name):
-    torch.manual_seed(0)
-    model = LeNet() if name == "lenet" else torchvision.models.get_model(name, weights=None)
-    return randomize_norms(model.eval())
+    return build_model(name, norms=True)
 
 
 def check_exact(model, x, ratio, seed=0):

@@ -1,0 +1,113 @@
+"""Count a model's multiply-adds (fvcore) and parameters.
+
+fvcore's convention is kept: one multiply-add counts 1, so ``FlopCount.total`` is in MACs;
+``FlopCount.flops`` doubles it. Ops fvcore has no formula for are listed in
+``FlopCount.uncounted``, never hidden.
+
+Example:
+    >>> from surgery.io.models import LeNet
+    >>> count = count_flops(LeNet(), torch.zeros(1, 1, 28, 28))
+    >>> count.total, count.flops
+    (281640, 563280)
+    >>> print(count)
+    281.64 KMACs (563.28 KFLOPs); uncounted ops: aten::max_pool2d (2)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from graphs.trace import eval_mode
+from surgery.io.export import positional
+
+with warnings.catch_warnings():  # fvcore's import scripts a helper with torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+
+_PREFIXES = ("", "K", "M", "G", "T", "P")
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """Multiply-adds of one forward pass, as fvcore counts them.
+
+    Attributes:
+        total: multiply-adds (MACs) of the whole model; one multiply-add counts 1.
+        by_module: qualified module name -> MACs ("" is the whole model).
+        uncounted: op name -> how many times it ran without being counted.
+
+    Example:
+        >>> c = FlopCount(total=1_820_000_000, by_module={}, uncounted={"aten::add": 8})
+        >>> print(c)
+        1.82 GMACs (3.64 GFLOPs); uncounted ops: aten::add (8)
+    """
+
+    total: int
+    by_module: Mapping[str, int]
+    uncounted: Mapping[str, int]
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations: 2 per multiply-add."""
+        return 2 * self.total
+
+    def __str__(self) -> str:
+        text = f"{human_count(self.total)}MACs ({human_count(self.flops)}FLOPs)"
+        if self.uncounted:
+            ops = ", ".join(f"{name} ({n})" for name, n in sorted(self.uncounted.items()))
+            text += f"; uncounted ops: {ops}"
+        return text
+
+
+def human_count(n: float) -> str:
+    """Format a count with a decimal SI prefix and a trailing space for the unit.
+
+    Example:
+        >>> human_count(1_820_000_000), human_count(281_640), human_count(840)
+        ('1.82 G', '281.64 K', '840 ')
+    """
+    value, step = float(n), 0
+    while abs(value) >= 1000 and step < len(_PREFIXES) - 1:
+        value, step = value / 1000, step + 1
+    if step == 0:
+        return f"{n:g} "
+    return f"{value:.2f} {_PREFIXES[step]}"
+
+
+def count_flops(
+    model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]
+) -> FlopCount:
+    """Count the multiply-adds of ``model(*example_inputs)`` with fvcore, in eval mode.
+
+    The model is traced under ``torch.no_grad()``; its training flags are restored after.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 10))
+        >>> c = count_flops(net, torch.zeros(1, 256))
+        >>> c.total, c.by_module["0"], c.by_module["2"]
+        (31920, 30720, 1200)
+    """
+    inputs = positional(example_inputs, "count_flops (fvcore)")
+    with eval_mode(model), torch.no_grad():
+        analysis = FlopCountAnalysis(model, inputs)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        total = int(analysis.total())
+        by_module = {name: int(n) for name, n in analysis.by_module().items()}
+        uncounted = {op: int(n) for op, n in analysis.unsupported_ops().items()}
+    return FlopCount(total=total, by_module=by_module, uncounted=uncounted)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements (trainable or not; shared parameters counted once).
+
+    Example:
+        >>> from surgery.io.models import LeNet
+        >>> count_params(LeNet())
+        44426
+    """
+    return sum(p.numel() for p in model.parameters())

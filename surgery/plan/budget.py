@@ -1,0 +1,198 @@
+"""How many channels each group loses: uniform, per-layer, global ranking, or a MAC target.
+
+``Budget`` holds the settings; ``removal_counts`` turns them and the channel scores into a
+number of channels to remove per group (``surgery.plan.plan.plan_group`` then picks the lowest-scored
+ones). Four modes:
+
+- ``ratio=0.5``: every prunable group of C channels loses floor(0.5*C) (the default mode);
+- ``ratio={"conv1": 0.5, "fc1": 0.3}``: per-layer ratios, keyed by a producing module's name
+  (or a group id); groups not named are left alone;
+- ``ratio=0.5, global_ranking=True``: scores are divided by their group's mean and the
+  globally lowest floor(0.5 * all channels) go, keeping at least one channel per group;
+- ``target_macs=N``: channels go in ranking order (global, or uniform: each group's weakest
+  fraction first) until the model's MACs <= N, skipping a channel whose removal would land
+  below 98% of N. MACs of a candidate plan come from ``surgery.plan.target.MacModel``, an
+  analytic model built from one fvcore count of the dense model (exact for conv, linear and
+  norm layers), which the caller passes in (``layer_macs``).
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> from surgery.plan.importance import score
+    >>> from surgery.io.models import LeNet
+    >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+    >>> graph = trace(model, x)
+    >>> scores = {g.id: score(model, g) for g in graph.prunable}
+    >>> removal_counts(model, graph, scores, Budget(ratio={"conv2": 0.5}))
+    {1: 0, 2: 8, 3: 0, 4: 0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphs.model import OUT, DependencyGraph, Group
+from surgery.errors import SurgeryError
+from surgery.plan.importance import Importance
+from surgery.plan.plan import Plan, channels_to_remove, plan_group, round_removal
+from surgery.plan.target import MacModel, fill_to_target
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Pruning settings: exactly one of ``ratio`` and ``target_macs``; checked when made."""
+
+    ratio: float | Mapping[str | int, float] | None = None
+    global_ranking: bool = False
+    target_macs: int | None = None
+    round_to: int = 1
+
+    def __post_init__(self) -> None:
+        """Every check of the settings, once: a Budget that exists makes sense."""
+        if (self.ratio is None) == (self.target_macs is None):
+            raise SurgeryError("give exactly one of ratio= and target_macs= "
+                               "(command line: pass --ratio R or --target-macs N)")
+        if isinstance(self.ratio, Mapping):
+            if self.global_ranking:
+                raise SurgeryError("per-layer ratios and global_ranking exclude each other")
+            for key, value in self.ratio.items():
+                _check_ratio(value, f"ratio for {key!r}")
+        elif self.ratio is not None:
+            _check_ratio(self.ratio, "ratio")
+        if self.target_macs is not None:
+            if isinstance(self.target_macs, bool) or not isinstance(self.target_macs, int) \
+                    or self.target_macs <= 0:
+                raise SurgeryError(f"target_macs must be a positive integer, "
+                                   f"got {self.target_macs!r}")
+            if self.round_to != 1:
+                raise SurgeryError("round_to cannot be combined with target_macs")
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise SurgeryError(f"round_to must be a positive integer, got {self.round_to!r}")
+
+    def needs_all_scores(self) -> bool:
+        return self.global_ranking or self.target_macs is not None
+
+    def recorded_ratio(self, graph: DependencyGraph, counts: dict[int, int]) -> float:
+        """The float stored in the plan: the ratio, or the fraction of channels removed."""
+        if isinstance(self.ratio, (int, float)) and not self.global_ranking:
+            return float(self.ratio)
+        total = sum(g.channels for g in graph.prunable)
+        return round(sum(counts.values()) / max(total, 1), 6)
+
+
+def _check_ratio(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise SurgeryError(f"{what} must be in [0, 1), got {value!r}")
+
+
+def plan_model(model: nn.Module, graph: DependencyGraph, budget: Budget,
+               importance: Importance, layer_macs: Mapping[str, int] | None = None) -> Plan:
+    """Score the prunable groups, decide how many channels each loses, and plan which ones.
+
+    ``layer_macs`` (module name -> MACs of the dense model, ``count_flops(...).by_module``) is
+    needed for ``target_macs`` only.
+
+    Example:
+        >>> import torch
+        >>> from graphs import trace
+        >>> from surgery.io.models import LeNet
+        >>> from surgery.plan.importance import resolve
+        >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+        >>> plan = plan_model(model, trace(model, x), Budget(ratio=0.5, global_ranking=True),
+        ...                   resolve("l1"))
+        >>> sum(len(g.removed_channels) for g in plan.groups), plan.ratio
+        (113, 0.5)
+    """
+    if budget.needs_all_scores() or isinstance(budget.ratio, Mapping):
+        scores = {g.id: importance.criterion(model, g) for g in graph.prunable}
+        counts = removal_counts(model, graph, scores, budget, layer_macs)
+    else:
+        counts = removal_counts(model, graph, {}, budget)
+        scores = {g.id: importance.criterion(model, g) if counts[g.id] else
+                  torch.zeros(g.channels) for g in graph.prunable}
+    groups = [plan_group(g, scores[g.id], counts[g.id]) for g in graph.prunable]
+    return Plan(budget.recorded_ratio(graph, counts), importance.name, groups)
+
+
+def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, torch.Tensor],
+                   budget: Budget, layer_macs: Mapping[str, int] | None = None
+                   ) -> dict[int, int]:
+    """Group id -> number of channels to remove, for every prunable group."""
+    groups = graph.prunable
+    if budget.target_macs is not None:
+        if layer_macs is None:
+            raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "
+                               "layer_macs=count_flops(model, x).by_module")
+        macs = MacModel(model, layer_macs, groups)
+        return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
+                              macs, budget.target_macs)
+    if isinstance(budget.ratio, Mapping):
+        ratios = per_group_ratios(groups, budget.ratio)
+        return {g.id: channels_to_remove(g.channels, ratios.get(g.id, 0.0), budget.round_to)
+                for g in groups}
+    if budget.global_ranking:
+        return _global_counts(groups, scores, budget.ratio, budget.round_to)
+    return {g.id: channels_to_remove(g.channels, budget.ratio, budget.round_to) for g in groups}
+
+
+def per_group_ratios(groups: tuple[Group, ...], ratios: Mapping[str | int, float]
+                     ) -> dict[int, float]:
+    """Resolve ``{module name or group id: ratio}`` to ``{group id: ratio}``.
+
+    A name matches the group in which that module produces channels (role ``out``).
+    """
+    found: dict[int, float] = {}
+    for key, value in ratios.items():
+        matches = [g for g in groups if g.id == key] if isinstance(key, int) else \
+            [g for g in groups if any(m.module == key and m.role == OUT for m in g.members)]
+        if not matches:
+            names = sorted({m.module for g in groups for m in g.members if m.role == OUT})
+            raise SurgeryError(f"ratio names {key!r}, which produces no prunable channels; "
+                               f"prunable producers: {', '.join(names[:20])}")
+        for g in matches:
+            if found.get(g.id, value) != value:
+                raise SurgeryError(f"conflicting ratios for group {g.id} "
+                                   f"({', '.join(g.modules()[:4])})")
+            found[g.id] = value
+    return found
+
+
+def _normalised(scores: torch.Tensor) -> torch.Tensor:
+    mean = scores.double().mean()
+    return scores.double() / mean if mean > 0 else torch.zeros_like(scores, dtype=torch.float64)
+
+
+def _ranking(groups: tuple[Group, ...], scores: dict[int, torch.Tensor],
+             global_ranking: bool) -> list[tuple[float, int, int]]:
+    """(key, group id, rank within the group), lowest key first; channel identity is left to
+    ``plan_group``, which removes the k lowest-scored channels of a group."""
+    keys = []
+    for g in groups:
+        s = scores[g.id].double()
+        norm = _normalised(s).tolist()
+        ordered = sorted(range(g.channels), key=lambda c: (float(s[c]), c))
+        for rank, c in enumerate(ordered):
+            key = norm[c] if global_ranking else (rank + 1) / g.channels
+            keys.append((key, g.id, rank))
+    return sorted(keys)
+
+
+def _global_counts(groups: tuple[Group, ...], scores: dict[int, torch.Tensor],
+                   ratio: float, round_to: int) -> dict[int, int]:
+    total = sum(g.channels for g in groups)
+    budget = math.floor(ratio * total + 1e-9)
+    counts = {g.id: 0 for g in groups}
+    size = {g.id: g.channels for g in groups}
+    for _, gid, _ in _ranking(groups, scores, global_ranking=True):
+        if budget == 0:
+            break
+        if counts[gid] < size[gid] - 1:
+            counts[gid] += 1
+            budget -= 1
+    return {gid: round_removal(size[gid], n, round_to) for gid, n in counts.items()}

@@ -1,0 +1,118 @@
+"""Importance of each channel of a group: one score per channel, low scores are pruned first.
+
+Criteria are plain functions ``(model, group) -> Tensor[C]`` in a table keyed by name.
+L1 (default) is the classic filter-pruning score: the sum of |w| of each channel's filter,
+summed over the group's producing layers (conv/linear out-channels).
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> from surgery.io.models import LeNet
+    >>> model = LeNet()
+    >>> group = trace(model, torch.zeros(1, 1, 28, 28)).prunable[0]
+    >>> score(model, group, "l1").shape
+    torch.Size([6])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import torch
+from torch import nn
+
+from graphs.grouping import positions_array
+from graphs.model import OUT, Group, Member
+from surgery.errors import SurgeryError
+from surgery.layers import weight_of
+
+Criterion = Callable[[nn.Module, Group], torch.Tensor]
+
+
+def _per_channel(module: nn.Module, member: Member, power: int) -> torch.Tensor:
+    w = weight_of(module).detach()
+    dims = [d for d in range(w.dim()) if d != member.dim]
+    magnitude = w.abs() if power == 1 else w.abs().pow(power)
+    per_position = magnitude.sum(dim=dims) if dims else magnitude
+    index = torch.from_numpy(positions_array(member))
+    return per_position[index].sum(dim=1)
+
+
+def _filters(model: nn.Module, group: Group) -> list[tuple[nn.Module, Member]]:
+    found = []
+    for m in group.members:
+        module = model.get_submodule(m.module)
+        if m.role == OUT and weight_of(module) is not None and weight_of(module).dim() >= 2:
+            found.append((module, m))
+    return found
+
+
+def magnitude(power: int) -> Criterion:
+    def criterion(model: nn.Module, group: Group) -> torch.Tensor:
+        scores = torch.zeros(group.channels, dtype=torch.float64)
+        for module, member in _filters(model, group):
+            scores += _per_channel(module, member, power).double()
+        return scores.pow(1.0 / power)
+    return criterion
+
+
+def bn_scale(model: nn.Module, group: Group) -> torch.Tensor:
+    """|gamma| of the group's norm layers (network slimming); falls back to L1 without norms."""
+    scores = torch.zeros(group.channels, dtype=torch.float64)
+    for m in group.members:
+        module = model.get_submodule(m.module)
+        w = getattr(module, "weight", None)
+        if m.role == OUT and w is not None and w.dim() == 1:
+            scores += w.detach().abs().double()[torch.tensor(m.indices)].sum(dim=1)
+    return scores if scores.any() else magnitude(1)(model, group)
+
+
+def random_scores(model: nn.Module, group: Group) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(group.id)
+    return torch.rand(group.channels, generator=generator, dtype=torch.float64)
+
+
+CRITERIA: Mapping[str, Criterion] = MappingProxyType(
+    {"l1": magnitude(1), "l2": magnitude(2), "bn_scale": bn_scale, "random": random_scores})
+
+
+# Criteria that need data prune() does not have: name -> how to use them.
+NEEDS_DATA: Mapping[str, str] = MappingProxyType({
+    "taylor": "importance='taylor' needs (inputs, targets) batches to take gradients on: pass "
+              "importance=surgery.plan.taylor.taylor(model, batches), or use "
+              "surgery.recover.schedule.iterative_prune(..., importance='taylor', data=batches)"})
+
+
+@dataclass(frozen=True)
+class Importance:
+    """A criterion and the name the plan records for it."""
+
+    name: str
+    criterion: Criterion
+
+
+def resolve(importance: str | Criterion) -> Importance:
+    """The criterion ``importance`` names (a key of CRITERIA) or is (a function); checked here.
+
+    Example:
+        >>> resolve("l2").name, resolve(random_scores).name
+        ('l2', 'random_scores')
+    """
+    if isinstance(importance, str):
+        if importance in NEEDS_DATA:
+            raise SurgeryError(NEEDS_DATA[importance])
+        if importance not in CRITERIA:
+            raise SurgeryError(f"unknown importance {importance!r}: choose one of "
+                               f"{', '.join(sorted(CRITERIA))} or pass a function")
+        return Importance(importance, CRITERIA[importance])
+    if not callable(importance):
+        raise SurgeryError(f"importance must be a name ({', '.join(sorted(CRITERIA))}) or a "
+                           f"function (model, group) -> Tensor[C], got {type(importance).__name__}")
+    return Importance(getattr(importance, "__name__", "custom"), importance)
+
+
+def score(model: nn.Module, group: Group, importance: str | Criterion = "l1") -> torch.Tensor:
+    """Score every channel of ``group``; ``importance`` is a name in CRITERIA or a function."""
+    return resolve(importance).criterion(model, group)

@@ -1,0 +1,120 @@
+"""A pruning plan: per group, which channels go; per module dim, which indices stay. JSON-able."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphs.grouping import positions_array
+from graphs.model import Group
+from surgery.errors import SurgeryError
+
+
+def channels_to_remove(channels: int, ratio: float, round_to: int = 1) -> int:
+    """floor(ratio*C) channels go; with round_to the kept count is rounded up to a multiple.
+
+    Example:
+        >>> channels_to_remove(64, 0.5), channels_to_remove(10, 0.25, round_to=4), \
+channels_to_remove(3, 0.9)
+        (32, 2, 2)
+    """
+    return round_removal(channels, math.floor(ratio * channels + 1e-9), round_to)
+
+
+def round_removal(channels: int, remove: int, round_to: int = 1) -> int:
+    """Remove at most ``channels - 1``; with round_to the kept count is rounded up to a multiple.
+
+    Example:
+        >>> round_removal(120, 36, round_to=8), round_removal(6, 6)
+        (32, 5)
+    """
+    keep = channels - min(remove, channels - 1)
+    if round_to > 1:
+        keep = min(channels, math.ceil(keep / round_to) * round_to)
+    return channels - keep
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    module: str
+    role: str
+    dim: int
+    kept: list[int]
+    removed: list[int]
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    group: int
+    channels: int
+    removed_channels: list[int]  # group channel numbers (0..C-1)
+    members: list[MemberPlan]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to cut: ``to_json()`` gives plain lists and dicts (``plan_from_json`` reads them
+    back); ``removed()`` the indices that go per module weight dim."""
+
+    ratio: float
+    importance: str
+    groups: list[GroupPlan]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def removed(self) -> dict[tuple[str, int], list[int]]:
+        """(module, weight dim) -> sorted indices that go, for every dim that loses some."""
+        gone: dict[tuple[str, int], set[int]] = {}
+        for g in self.groups:
+            for m in g.members:
+                if m.removed:
+                    gone.setdefault((m.module, m.dim), set()).update(m.removed)
+        return {key: sorted(v) for key, v in gone.items()}
+
+
+def plan_from_json(data: Any) -> Plan:
+    """Rebuild a ``Plan`` from ``Plan.to_json()`` output; malformed data raises SurgeryError.
+
+    Example:
+        >>> import torch
+        >>> from surgery import prune
+        >>> from surgery.io.models import LeNet
+        >>> plan = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5).plan
+        >>> plan_from_json(plan.to_json()) == plan
+        True
+    """
+    try:
+        groups = [GroupPlan(int(g["group"]), int(g["channels"]),
+                            _ints(g["removed_channels"]),
+                            [MemberPlan(str(m["module"]), str(m["role"]), int(m["dim"]),
+                                        _ints(m["kept"]), _ints(m["removed"]))
+                             for m in g["members"]])
+                  for g in data["groups"]]
+        return Plan(float(data["ratio"]), str(data["importance"]), groups)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SurgeryError(f"not a valid pruning plan ({type(exc).__name__}: {exc})") from None
+
+
+def _ints(values: Any) -> list[int]:
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise TypeError(f"expected a list of integers, got {str(values)[:60]}")
+    return list(values)
+
+
+def plan_group(group: Group, scores: torch.Tensor, n_remove: int) -> GroupPlan:
+    """Remove the ``n_remove`` lowest-scoring channels (ties broken by channel number)."""
+    values = torch.as_tensor(scores).detach().to(torch.float64).cpu().numpy()
+    gone = np.sort(np.argsort(values, kind="stable")[:n_remove])  # stable: ties by channel
+    stays = np.ones(group.channels, dtype=bool)
+    stays[gone] = False
+    members = []
+    for m in group.members:
+        positions = positions_array(m)
+        members.append(MemberPlan(m.module, m.role, m.dim, np.sort(positions[stays], None).tolist(),
+                                  np.sort(positions[gone], None).tolist()))
+    return GroupPlan(group.id, group.channels, gone.tolist(), members)

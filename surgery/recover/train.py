@@ -1,0 +1,212 @@
+"""Train, fine-tune and evaluate classifiers (the accuracy side of pruning).
+
+``train`` trains a model in place with cross-entropy; ``finetune`` is the same loop, meant
+for a pruned model: pass the pruning masks so pruned weights stay exactly zero. Both are
+deterministic for a given ``seed`` on CPU. Under ``torchrun`` (when ``torch.distributed``
+is initialised) the loop wraps the model in ``DistributedDataParallel`` and shards the
+training data with a ``DistributedSampler``; the same script runs unchanged.
+
+Example:
+    >>> from surgery.recover.data import load_mnist, loaders
+    >>> from surgery.io.models import LeNet
+    >>> train_loader, test_loader = loaders(load_mnist(), batch_size=64)
+    >>> model = train(LeNet(), train_loader, epochs=1, progress=False)
+    >>> evaluate(model, test_loader) > 0.8
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from graphs.trace import eval_mode
+from surgery.errors import SurgeryError
+from surgery.recover.sparsity import apply_masks
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+
+
+def evaluate(model: nn.Module, loader: Iterable) -> float:
+    """Top-1 accuracy in ``[0, 1]`` over ``loader``; restores the model's training flag.
+
+    Example:
+        >>> from surgery.recover.data import load_mnist, loaders
+        >>> from surgery.io.models import LeNet
+        >>> _, test_loader = loaders(load_mnist())
+        >>> 0.0 <= evaluate(LeNet(), test_loader) <= 1.0
+        True
+    """
+    device = _device_of(model)
+    correct = total = 0
+    with eval_mode(model), torch.inference_mode():
+        for images, labels in loader:
+            logits = model(images.to(device))
+            correct += int((logits.argmax(dim=1) == labels.to(device)).sum())
+            total += labels.numel()
+    if total == 0:
+        raise SurgeryError("cannot evaluate on an empty loader")
+    return correct / total
+
+
+def train(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    epochs: int = 1,
+    lr: float | None = None,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    progress: bool = True,
+    masks: dict[str, Tensor] | None = None,
+) -> nn.Module:
+    """Train ``model`` in place with cross-entropy and return it.
+
+    ``optimizer``: ``"sgd"`` (momentum 0.9, default lr 0.05) or ``"adam"`` (default lr 1e-3).
+    ``masks`` (parameter name -> 0/1 tensor) are applied before training and after every
+    optimiser step, so masked weights stay exactly zero. ``seed`` goes to ``torch.manual_seed``.
+    Under torch.distributed each rank trains on its shard with ``loader.batch_size``.
+
+    Example:
+        >>> from surgery.recover.data import load_mnist, loaders
+        >>> from surgery.io.models import LeNet
+        >>> masks = {"fc3.weight": torch.zeros(10, 84)}
+        >>> model = train(LeNet(), loaders(load_mnist())[0], progress=False, masks=masks)
+        >>> int(model.fc3.weight.count_nonzero())
+        0
+    """
+    if epochs < 1:
+        raise SurgeryError(f"epochs must be a positive integer, got {epochs}")
+    opt = _make_optimizer(model, optimizer, lr)
+    torch.manual_seed(seed)
+    apply_masks(model, masks or {})
+    net, loader, sampler = _maybe_distributed(model, loader, seed)
+    with _train_mode(model):
+        for epoch in range(epochs):
+            batches = _epoch_batches(loader, sampler, epoch, epochs, progress)
+            _run_epoch(net, model, opt, masks, batches)
+    return model
+
+
+def finetune(
+    model: nn.Module, loader: DataLoader, *, masks: dict[str, Tensor] | None = None, **kwargs
+) -> nn.Module:
+    """Fine-tune a pruned model: exactly ``train`` (same keywords), named for intent.
+
+    Pass the masks of unstructured pruning so the zeros survive; structurally pruned
+    models (smaller layers) need no masks.
+
+    Example:
+        >>> from surgery.recover.data import load_mnist, loaders
+        >>> from surgery.recover.sparsity import magnitude_masks
+        >>> from surgery.io.models import LeNet
+        >>> train_loader, _ = loaders(load_mnist(), batch_size=256)
+        >>> model = LeNet()
+        >>> masks = magnitude_masks(model, {"fc1": 0.9})
+        >>> model = finetune(model, train_loader, masks=masks, progress=False)
+        >>> int((model.fc1.weight == 0).sum())
+        27648
+    """
+    return train(model, loader, masks=masks, **kwargs)
+
+
+def _run_epoch(net, model, opt, masks, batches) -> None:
+    """One pass over ``batches``; ``net`` is ``model`` or its DDP wrapper."""
+    device = _device_of(model)
+    loss_fn = nn.CrossEntropyLoss()
+    for images, labels in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(images.to(device)), labels.to(device))
+        loss.backward()
+        opt.step()
+        if masks:
+            apply_masks(model, masks)
+        if isinstance(batches, tqdm):
+            batches.set_postfix(loss=f"{loss.item():.4f}")
+
+
+def _make_optimizer(model: nn.Module, name: str, lr: float | None) -> torch.optim.Optimizer:
+    if name not in DEFAULT_LR:
+        raise SurgeryError(f"unknown optimizer {name!r}; use one of {sorted(DEFAULT_LR)}")
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if not lr > 0:
+        raise SurgeryError(f"learning rate must be positive, got {lr}")
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+def _maybe_distributed(model: nn.Module, loader: DataLoader, seed: int):
+    """Under torch.distributed: (DDP(model), sharded loader, sampler); else unchanged."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return model, loader, None
+    sampler = DistributedSampler(loader.dataset, shuffle=True, seed=seed)
+    sharded = DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        drop_last=loader.drop_last,
+    )
+    device = _device_of(model)
+    device_ids = [device] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), sharded, sampler
+
+
+def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int, progress: bool):
+    """The loader for one epoch: reshuffle the shards, wrap in tqdm (rank 0 only)."""
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if not (progress and rank0):
+        return loader
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+
+
+@contextmanager
+def distributed_from_env() -> Iterator[int]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group for
+    the block (gloo on CPU, nccl on CUDA) and leave it after; yields this process's rank.
+
+    Outside torchrun, or when a group is already initialised, it does nothing and yields the
+    current rank (0 when not distributed).
+
+    Example:
+        >>> with distributed_from_env() as rank:
+        ...     rank
+        0
+    """
+    owns = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank() if dist.is_initialized() else 0
+    finally:
+        if owns:
+            dist.destroy_process_group()
+
+
+@contextmanager
+def _train_mode(model: nn.Module) -> Iterator[None]:
+    """Training mode for the block (``graphs.trace.eval_mode``'s counterpart), then every
+    module's previous flag back."""
+    flags = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

@@ -1,0 +1,1 @@
+"""Test support shipped for users and benchmarks: the exactness oracle (``oracle``)."""

@@ -1,0 +1,143 @@
+"""The exactness oracle: make chosen channels dead, so pruning them must not change the output.
+
+Zeroing a channel's producers (filter rows, bias, norm affine) and its consumers' input slices makes
+it contribute nothing; a correct surgery then removes exactly those channels (they score 0 under
+L1) and the pruned model computes the same function.
+
+Example:
+    >>> import torch
+    >>> from graphs import trace
+    >>> from surgery.io.models import LeNet
+    >>> model = LeNet().eval()
+    >>> dead = kill_channels(model, trace(model, torch.zeros(1, 1, 28, 28)), ratio=0.5)
+    >>> sorted(len(v) for v in dead.values())
+    [3, 8, 42, 60]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphs.inputs import call_model
+from graphs.model import OUT, DependencyGraph, Group
+from graphs.trace import trace
+from surgery.layers import weight_of
+from surgery.plan.plan import channels_to_remove
+from surgery.prune import PruneResult, coupling_rules, prune
+
+
+@dataclass(frozen=True)
+class OracleCheck:
+    """What ``check()`` saw: the dead channels, what prune removed, and the output error."""
+
+    graph: DependencyGraph
+    result: PruneResult
+    dead: dict[int, list[int]]
+    removed: dict[int, list[int]]
+    error: float  # relative error of the pruned output against the killed model's output
+    shape_kept: bool
+    output_scale: float  # mean |output| of the killed model: ~0 makes the comparison vacuous
+
+
+def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) -> OracleCheck:
+    """Kill floor(ratio*C) random channels per group of ``model`` (in place), prune, compare.
+
+    Example:
+        >>> from surgery.io.models import LeNet
+        >>> torch.manual_seed(0) is not None
+        True
+        >>> c = check(LeNet().eval(), torch.randn(2, 1, 28, 28), ratio=0.5)
+        >>> c.removed == c.dead, c.shape_kept, c.error <= 1e-4 and c.output_scale > 1e-6
+        (True, True, True)
+    """
+    graph = trace(model, example_inputs, rules=coupling_rules())
+    dead = kill_channels(model, graph, ratio, seed=seed)
+    with torch.no_grad():
+        expected = call_model(model, example_inputs)
+    result = prune(model, example_inputs, ratio=ratio)
+    with torch.no_grad():
+        got = call_model(result.model, example_inputs)
+    same = got.shape == expected.shape
+    return OracleCheck(graph, result, dead,
+                       {g.group: g.removed_channels for g in result.plan.groups},
+                       relative_error(got, expected) if same else float("inf"), same,
+                       float(expected.abs().mean()))
+
+
+def kill_channels(model: nn.Module, graph: DependencyGraph, ratio: float,
+                  seed: int = 0) -> dict[int, list[int]]:
+    """Zero floor(ratio*C) random channels of every prunable group in place; group id -> channels."""
+    generator = torch.Generator().manual_seed(seed)
+    dead = {}
+    for group in graph.prunable:
+        n = channels_to_remove(group.channels, ratio)
+        chosen = torch.randperm(group.channels, generator=generator)[:n].sort().values.tolist()
+        kill(model, group, chosen)
+        dead[group.id] = chosen
+    return dead
+
+
+def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
+    """Zero ``channels`` of ``group`` in every member: weights along the member's dim, OUT biases."""
+    with torch.no_grad():
+        for m in group.members:
+            module = model.get_submodule(m.module)
+            positions = torch.tensor([p for c in channels for p in m.indices[c]], dtype=torch.long)
+            if positions.numel() == 0:
+                continue
+            weight_of(module).index_fill_(m.dim, positions, 0.0)
+            bias = getattr(module, "bias", None)
+            if m.role == OUT and bias is not None:
+                bias.index_fill_(0, positions, 0.0)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial affine and running stats, so tests exercise them."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+    return model
+
+
+def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial weights everywhere, in place; returns ``model`` in eval mode.
+
+    torchvision zero-inits ViT's head and ConvNeXt's layer scale is 1e-6: an oracle comparison
+    on such outputs would be vacuous. Matrices get N(0, 1/fan_in), weight and layer-scale vectors
+    U(0.5, 1.5), other vectors N(0, 0.01).
+
+    Example:
+        >>> from surgery.io.models import LeNet
+        >>> float(randomize_weights(LeNet()).fc3.weight.detach().abs().sum()) > 0
+        True
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and "layer_scale" not in name:
+                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+            elif name.endswith("weight") or "layer_scale" in name:
+                p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||.
+
+    Example:
+        >>> relative_error(torch.ones(4), torch.ones(4))
+        0.0
+    """
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
