@@ -28,6 +28,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
+from graphs.model import SIZE
+
 
 @dataclass(frozen=True)
 class LayerKind:
@@ -93,6 +95,25 @@ def weight_of(module: nn.Module) -> torch.Tensor | None:
     if not isinstance(w, torch.Tensor):
         w = getattr(module, "in_proj_weight", None)
     return w if isinstance(w, torch.Tensor) else None
+
+
+def member_tensor(model: nn.Module, member) -> torch.Tensor | None:
+    """The tensor a group member's dim indexes: the parameter it names (``member.attr``), else
+    the layer's ``indexed_tensor``; None for a SIZE member (an int attribute, no tensor).
+
+    Example:
+        >>> from graphs.model import Member
+        >>> model = nn.Sequential(nn.Linear(2, 3))
+        >>> tuple(member_tensor(model, Member("0", "out", 0, (), "bias")).shape)
+        (3,)
+    """
+    if member.role == SIZE:
+        return None
+    module = model.get_submodule(member.module)
+    if member.attr:
+        tensor = module._parameters.get(member.attr)
+        return tensor if isinstance(tensor, torch.Tensor) else None
+    return indexed_tensor(module)
 
 
 def indexed_tensor(module: nn.Module) -> torch.Tensor | None:

@@ -11,7 +11,6 @@ from torch import nn
 
 from graphs.errors import TraceError
 from graphs.model import DependencyGraph
-from graphs.rules import RuleTable, default_rules
 from graphs.trace import trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
@@ -20,7 +19,6 @@ from surgery.plan.budget import Budget, plan_model
 from surgery.plan.importance import Criterion, resolve
 from surgery.plan.plan import Plan
 from surgery.rebuild.apply import apply_plan
-from surgery.rebuild.attention import register_rules
 from surgery.rebuild.lint import lint
 
 
@@ -92,7 +90,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     budget = Budget(ratio, global_ranking, target_macs, round_to)  # checks the settings
     criterion = resolve(importance)
     try:
-        graph = trace(model, example_inputs, ignore=ignore, rules=coupling_rules())
+        graph = trace(model, example_inputs, ignore=ignore)
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
     layer_macs = None if target_macs is None else count_flops(model, example_inputs).by_module
@@ -107,11 +105,4 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     return PruneResult(target, plan, graph, params_before, count_params(target))
 
 
-def coupling_rules() -> RuleTable:
-    """graphs' default rules plus those for layers surgery builds (a pruned model prunes again)."""
-    table = default_rules()
-    register_rules(table)
-    return table
-
-
-__all__ = ["PruneResult", "coupling_rules", "prune"]
+__all__ = ["PruneResult", "prune"]

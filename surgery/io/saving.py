@@ -33,9 +33,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from graphs.model import SIZE
 from surgery.errors import SurgeryError
 from surgery.layers import indexed_tensor
-from surgery.plan.plan import Plan, plan_from_json
+from surgery.plan.plan import MemberPlan, Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import lint
 
@@ -90,8 +91,12 @@ def changed_shapes(model: nn.Module, plan: Plan) -> dict[str, dict[str, list[int
         {'weight': [10, 42], 'bias': [10]}
     """
     names = sorted({name for name, _ in plan.removed()})
-    return {name: {k: list(v.shape) for k, v in
-                   model.get_submodule(name).state_dict().items()} for name in names}
+    shapes = {name: {k: list(v.shape) for k, v in
+                     model.get_submodule(name).state_dict().items()} for name in names}
+    for name, attr, _ in sorted(plan.removed_params()):
+        tensor = model.get_submodule(name)._parameters[attr]
+        shapes.setdefault(name, {})[attr] = list(tensor.shape)
+    return shapes
 
 
 def read_plan(directory: str | Path) -> tuple[Plan, dict]:
@@ -143,7 +148,7 @@ def check_plan(plan: Plan, model: nn.Module) -> None:
     kept: dict[tuple[str, int], set[int]] = {}
     for g in plan.groups:
         for m in g.members:
-            size = _dim_size(model, m.module, m.dim)
+            size = _member_size(model, m)
             for what, indices in (("removes", m.removed), ("keeps", m.kept)):
                 bad = [i for i in indices if not 0 <= i < size]
                 if bad:
@@ -152,7 +157,8 @@ def check_plan(plan: Plan, model: nn.Module) -> None:
                 if len(set(indices)) != len(indices):
                     raise SurgeryError(f"the plan {what} an index of dim {m.dim} of "
                                        f"{m.module!r} twice (edited plan?)")
-            kept.setdefault((m.module, m.dim), set()).update(m.kept)
+            if not m.attr:
+                kept.setdefault((m.module, m.dim), set()).update(m.kept)
     for (name, dim), removed in plan.removed().items():
         size = _dim_size(model, name, dim)
         both = sorted(kept.get((name, dim), set()) & set(removed))
@@ -163,12 +169,31 @@ def check_plan(plan: Plan, model: nn.Module) -> None:
             raise SurgeryError(f"the plan removes all {size} indices of dim {dim} of {name!r}")
 
 
-def _dim_size(model: nn.Module, name: str, dim: int) -> int:
+def _member_size(model: nn.Module, m: MemberPlan) -> int:
+    """How many positions member ``m`` indexes in ``model``: its dim's size, or the value of the
+    int attribute a SIZE member names (a plan may only name what the model already has)."""
+    if not m.attr:
+        return _dim_size(model, m.module, m.dim)
+    module = _module(model, m.module)
+    value = getattr(module, m.attr, None) if m.role == SIZE else module._parameters.get(m.attr)
+    if m.role == SIZE and type(value) is int:
+        return value
+    if m.role != SIZE and isinstance(value, torch.Tensor) and 0 <= m.dim < value.dim():
+        return value.shape[m.dim]
+    raise SurgeryError(f"the plan names {m.attr!r} of {m.module!r} ({type(module).__name__}), "
+                       f"which has no such {'int attribute' if m.role == SIZE else 'parameter dim'}")
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
     try:
-        module = model.get_submodule(name)
+        return model.get_submodule(name)
     except AttributeError:
         raise SurgeryError(f"the plan names module {name!r}, which is not in the base "
                            f"model: is --base the model that was pruned?") from None
+
+
+def _dim_size(model: nn.Module, name: str, dim: int) -> int:
+    module = _module(model, name)
     tensor = indexed_tensor(module)
     if tensor is None or not 0 <= dim < tensor.dim():
         raise SurgeryError(f"the plan prunes dim {dim} of {name!r} "

@@ -26,13 +26,13 @@ from torch import nn
 from graphs.grouping import positions_array
 from graphs.model import OUT, Group, Member
 from surgery.errors import SurgeryError
-from surgery.layers import weight_of
+from surgery.layers import member_tensor
 
 Criterion = Callable[[nn.Module, Group], torch.Tensor]
 
 
-def _per_channel(module: nn.Module, member: Member, power: int) -> torch.Tensor:
-    w = weight_of(module).detach()
+def _per_channel(w: torch.Tensor, member: Member, power: int) -> torch.Tensor:
+    w = w.detach()
     dims = [d for d in range(w.dim()) if d != member.dim]
     magnitude = w.abs() if power == 1 else w.abs().pow(power)
     per_position = magnitude.sum(dim=dims) if dims else magnitude
@@ -40,20 +40,22 @@ def _per_channel(module: nn.Module, member: Member, power: int) -> torch.Tensor:
     return per_position[index].sum(dim=1)
 
 
-def _filters(model: nn.Module, group: Group) -> list[tuple[nn.Module, Member]]:
+def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]]:
+    """The producing filters of a group: OUT members that are a layer's (or a ``weight``
+    parameter's, as GPT-2's Conv1D) matrix, not bare vectors or tokens."""
     found = []
     for m in group.members:
-        module = model.get_submodule(m.module)
-        if m.role == OUT and weight_of(module) is not None and weight_of(module).dim() >= 2:
-            found.append((module, m))
+        w = member_tensor(model, m) if m.attr in ("", "weight") else None
+        if m.role == OUT and w is not None and w.dim() >= 2:
+            found.append((w, m))
     return found
 
 
 def magnitude(power: int) -> Criterion:
     def criterion(model: nn.Module, group: Group) -> torch.Tensor:
         scores = torch.zeros(group.channels, dtype=torch.float64)
-        for module, member in _filters(model, group):
-            scores += _per_channel(module, member, power).double()
+        for w, member in _filters(model, group):
+            scores += _per_channel(w, member, power).double()
         return scores.pow(1.0 / power)
     return criterion
 
@@ -64,7 +66,7 @@ def bn_scale(model: nn.Module, group: Group) -> torch.Tensor:
     for m in group.members:
         module = model.get_submodule(m.module)
         w = getattr(module, "weight", None)
-        if m.role == OUT and w is not None and w.dim() == 1:
+        if m.role == OUT and not m.attr and w is not None and w.dim() == 1:
             scores += w.detach().abs().double()[torch.tensor(m.indices)].sum(dim=1)
     return scores if scores.any() else magnitude(1)(model, group)
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from graphs.grouping import positions_array
-from graphs.model import Group
+from graphs.model import SIZE, Group
 from surgery.errors import SurgeryError
 
 
@@ -45,6 +45,7 @@ class MemberPlan:
     dim: int
     kept: list[int]
     removed: list[int]
+    attr: str = ""  # as graphs.model.Member.attr: a parameter, or (role SIZE) an int attribute
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,33 @@ class Plan:
         return asdict(self)
 
     def removed(self) -> dict[tuple[str, int], list[int]]:
-        """(module, weight dim) -> sorted indices that go, for every dim that loses some."""
+        """(layer, weight dim) -> sorted indices that go, for every layer dim that loses some."""
         gone: dict[tuple[str, int], set[int]] = {}
         for g in self.groups:
             for m in g.members:
-                if m.removed:
+                if m.removed and not m.attr:
                     gone.setdefault((m.module, m.dim), set()).update(m.removed)
         return {key: sorted(v) for key, v in gone.items()}
+
+    def removed_params(self) -> dict[tuple[str, str, int], list[int]]:
+        """(module, parameter, dim) -> sorted indices that go, for parameters named by members
+        (layer scales, class tokens, GPT-2's Conv1D weights)."""
+        gone: dict[tuple[str, str, int], set[int]] = {}
+        for g in self.groups:
+            for m in g.members:
+                if m.removed and m.attr and m.role != SIZE:
+                    gone.setdefault((m.module, m.attr, m.dim), set()).update(m.removed)
+        return {key: sorted(v) for key, v in gone.items()}
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        """(module, int attribute) -> its value after pruning (the kept positions it counts)."""
+        found: dict[tuple[str, str], int] = {}
+        for g in self.groups:
+            for m in g.members:
+                if m.role == SIZE and found.setdefault((m.module, m.attr), len(m.kept)) \
+                        != len(m.kept):
+                    raise SurgeryError(f"the plan sets {m.module}.{m.attr} to two values")
+        return found
 
 
 def plan_from_json(data: Any) -> Plan:
@@ -92,12 +113,20 @@ def plan_from_json(data: Any) -> Plan:
         groups = [GroupPlan(int(g["group"]), int(g["channels"]),
                             _ints(g["removed_channels"]),
                             [MemberPlan(str(m["module"]), str(m["role"]), int(m["dim"]),
-                                        _ints(m["kept"]), _ints(m["removed"]))
+                                        _ints(m["kept"]), _ints(m["removed"]),
+                                        _name(m.get("attr", "")))
                              for m in g["members"]])
                   for g in data["groups"]]
         return Plan(float(data["ratio"]), str(data["importance"]), groups)
     except (KeyError, TypeError, ValueError) as exc:
         raise SurgeryError(f"not a valid pruning plan ({type(exc).__name__}: {exc})") from None
+
+
+def _name(value: Any) -> str:
+    """A member's attribute name: "" or a Python identifier (never a dotted path)."""
+    if not isinstance(value, str) or (value and not value.isidentifier()):
+        raise TypeError(f"expected an attribute name, got {str(value)[:60]}")
+    return value
 
 
 def _ints(values: Any) -> list[int]:
@@ -116,5 +145,5 @@ def plan_group(group: Group, scores: torch.Tensor, n_remove: int) -> GroupPlan:
     for m in group.members:
         positions = positions_array(m)
         members.append(MemberPlan(m.module, m.role, m.dim, np.sort(positions[stays], None).tolist(),
-                                  np.sort(positions[gone], None).tolist()))
+                                  np.sort(positions[gone], None).tolist(), m.attr))
     return GroupPlan(group.id, group.channels, gone.tolist(), members)

@@ -102,8 +102,9 @@ class MacModel:
         self.dims: dict[tuple[str, int], int] = {}  # (module, dim) -> size
         self.touch: dict[int, list[tuple[str, int, int]]] = {}  # group -> (module, dim, width)
         for g in groups:
-            self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m in g.members]
-            for m in g.members:
+            layers = [m for m in g.members if not m.attr]  # parameters and sizes: no MACs
+            self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m in layers]
+            for m in layers:
                 module = model.get_submodule(m.module)
                 self.dims[(m.module, m.dim)] = indexed_tensor(module).shape[m.dim]
         self.layers = {name: (n, [key for key in self.dims if key[0] == name])

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from graphs.inputs import call_model
-from graphs.model import OUT, Group
+from graphs.model import OUT, SIZE, Group
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion
@@ -48,9 +48,10 @@ def taylor(model: nn.Module, batches: Iterable, loss_fn: LossFn | None = None,
 
     def criterion(scored: nn.Module, group: Group) -> torch.Tensor:
         scores = torch.zeros(group.channels, dtype=torch.float64)
-        for m in group.members:
+        for m in (m for m in group.members if m.role != SIZE):
             index = torch.tensor(m.indices, dtype=torch.long)
-            for name in ("weight", "bias") if m.role == OUT else ("weight",):
+            names = (m.attr,) if m.attr else ("weight", "bias") if m.role == OUT else ("weight",)
+            for name in names:
                 s = saliency.get(f"{m.module}.{name}" if m.module else name)
                 if s is None or s.dim() <= m.dim or (name == "bias" and m.dim != 0):
                     continue

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from surgery.errors import SurgeryError
 from surgery.layers import indexed_tensor
 from surgery.plan.plan import Plan
 from surgery.rebuild.surgeons import default_surgeons, rebuild
@@ -30,7 +31,37 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     surgeons = default_surgeons()
     for name, keep in keep_by_module.items():
         replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
+    for (name, attr, dim), removed in plan.removed_params().items():
+        cut_parameter(model.get_submodule(name), attr, dim, removed)
+    for (name, attr), value in plan.sizes().items():
+        set_size(model.get_submodule(name), attr, value)
     return model
+
+
+def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) -> None:
+    """Replace parameter ``attr`` of ``module`` by a new one without ``removed`` along ``dim``
+    (a layer scale, a class token); requires_grad is kept.
+
+    Example:
+        >>> m = nn.Linear(2, 3)
+        >>> cut_parameter(m, "bias", 0, [1])
+        >>> tuple(m.bias.shape)
+        (2,)
+    """
+    old = module._parameters.get(attr)
+    if not isinstance(old, nn.Parameter) or not 0 <= dim < old.dim():
+        raise SurgeryError(f"{type(module).__name__} has no parameter {attr!r} with dim {dim}")
+    keep = np.delete(np.arange(old.shape[dim], dtype=np.int64), np.asarray(removed, np.int64))
+    index = torch.from_numpy(keep).to(old.device)
+    module._parameters[attr] = nn.Parameter(old.detach().index_select(dim, index),
+                                            old.requires_grad)
+
+
+def set_size(module: nn.Module, attr: str, value: int) -> None:
+    """Set the int attribute ``attr`` (e.g. ``num_heads``) of ``module`` to ``value``."""
+    if type(getattr(module, attr, None)) is not int:
+        raise SurgeryError(f"{type(module).__name__} has no int attribute {attr!r} to resize")
+    setattr(module, attr, value)
 
 
 def replace(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphs.rules import RuleTable
-from graphs.rules_attention import multihead_attention as attention_rule
 from surgery.errors import SurgeryError
 from surgery.rebuild.respawn import Keep, carry_hooks
 
@@ -121,16 +119,3 @@ def multihead_attention(m: nn.Module, keep: Keep) -> nn.Module:
             new.in_proj_bias.copy_(m.in_proj_bias.index_select(0, rows))
     new.out_proj = copy.deepcopy(m.out_proj)
     return carry_hooks(m, new.train(m.training))
-
-
-def register_rules(table: RuleTable) -> None:
-    """Coupling rules for the layers surgery itself builds, so a pruned model prunes again.
-
-    Example:
-        >>> from graphs.rules import default_rules
-        >>> table = default_rules()
-        >>> register_rules(table)
-        >>> PrunedMultiheadAttention in table
-        True
-    """
-    table.register(PrunedMultiheadAttention, attention_rule)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +26,9 @@ from torch import nn
 from graphs.inputs import call_model
 from graphs.model import OUT, DependencyGraph, Group
 from graphs.trace import trace
-from surgery.layers import weight_of
+from surgery.layers import member_tensor
 from surgery.plan.plan import channels_to_remove
-from surgery.prune import PruneResult, coupling_rules, prune
+from surgery.prune import PruneResult, prune
 
 
 @dataclass(frozen=True)
@@ -54,26 +55,48 @@ def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) ->
         >>> c.removed == c.dead, c.shape_kept, c.error <= 1e-4 and c.output_scale > 1e-6
         (True, True, True)
     """
-    graph = trace(model, example_inputs, rules=coupling_rules())
+    graph = trace(model, example_inputs)
     dead = kill_channels(model, graph, ratio, seed=seed)
     with torch.no_grad():
-        expected = call_model(model, example_inputs)
-    result = prune(model, example_inputs, ratio=ratio)
+        expected = tensors_of(call_model(model, example_inputs))
+    exact = {g.id: ratio for g in graph.prunable if not g.inexact}
+    result = prune(model, example_inputs, ratio=exact if len(exact) < len(graph.prunable)
+                   else ratio)
     with torch.no_grad():
-        got = call_model(result.model, example_inputs)
-    same = got.shape == expected.shape
+        got = tensors_of(call_model(result.model, example_inputs))
+    same = [g.shape for g in got] == [e.shape for e in expected]
+    error = max((relative_error(g, e) for g, e in zip(got, expected)), default=0.0) \
+        if same else float("inf")
     return OracleCheck(graph, result, dead,
-                       {g.group: g.removed_channels for g in result.plan.groups},
-                       relative_error(got, expected) if same else float("inf"), same,
-                       float(expected.abs().mean()))
+                       {g.group: g.removed_channels for g in result.plan.groups
+                        if g.removed_channels or g.group in exact},
+                       error, same, float(torch.cat([e.flatten().abs() for e in expected])
+                                          .mean()) if expected else 0.0)
+
+
+def tensors_of(output: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output (a tensor, tuple, list or dict of them).
+
+    Example:
+        >>> [tuple(t.shape) for t in tensors_of({"a": torch.zeros(2), "b": [torch.ones(1, 3)]})]
+        [(2,), (1, 3)]
+    """
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in tensors_of(item)]
+    return []
 
 
 def kill_channels(model: nn.Module, graph: DependencyGraph, ratio: float,
                   seed: int = 0) -> dict[int, list[int]]:
-    """Zero floor(ratio*C) random channels of every prunable group in place; group id -> channels."""
+    """Zero floor(ratio*C) random channels of every prunable group that prunes exactly (see
+    ``Group.inexact``) in place; group id -> channels."""
     generator = torch.Generator().manual_seed(seed)
     dead = {}
-    for group in graph.prunable:
+    for group in (g for g in graph.prunable if not g.inexact):
         n = channels_to_remove(group.channels, ratio)
         chosen = torch.randperm(group.channels, generator=generator)[:n].sort().values.tolist()
         kill(model, group, chosen)
@@ -85,13 +108,13 @@ def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
     """Zero ``channels`` of ``group`` in every member: weights along the member's dim, OUT biases."""
     with torch.no_grad():
         for m in group.members:
-            module = model.get_submodule(m.module)
+            tensor = member_tensor(model, m)
             positions = torch.tensor([p for c in channels for p in m.indices[c]], dtype=torch.long)
-            if positions.numel() == 0:
+            if positions.numel() == 0 or tensor is None:
                 continue
-            weight_of(module).index_fill_(m.dim, positions, 0.0)
-            bias = getattr(module, "bias", None)
-            if m.role == OUT and bias is not None:
+            tensor.index_fill_(m.dim, positions, 0.0)
+            bias = getattr(model.get_submodule(m.module), "bias", None)
+            if m.role == OUT and not m.attr and bias is not None:
                 bias.index_fill_(0, positions, 0.0)
 
 

@@ -40,7 +40,7 @@ def check_family_member(name, ratio=0.4):
     # only the model input and output stay: every inner group is prunable
     assert {g.reason for g in graph.groups if not g.prunable} <= {
         "touches the model input", "touches the model output",
-        "cat at node cat of tensors without traced channels"}  # googlenet's transform_input
+        "the input of conv2d carries no traced channels"}  # googlenet's transform_input
     assert c.removed == c.dead
     assert c.shape_kept and c.output_scale > 1e-3
     assert c.error <= 1e-4

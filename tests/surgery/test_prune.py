@@ -78,7 +78,7 @@ def test_a_forward_that_fails_is_a_surgery_error_naming_the_line():
         def forward(self, x):
             return x.view(5, 7)
 
-    with pytest.raises(SurgeryError, match=r"test_prune_api.py:\d+: return x.view\(5, 7\)"):
+    with pytest.raises(SurgeryError, match=r"test_prune.py:\d+: return x.view\(5, 7\)"):
         prune(Broken(), X, ratio=0.5)
 
 

@@ -18,6 +18,7 @@ from torchvision.models.swin_transformer import (
 )
 from torchvision.models.vision_transformer import VisionTransformer
 
+from graphs import trace
 from surgery import lint, prune
 from surgery.rebuild.attention import PrunedMultiheadAttention, kept_heads
 from surgery.rebuild.attention import multihead_attention as rebuild_mha
@@ -35,10 +36,11 @@ SMALL = {
     "maxvit": lambda: MaxVit((32, 32), 8, 2, [16, 32], [1, 1], head_dim=8,
                              stochastic_depth_prob=0.0, num_classes=10),
 }
-# What stays whole in each family (a phrase of the reason of its residual-stream groups).
+# What happens to each family's residual stream: kept whole (a phrase of the reason) or
+# prunable but not exactly (a phrase of Group.inexact: a norm over the channels).
 STREAM_REASON = {
-    "vit": "cat",  # class token concatenated to the tokens (and a position embedding added)
-    "convnext": "layer_scale",  # a bare nn.Parameter scales the block output
+    "vit": "embed_dim",  # nn.MultiheadAttention's embed_dim is its input and output width
+    "convnext": "layer_norm",  # prunable with its layer scales, but LayerNorm statistics change
     "swin": "unsupported op", "swin_v2": "unsupported op",  # window attention's own ops
     "maxvit": "reshape",  # window/grid partition reshapes with literal sizes
 }
@@ -60,9 +62,26 @@ def test_small_transformer_families_prune_exactly(name):
     torch.manual_seed(0)
     graph, _ = check_exact(randomize_weights(SMALL[name]()), torch.randn(2, 3, 32, 32))
     assert graph.prunable
-    stream = [g for g in graph.groups if not g.prunable and STREAM_REASON[name] in g.reason]
-    assert stream, f"{name}: the residual stream should be blocked because of "\
+    stream = [g for g in graph.groups if (not g.prunable and STREAM_REASON[name] in g.reason)
+              or (g.prunable and STREAM_REASON[name] in g.inexact)]
+    assert stream, f"{name}: the residual stream should be blocked or inexact because of "\
                    f"{STREAM_REASON[name]}"
+
+
+def test_convnext_stream_prunes_with_its_layer_scales_but_not_exactly():
+    """Where a norm over the channels makes exactness impossible: it runs, keeps the output
+    shape, and removes what was planned from every layer and layer scale of the group."""
+    torch.manual_seed(0)
+    model, x = randomize_weights(SMALL["convnext"]()), torch.randn(2, 3, 32, 32)
+    graph = trace(model, x)
+    stream = next(g for g in graph.prunable if g.inexact and g.channels == 16)
+    assert "layer_norm" in stream.inexact
+    assert {m.attr for m in stream.members} >= {"", "layer_scale"}
+    result = prune(model, x, ratio={stream.id: 0.5})
+    assert result.model(x).shape == model(x).shape and lint(result.model, x) == []
+    block = result.model.features[1][0]
+    assert block.layer_scale.shape == (8, 1, 1) and block.block[0].out_channels == 8
+    assert result.model.features[0][0].out_channels == 8
 
 
 def test_vit_loses_whole_heads_and_mlp_width():
