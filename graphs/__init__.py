@@ -5,7 +5,7 @@ Example:
     >>> from graphs import trace
     >>> from surgery.io.models import LeNet
     >>> print(trace(LeNet(), torch.zeros(1, 1, 28, 28)).prunable[0].members[0])
-    Member(module='conv1', role='out', dim=0, indices=((0,), (1,), (2,), (3,), (4,), (5,)))
+    Member(module='conv1', role='out', dim=0, indices=((0,), (1,), (2,), (3,), (4,), (5,)), attr='')
 """
 
 from graphs.errors import TraceError

@@ -91,6 +91,10 @@ class SizeInt(int):
         node.meta["value"] = int(value)
         return self
 
+    def __reduce__(self) -> tuple:
+        """Copies and pickles are plain ints (a model may keep a shape it saw in forward)."""
+        return int, (int(self),)
+
 
 def _arith(op: Callable[[Any, Any], Any], reflected: bool) -> Callable[[SizeInt, Any], Any]:
     def apply(self: SizeInt, other: Any) -> Any:

@@ -15,7 +15,7 @@ Example:
     ...         super().__init__()
     ...         self.qkv, self.proj = torch.nn.Linear(8, 24), torch.nn.Linear(8, 8)
     ...     def forward(self, x):  # (batch, tokens, 8): 2 heads of 4
-    ...         q, k, v = self.qkv(x).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4).unbind(0)
+    ...         q, k, v = self.qkv(x).unflatten(-1, (3, -1, 4)).permute(2, 0, 3, 1, 4).unbind(0)
     ...         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     ...         return self.proj(out.transpose(1, 2).flatten(2))
     >>> heads = next(g for g in trace(Heads(), torch.zeros(1, 5, 8)).prunable if g.channels == 2)

@@ -27,6 +27,7 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
+from graphs.rules_layers import arg
 from graphs.rules_shape import flatten_ids
 from graphs.sizes import evaluate, size_follows
 from graphs.sources import user_source
@@ -35,10 +36,24 @@ from graphs.table import method
 
 def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """The flow after a view/reshape (see the module docstring), or a block with the line."""
+    return _reshape(ctx, node, shape_args(node))
+
+
+def unflatten(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """``x.unflatten(dim, sizes)``: a reshape whose other sizes are the input's own."""
+    before = ctx.shape(node.args[0])
+    dim, sizes = (arg(node, 1, "dim"), arg(node, 2, "sizes"))
+    if before is None or not isinstance(dim, int) or not isinstance(sizes, (list, tuple)):
+        return _reshape(ctx, node, None)
+    dim %= len(before)
+    return _reshape(ctx, node, [-2] * dim + list(sizes) + [-2] * (len(before) - dim - 1))
+
+
+def _reshape(ctx: TraceContext, node: fx.Node, sizes: list | None) -> Flow | None:
+    """``sizes``: what forward() wrote per output dim (-2: kept from the input as it is)."""
     x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
     if x is None or before is None or after is None:
         return None
-    sizes = shape_args(node)
     kept = kept_dim(before, after, x.dim)
     if kept is not None:
         return _checked(ctx, node, sizes, Flow(x.ids, kept), [])
@@ -128,3 +143,4 @@ def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
 
 def register_all(table) -> None:
     table.register([torch.reshape] + method("view", "reshape"), reshape)
+    table.register([torch.unflatten] + method("unflatten"), unflatten)

@@ -40,7 +40,7 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
         scaled = evaluate(ctx, size, x, 2, 7)
         return "" if scaled == 2 * evaluate(ctx, size, x, 1, 1) else "a size computed from " \
             "other dims"
-    if size == -1:
+    if size in (-1, -2):  # -1: inferred; -2: kept from the input as it is (unflatten)
         return ""
     owner, attr = size_attribute(ctx, node, size)
     if not attr:

@@ -75,7 +75,8 @@ def _key_name(key: Any) -> str:
     module = getattr(key, "__module__", None) or "torch"
     name = getattr(key, "__name__", str(key))
     prefix = {"torch.nn.functional": "F", "torch._C._nn": "F", "_operator": "operator",
-              "operator": "operator"}.get(module, "torch" if module.startswith("torch") else module)
+              "operator": "operator"}.get(module, module)
+    prefix = "torch" if prefix.startswith("torch.") else prefix
     return f"{prefix}.{name}"
 
 

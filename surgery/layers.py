@@ -14,7 +14,8 @@ Example:
     >>> layer_kind(nn.ReLU()) is None
     True
     >>> [k.name for k in KINDS]
-    ['attention', 'conv_transpose', 'conv', 'linear', 'batch_norm', 'layer_norm', 'group_norm']
+    ['attention', 'conv_transpose', 'conv', 'linear', 'batch_norm', 'layer_norm', 'group_norm', \
+'rms_norm', 'embedding']
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ KINDS: tuple[LayerKind, ...] = (  # first match wins
               lambda m: math.prod(_normalized(m)), -1, lambda m: _normalized(m)[-1]),
     LayerKind("group_norm", "is an `nn.GroupNorm`", lambda m: isinstance(m, nn.GroupNorm), 0,
               lambda m: m.num_channels, 1, lambda m: m.num_channels),
+    LayerKind("rms_norm", "is an `nn.RMSNorm`", lambda m: isinstance(m, nn.RMSNorm), 0,
+              lambda m: math.prod(_normalized(m)), -1, lambda m: _normalized(m)[-1]),
+    LayerKind("embedding", "is an `nn.Embedding` (its features: weight dim 1)",
+              lambda m: isinstance(m, nn.Embedding), 1, lambda m: m.embedding_dim, None, None),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphs.rules import rule_table_markdown
 from surgery.rebuild.surgeons import surgeon_table_markdown
 
 OVERVIEW = Path(__file__).resolve().parents[1] / "docs" / "OVERVIEW.md"
@@ -19,5 +20,9 @@ def marked_section(text: str, name: str) -> str:
 def test_surgeon_table_matches_the_registry():
     expected = surgeon_table_markdown()
     assert marked_section(OVERVIEW.read_text(), "surgeons") == expected, (
-        "docs/OVERVIEW.md's surgeon table is stale; put this between the surgeons markers:\n"
-        + expected)
+        "docs/OVERVIEW.md's surgeon table is stale: run python docs/generate.py")
+
+
+def test_rule_table_matches_the_registry():
+    assert marked_section(OVERVIEW.read_text(), "rules") == rule_table_markdown(), (
+        "docs/OVERVIEW.md's op -> rule table is stale: run python docs/generate.py")

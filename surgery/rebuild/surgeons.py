@@ -13,7 +13,8 @@ Example:
     >>> rebuild(conv, {0: torch.tensor([0, 2]), 1: torch.tensor([1])})
     Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
     >>> sorted(default_surgeons())
-    ['attention', 'batch_norm', 'conv', 'conv_transpose', 'group_norm', 'layer_norm', 'linear']
+    ['attention', 'batch_norm', 'conv', 'conv_transpose', 'embedding', 'group_norm', \
+'layer_norm', 'linear', 'rms_norm']
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def group_norm(m: nn.Module, keep: Keep) -> nn.Module:
     return respawn(m, keep, {"num_channels": n, "num_groups": groups})
 
 
+def embedding(m: nn.Module, keep: Keep) -> nn.Module:
+    """embedding_dim (weight dim 1); the table's rows stay."""
+    return respawn(m, keep, {"embedding_dim": _size(keep, 1, m.embedding_dim)})
+
+
 class SurgeonTable:
     """Layer kind name (``surgery.layers.KINDS``) -> surgeon; one surgeon per kind."""
 
@@ -112,7 +118,8 @@ def default_surgeons() -> SurgeonTable:
     table = SurgeonTable()
     for kind, surgeon in (("attention", multihead_attention), ("conv_transpose", conv_transpose),
                           ("conv", conv), ("linear", linear), ("batch_norm", batch_norm),
-                          ("layer_norm", layer_norm), ("group_norm", group_norm)):
+                          ("layer_norm", layer_norm), ("group_norm", group_norm),
+                          ("rms_norm", layer_norm), ("embedding", embedding)):
         table.register(kind, surgeon)
     return table
 

@@ -44,8 +44,12 @@ class OracleCheck:
     output_scale: float  # mean |output| of the killed model: ~0 makes the comparison vacuous
 
 
-def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) -> OracleCheck:
+def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0,
+          at: str | None = None) -> OracleCheck:
     """Kill floor(ratio*C) random channels per group of ``model`` (in place), prune, compare.
+
+    ``at`` names a submodule whose output is compared instead of the model's (a detector's
+    head: post-processing such as NMS turns 1e-7 differences into other boxes).
 
     Example:
         >>> from surgery.io.models import LeNet
@@ -57,13 +61,10 @@ def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) ->
     """
     graph = trace(model, example_inputs)
     dead = kill_channels(model, graph, ratio, seed=seed)
-    with torch.no_grad():
-        expected = tensors_of(call_model(model, example_inputs))
     exact = {g.id: ratio for g in graph.prunable if not g.inexact}
     result = prune(model, example_inputs, ratio=exact if len(exact) < len(graph.prunable)
                    else ratio)
-    with torch.no_grad():
-        got = tensors_of(call_model(result.model, example_inputs))
+    expected, got = (outputs_at(m, example_inputs, at) for m in (model, result.model))
     same = [g.shape for g in got] == [e.shape for e in expected]
     error = max((relative_error(g, e) for g, e in zip(got, expected)), default=0.0) \
         if same else float("inf")
@@ -72,6 +73,24 @@ def check(model: nn.Module, example_inputs: Any, ratio: float, seed: int = 0) ->
                         if g.removed_channels or g.group in exact},
                        error, same, float(torch.cat([e.flatten().abs() for e in expected])
                                           .mean()) if expected else 0.0)
+
+
+def outputs_at(model: nn.Module, example_inputs: Any, at: str | None) -> list[torch.Tensor]:
+    """The float tensors ``model`` (or its submodule ``at``, on its first call) outputs."""
+    seen: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, args: Any, output: Any) -> None:
+        if not seen:
+            seen.extend(tensors_of(output))
+
+    handle = model.get_submodule(at).register_forward_hook(keep) if at else None
+    try:
+        with torch.no_grad():
+            output = call_model(model, example_inputs)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return seen if at else tensors_of(output)
 
 
 def tensors_of(output: Any) -> list[torch.Tensor]:

@@ -112,7 +112,7 @@ def test_every_kind_has_one_surgeon_and_register_refuses_duplicates():
     with pytest.raises(SurgeryError, match="already has a surgeon"):
         table.register("linear", linear)
     with pytest.raises(SurgeryError, match="unknown layer kind"):
-        SurgeonTable().register("embedding", linear)
+        SurgeonTable().register("transformer_block", linear)
     with pytest.raises(SurgeryError, match="no surgeon for ReLU"):
         rebuild(nn.ReLU(), {0: OUT})
 
