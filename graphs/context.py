@@ -87,6 +87,16 @@ class TraceContext:
         return None
 
 
+def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+    """Argument ``index`` of ``node``, or keyword ``name``, or ``default``."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def op_name(node: fx.Node) -> str:
+    """The op of a node in words: a method name, or a function's name."""
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
+
+
 def _flatten_values(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for v in values:

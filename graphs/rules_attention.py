@@ -29,9 +29,8 @@ import numpy as np
 from torch import fx, nn
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, arg
 from graphs.model import IN, OUT
-from graphs.rules_layers import arg
 
 
 def head_rows(num_heads: int, head_dim: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

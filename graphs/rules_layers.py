@@ -30,16 +30,11 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, arg, op_name
 from graphs.model import IN, OUT
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
-
-
-def arg(node: fx.Node, index: int, name: str, default=None):
-    """Argument ``index`` of ``node``, or keyword ``name``, or ``default``."""
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
 def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict) -> str | None:
@@ -55,16 +50,16 @@ def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict
         target = value.target if isinstance(value, fx.Node) and value.op == "get_attr" else ""
         owner, _, leaf = target.rpartition(".")
         if leaf != attr or not isinstance(ctx.params.get(target), torch.Tensor):
-            ctx.reject(node, _name(node), f"{attr} is not a layer's own {attr!r} tensor")
+            ctx.reject(node, op_name(node), f"{attr} is not a layer's own {attr!r} tensor")
             return None
         owners.add(owner)
     if len(owners) > 1:
-        ctx.reject(node, _name(node), f"its tensors belong to several modules {sorted(owners)}")
+        ctx.reject(node, op_name(node), f"its tensors belong to several modules {sorted(owners)}")
         return None
     owner = owners.pop() if owners else ""
     if owner and not isinstance(ctx.root.get_submodule(owner), base):
         kind = type(ctx.root.get_submodule(owner)).__name__
-        ctx.reject(node, _name(node), f"called with the tensors of {owner!r} ({kind}), which is "
+        ctx.reject(node, op_name(node), f"called with the tensors of {owner!r} ({kind}), which is "
                                       f"not a {_names(base)}")
         return None
     return owner
@@ -74,10 +69,6 @@ def _names(base: type | tuple) -> str:
     return " or ".join(b.__name__ for b in (base if isinstance(base, tuple) else (base,)))
 
 
-def _name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
-
-
 def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """Conv: consumes input channels (weight dim 1), produces new ones (dim 0); depthwise passes."""
     x, weight = ctx.flow(node.args[0]), arg(node, 1, "weight")
@@ -85,7 +76,7 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if name is None:
         return None
     if not name:
-        return ctx.reject(node, _name(node), "no weight")
+        return ctx.reject(node, op_name(node), "no weight")
     groups, (out_ch, per_group) = arg(node, 6, "groups", 1), ctx.shape(weight)[:2]
     if x is None or x.dim != 1:
         x = untracked_input(ctx, node, x, per_group * groups)
@@ -127,7 +118,7 @@ def conv_transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if name is None:
         return None
     if not name or arg(node, 6, "groups", 1) != 1:
-        return ctx.reject(node, _name(node), "grouped")
+        return ctx.reject(node, op_name(node), "grouped")
     if x is None or x.dim != 1:
         x = untracked_input(ctx, node, x, ctx.shape(weight)[0])
     ctx.calls[name] += 1
@@ -204,10 +195,10 @@ def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) 
     if x is None or shape is None:
         return None
     if len(arg(node, 1, "normalized_shape", ())) != 1 or x.dim != len(shape) - 1:
-        return ctx.reject(node, _name(node), "normalises more than the channel dimension")
+        return ctx.reject(node, op_name(node), "normalises more than the channel dimension")
     name = owner_of(ctx, node, base, tensors)
     if name is not None:
-        ctx.sets.approximate(x.ids, f"{_name(node)} over the channels at node {node.name}")
+        ctx.sets.approximate(x.ids, f"{op_name(node)} over the channels at node {node.name}")
     return None if name is None else _norm_member(ctx, name, x)
 
 

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
-from graphs.rules_layers import arg
+from graphs.context import TraceContext, arg
 from graphs.table import method
 
 

@@ -26,8 +26,7 @@ import torch
 from torch import fx
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
-from graphs.rules_layers import arg
+from graphs.context import TraceContext, arg
 from graphs.rules_shape import flatten_ids
 from graphs.sizes import evaluate, size_follows
 from graphs.sources import user_source

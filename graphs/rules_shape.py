@@ -9,14 +9,10 @@ import torch
 from torch import fx
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, arg, op_name
 from graphs.sizes import size_follows
 from graphs.sources import user_source
 from graphs.table import method
-
-
-def _arg(node: fx.Node, index: int, name: str, default):
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
 def flatten_ids(x: Flow, shape: tuple[int, ...], start: int, end: int) -> Flow:
@@ -45,7 +41,7 @@ def _flatten(ctx: TraceContext, node: fx.Node, start: int, end: int) -> Flow | N
 
 
 def flatten_function(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    return _flatten(ctx, node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+    return _flatten(ctx, node, arg(node, 1, "start_dim", 0), arg(node, 2, "end_dim", -1))
 
 
 def _at(node: fx.Node) -> str:
@@ -57,7 +53,7 @@ def permute(ctx: TraceContext, node: fx.Node) -> Flow | None:
     x = ctx.flow(node.args[0])
     if x is None:
         return None
-    dims = node.args[1:] if len(node.args) > 2 else _arg(node, 1, "dims", None)
+    dims = node.args[1:] if len(node.args) > 2 else arg(node, 1, "dims", None)
     nd = len(ctx.shape(node))
     order = [d % nd for d in dims]
     return Flow(x.ids, order.index(x.dim))
@@ -67,17 +63,17 @@ def transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
     x, shape = ctx.flow(node.args[0]), ctx.shape(node)
     if x is None or shape is None:
         return None
-    a, b = (_arg(node, 1, "dim0", 0) % len(shape), _arg(node, 2, "dim1", 1) % len(shape))
+    a, b = (arg(node, 1, "dim0", 0) % len(shape), arg(node, 2, "dim1", 1) % len(shape))
     return Flow(x.ids, b if x.dim == a else a if x.dim == b else x.dim)
 
 
 def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """Concatenation along the channel dim stacks the layouts; along another dim couples them."""
-    parts, shape = _arg(node, 0, "tensors", []), ctx.shape(node)
+    parts, shape = arg(node, 0, "tensors", []), ctx.shape(node)
     flows = [ctx.flow(p) for p in parts]
     if shape is None:
         return None
-    dim = _arg(node, 1, "dim", 0) % len(shape)
+    dim = arg(node, 1, "dim", 0) % len(shape)
     if all(f is None for f in flows):  # no operand carries channels
         return None
     if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
@@ -100,20 +96,20 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
     x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
     if x is None or not isinstance(metas, (tuple, list)) or hasattr(metas, "shape"):
         return None
-    dim = _arg(node, 2, "dim", 0) % len(ctx.shape(node.args[0]))
+    dim = arg(node, 2, "dim", 0) % len(ctx.shape(node.args[0]))
     if dim != x.dim:
         return tuple(x for _ in metas)
     sizes = [m.shape[dim] for m in metas]
     bounds = np.cumsum([0] + sizes)
     pieces = tuple(Flow(x.ids[bounds[i]:bounds[i + 1]], dim) for i in range(len(sizes)))
-    by_count = _method_name(node) in ("chunk", "tensor_split") \
-        and isinstance(_arg(node, 1, "chunks", None), int) \
-        and len(sizes) == _arg(node, 1, "chunks", None)
+    by_count = op_name(node) in ("chunk", "tensor_split") \
+        and isinstance(arg(node, 1, "chunks", None), int) \
+        and len(sizes) == arg(node, 1, "chunks", None)
     if len(set(sizes)) == 1 and (by_count or _equal_pieces_follow(ctx, node, pieces[0])):
         for piece in pieces[1:]:
             ctx.sets.union(pieces[0].ids, piece.ids)
     elif x.size > 1:
-        ctx.sets.block(x.ids, f"{_method_name(node)} at node {node.name} splits channels into "
+        ctx.sets.block(x.ids, f"{op_name(node)} at node {node.name} splits channels into "
                               f"fixed sizes {sizes}{_at(node)}")
     return pieces
 
@@ -121,15 +117,11 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
 def _equal_pieces_follow(ctx: TraceContext, node: fx.Node, piece: Flow) -> bool:
     """``x.split(size)`` into equal pieces, with ``size`` that follows pruning: read from the
     channel count, or ``self.split_size`` (then a SIZE member, set to the kept piece width)."""
-    size = _arg(node, 1, "split_size_or_sections", _arg(node, 1, "split_size", None))
+    size = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
     x = ctx.flow(node.args[0])
     if isinstance(size, (list, tuple)) or size is None:
         return False
     return not size_follows(ctx, node, size, piece, x)
-
-
-def _method_name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else node.target.__name__
 
 
 def getitem(ctx: TraceContext, node: fx.Node):
@@ -163,7 +155,7 @@ def unsqueeze(ctx: TraceContext, node: fx.Node) -> Flow | None:
     x, shape = ctx.flow(node.args[0]), ctx.shape(node)
     if x is None or shape is None:
         return None
-    d = _arg(node, 1, "dim", 0) % len(shape)
+    d = arg(node, 1, "dim", 0) % len(shape)
     return Flow(x.ids, x.dim + 1 if d <= x.dim else x.dim)
 
 
@@ -183,7 +175,7 @@ def unbind(ctx: TraceContext, node: fx.Node) -> tuple | None:
     x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
     if x is None or not isinstance(metas, (tuple, list)):
         return None
-    dim = _arg(node, 1, "dim", 0) % len(ctx.shape(node.args[0]))
+    dim = arg(node, 1, "dim", 0) % len(ctx.shape(node.args[0]))
     if dim == x.dim:
         ctx.sets.block(x.ids, f"unbind at node {node.name} takes channels apart{_at(node)}")
         return None

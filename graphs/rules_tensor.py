@@ -10,7 +10,7 @@ from torch import fx
 from torchvision.ops import stochastic_depth
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, op_name
 from graphs.table import method
 
 BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
@@ -43,10 +43,6 @@ REDUCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin]
 REDUCTION_METHODS = method("mean", "sum", "amax", "amin")
 
 
-def _name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "?")
-
-
 def unary(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """First argument's channels pass through; anything else must not change the channel dim."""
     x = ctx.flow(node.args[0]) if node.args else None
@@ -54,9 +50,9 @@ def unary(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or shape_out is None:
         return None
     if shape_in is None or len(shape_in) != len(shape_out) or shape_out[x.dim] != x.size:
-        return ctx.reject(node, _name(node), "changes the channel dimension")
+        return ctx.reject(node, op_name(node), "changes the channel dimension")
     if x.size > 1 and any(_broadcasts_over(ctx, a, x, shape_out) for a in node.args[1:]):
-        return ctx.reject(node, _name(node), "second operand varies over channels")
+        return ctx.reject(node, op_name(node), "second operand varies over channels")
     return x
 
 
@@ -84,7 +80,7 @@ def elementwise(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if not full:
         return next((Flow(f.ids, pos) for f, pos in aligned if f.size == out_shape[pos]), None)
     if len(full) > 1:
-        return ctx.reject(node, _name(node), "operands carry channels on different dims")
+        return ctx.reject(node, op_name(node), "operands carry channels on different dims")
     pos = full.pop()
     keep = [f for f, p in aligned if p == pos and f.size == out_shape[pos]]
     for f in keep[1:]:
@@ -94,7 +90,7 @@ def elementwise(ctx: TraceContext, node: fx.Node) -> Flow | None:
         at = pos - (len(out_shape) - len(shape))
         tracked_here = f is not None and f.dim == at
         if 0 <= at < len(shape) and shape[at] > 1 and not tracked_here:
-            ctx.sets.block(keep[0].ids, f"{_name(node)} at node {node.name} mixes channels with "
+            ctx.sets.block(keep[0].ids, f"{op_name(node)} at node {node.name} mixes channels with "
                                         f"an untracked tensor {a.name}")
     return Flow(keep[0].ids, pos)
 
@@ -107,7 +103,7 @@ def reduction(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or shape_in is None:
         return None
     if dims is None:
-        return ctx.reject(node, _name(node), "reduces over every dim")
+        return ctx.reject(node, op_name(node), "reduces over every dim")
     dims = [d % len(shape_in) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
     if x.dim in dims:
         return _over_channels(ctx, node, x, keepdim)
@@ -118,9 +114,9 @@ def _over_channels(ctx: TraceContext, node: fx.Node, x: Flow, keepdim: bool) -> 
     """A statistic over the channels (the mean of an RMSNorm): no channels left. A sum is exact
     (dead channels add 0); a mean or max is not (the count or the max changes)."""
     if not keepdim:
-        return ctx.reject(node, _name(node), "reduces the channel dim away")
-    if _name(node) != "sum":
-        ctx.sets.approximate(x.ids, f"{_name(node)} over the channels at node {node.name}")
+        return ctx.reject(node, op_name(node), "reduces the channel dim away")
+    if op_name(node) != "sum":
+        ctx.sets.approximate(x.ids, f"{op_name(node)} over the channels at node {node.name}")
     return None
 
 
