@@ -9,6 +9,7 @@ Example:
     True
 """
 
+from surgery.dynamic import DynamicPruner
 from surgery.errors import SurgeryError
 from surgery.export import export_onnx, export_program
 from surgery.flops import FlopCount, count_flops, count_params
@@ -19,6 +20,7 @@ from surgery.prune import PruneResult, apply_plan, prune
 from surgery.saving import load, save
 
 __all__ = [
+           "DynamicPruner",
            "FlopCount",
            "Latency",
            "Plan",
