@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from graphs.trace import trace
+from surgery.budget import TOLERANCE
 from surgery.errors import SurgeryError
 from surgery.flops import count_flops, count_params
 from surgery.importance import CRITERIA
@@ -169,8 +170,10 @@ class DynamicPruner:
         if s.target_macs is not None:
             goal = round(self._dense_macs - fraction * (self._dense_macs - s.target_macs))
             current = count_flops(self.module, self.example_inputs).total
+            # a step smaller than target_macs' 2% tolerance would overshoot: wait (not at end)
+            small = current - goal < TOLERANCE * current and self.t < self._todo[-1]
             return {"target_macs": goal, "global_ranking": s.global_ranking} \
-                if goal < current else None
+                if goal < current and not small else None
         groups = self._groups()
         if s.global_ranking:
             dense = sum(self._dense_channels.values())
