@@ -11,7 +11,10 @@ scalars (``step``) are kept. An LR scheduler bound to the optimizer stays bound.
 Which entries of a parameter survive is read, not re-derived: a throw-away float64 copy of the
 model whose parameters hold their own flat indices is rebuilt through the same ``apply_plan``,
 so whatever a surgeon does (conv, linear, norms, attention heads), the new parameter holds the
-flat indices of the old entries it kept (exact up to 2**53 entries).
+flat indices of the old entries it kept (exact up to 2**53 entries). Parameters that group
+members name (``Member.attr``: a layer scale, a class token, GPT-2 Conv1D's weight) are cut by
+``apply_plan`` too and read the same way; a SIZE member (an int attribute) has no state. Groups
+over a norm (``Group.inexact``) are cut exactly as ``prune()`` cuts them.
 
 Example:
     >>> import torch

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from graphs import trace
 from surgery.errors import SurgeryError
 from surgery.io.models import LeNet
-from surgery.plan.saliency import accumulate, make_accumulator
+from surgery.plan.saliency import accumulate, criterion, make_accumulator
 from surgery.plan.taylor import taylor_saliency
 
 X = torch.zeros(1, 1, 28, 28)
@@ -67,6 +68,27 @@ def test_accumulate_leaves_grads_and_weights_alone():
     assert torch.equal(model.fc1.weight.grad, torch.ones_like(model.fc1.weight))
     assert model.conv1.weight.grad is None
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+class Scaled(nn.Module):
+    """Linear(4 -> 8), a layer scale on the root, Linear(8 -> 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.gamma = nn.Parameter(torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x) * self.gamma))
+
+
+def test_criterion_counts_the_parameters_members_name():
+    model = Scaled()
+    ones = {n: torch.ones_like(p, dtype=torch.float64) for n, p in model.named_parameters()}
+    group = trace(model, torch.zeros(1, 4)).prunable[0]
+    assert {m.attr for m in group.members} == {"", "gamma"}
+    # per channel: 4 fc1 weights + fc1 bias + gamma + 3 fc2 weights
+    assert criterion(ones)(model, group).tolist() == [9.0] * 8
 
 
 def test_errors():

@@ -161,6 +161,36 @@ def test_seven_accumulator_is_sliced_with_the_model():
     assert set(acc.totals) == {n for n, _ in model.named_parameters()}  # one step since
 
 
+class Scaled(nn.Module):
+    """Linear(4 -> 8), a layer scale on the root (a member by name), Linear(8 -> 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x) * self.gamma))
+
+
+def test_named_parameters_keep_their_optimizer_and_seven_state_through_pruning():
+    torch.manual_seed(0)
+    model = Scaled()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    pruner = DynamicPruner(model, torch.zeros(1, 4), opt, ratio=0.5, end=4, every=2)
+    for _ in range(5):
+        opt.zero_grad(set_to_none=True)
+        x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+        nn.functional.cross_entropy(pruner.model(x), y).backward()
+        opt.step()
+        pruner.step()
+    assert [e.step for e in pruner.events] == [2, 4] and model.gamma.shape == (4,)
+    assert opt.state[model.gamma]["exp_avg"].shape == (4,)
+    assert pruner.accumulator.m["gamma"].shape == (4,)
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == \
+        {id(p) for p in model.parameters()}
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({}, "exactly one"),
     ({"ratio": 0.5, "schedule": "exp"}, "schedule"),
