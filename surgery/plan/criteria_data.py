@@ -1,7 +1,7 @@
 """Criteria that need data: activation statistics (APoZ, mean activation) and a diagonal Hessian.
 
-Like ``surgery.plan.taylor.taylor``, each is a factory ``(model, batches) -> criterion`` whose result
-goes to ``prune(importance=...)``; ``DATA_CRITERIA`` lists them by name.
+Like ``surgery.plan.taylor.taylor``, each is a factory ``(model, batches) -> criterion`` whose
+result goes to ``prune(importance=...)``; ``DATA_CRITERIA`` lists them by name.
 
 - ``apoz``: one minus the Average Percentage of Zeros after the activation (Hu et al. 2016):
   channels that are mostly zero after ReLU score low. Activations are read with forward hooks on

@@ -5,9 +5,9 @@ student distributions (scaled by T**2 so its gradients keep their size as T chan
 ordinary cross-entropy on the labels:
 ``alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)``.
 
-``distill_loss(teacher)`` gives a ``loss_fn(logits, labels, inputs)`` for ``surgery.recover.train``'s
-``loss_fn=`` keyword; ``finetune_distilled`` is ``finetune`` with it. The teacher runs in eval
-mode without gradients and is never changed.
+``distill_loss(teacher)`` gives a ``loss_fn(logits, labels, inputs)`` for
+``surgery.recover.train``'s ``loss_fn=`` keyword; ``finetune_distilled`` is ``finetune`` with
+it. The teacher runs in eval mode without gradients and is never changed.
 
 Example:
     >>> import torch

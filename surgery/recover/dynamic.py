@@ -1,11 +1,12 @@
 """Prune during training (SEVENdyn): shrink the model on a schedule, carrying the optimizer.
 
 ``DynamicPruner`` is called after every ``optimizer.step()``. Between pruning steps it
-accumulates a per-weight saliency from the gradients (``surgery.plan.saliency``: "seven", "taylor",
-"hessian"; "l1" and the other ``surgery.plan.importance`` names need none). At a pruning step it
-prunes ``model`` in place (its layers replaced by smaller ones) and rewrites the optimizer in
-place (``surgery.recover.optim_state``): param groups and their options kept, momentum / Adam moments
-sliced to the kept channels, ``step`` counts kept, an LR scheduler stays bound.
+accumulates a per-weight saliency from the gradients (``surgery.plan.saliency``: "seven",
+"taylor", "hessian"; "l1" and the other ``surgery.plan.importance`` names need none). At a
+pruning step it prunes ``model`` in place (its layers replaced by smaller ones) and rewrites the
+optimizer in place (``surgery.recover.optim_state``): param groups and their options kept,
+momentum / Adam moments sliced to the kept channels, ``step`` counts kept, an LR scheduler
+stays bound.
 
 Schedule: pruning steps at ``start + every, start + 2 * every, ...`` up to ``end`` (``end``
 always included); the fraction of the final removal reached at step t is, with

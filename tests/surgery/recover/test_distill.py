@@ -1,4 +1,5 @@
-"""Tests for surgery.recover.distill: the loss against its definition, training with a teacher, CLI."""
+"""Tests for surgery.recover.distill: the loss against its definition, training with a teacher,
+the CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for surgery.recover.optim_state: one step after a prune equals the step of a model built small.
+"""Tests for surgery.recover.optim_state: one step after a prune equals the step of a model built
+small.
 
 The reference is built independently of the index-shadow mechanism: a fresh LeNet with the
 pruned widths whose weights and optimizer state are ``index_select``ed from the dense ones with
