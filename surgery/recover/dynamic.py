@@ -14,7 +14,9 @@ always included); the fraction of the final removal reached at step t is, with
 linear ``p``; one-shot prunes everything once, at ``end``. With ``ratio`` every group loses
 floor(fraction * ratio * C) of its dense C channels by step t (exactly floor(ratio * C) at the
 end; with ``global_ranking`` the fraction is of all channels); with ``target_macs`` the MACs
-fall by the fraction of (dense - target).
+fall by the fraction of (dense - target); before the last step, a step is skipped when it is
+smaller than the 2% MAC tolerance or when its prune would land below the final target's window
+(channels left late in the schedule can be coarse: waiting lets a later step land inside it).
 
 Under DDP (pass the ``DistributedDataParallel`` wrapper) the accumulated scores are all-reduced
 (averaged) before ranking, so every rank removes the same channels, and the wrapper is rebuilt
@@ -53,7 +55,8 @@ from surgery.measure.flops import count_flops, count_params
 from surgery.plan.importance import CRITERIA
 from surgery.plan.saliency import ACCUMULATORS, criterion, make_accumulator
 from surgery.plan.target import TOLERANCE
-from surgery.recover.optim_state import prune_with_optimizer, slice_named
+from surgery.prune import prune
+from surgery.recover.optim_state import apply_with_optimizer, slice_named
 
 SCHEDULES: dict[str, Callable[[float], float]] = {
     "cubic": lambda p: 1 - (1 - p) ** 3,
@@ -157,12 +160,11 @@ class DynamicPruner:
             return False
         fraction = self.settings.fraction(self.t)
         budget = self._budget(fraction)
-        if budget is not None:
-            self._shrink(budget)
+        pruned = budget is not None and self._shrink(budget)
         self.events.append(Event(self.t, fraction, count_flops(self.module,
                                                                self.example_inputs).total,
                                  count_params(self.module)))
-        return budget is not None
+        return pruned
 
     def _budget(self, fraction: float) -> dict | None:
         """prune() keywords reaching ``fraction`` of the final removal; None if nothing to do."""
@@ -188,19 +190,26 @@ class DynamicPruner:
                 ratios[g.id] = remove / g.channels
         return {"ratio": ratios} if ratios else None
 
-    def _shrink(self, budget: dict) -> None:
+    def _shrink(self, budget: dict) -> bool:
+        """Prune a copy with ``budget``; take its plan (model and optimizer, in place) unless
+        it would pass the final MAC target before the last step (then wait: the channels left
+        may be coarse, and a later, larger step may land inside the target's window)."""
         importance = self.settings.importance
         if self.accumulator is not None:
-            totals = _all_reduced(self.accumulator.totals)
-            importance = criterion(totals, importance)
-        shrink = prune_with_optimizer(self.module, self.example_inputs, self.optimizer,
-                                      importance=importance, **budget)
+            importance = criterion(_all_reduced(self.accumulator.totals), importance)
+        result = prune(self.module, self.example_inputs, importance=importance, **budget)
+        final = self.settings.target_macs
+        if final is not None and self.t < self._todo[-1] and \
+                count_flops(result.model, self.example_inputs).total < (1 - TOLERANCE) * final:
+            return False
+        kept = apply_with_optimizer(self.module, result.plan, self.optimizer)
         shapes = {n: p.shape for n, p in self.module.named_parameters()}
         if self.accumulator is not None:
-            self.accumulator.map_tensors(lambda d: slice_named(d, shrink.kept, shapes))
+            self.accumulator.map_tensors(lambda d: slice_named(d, kept, shapes))
             self.accumulator.reset()
         if isinstance(self.model, DistributedDataParallel):
             self.model = _rewrap(self.model)
+        return True
 
     def _groups(self):
         return trace(self.module, self.example_inputs).prunable

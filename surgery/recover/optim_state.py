@@ -139,6 +139,31 @@ def remap_optimizer(optimizer: torch.optim.Optimizer, old: Mapping[str, nn.Param
             for key, v in state.items()}
 
 
+def apply_with_optimizer(model: nn.Module, plan: Plan,
+                         optimizer: torch.optim.Optimizer | None = None) -> KeptIndices:
+    """``apply_plan(model, plan)`` in place, carrying ``optimizer``; returns the kept indices.
+
+    For a plan made on a copy of ``model`` (``prune(model, x)`` without ``inplace``), e.g. to
+    look at the pruned copy before committing to it.
+
+    Example:
+        >>> import torch
+        >>> from surgery.io.models import LeNet
+        >>> model = LeNet()
+        >>> result = prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5)  # model untouched
+        >>> kept = apply_with_optimizer(model, result.plan)
+        >>> planned = result.plan.groups[0].members[0].kept
+        >>> model.conv1.out_channels, kept["conv1.bias"].tolist() == planned
+        (3, True)
+    """
+    old = dict(model.named_parameters())
+    kept = read_kept(index_model(model), plan)
+    apply_plan(model, plan)
+    if optimizer is not None:
+        remap_optimizer(optimizer, old, dict(model.named_parameters()), kept)
+    return kept
+
+
 def prune_with_optimizer(model: nn.Module, example_inputs: Any,
                          optimizer: torch.optim.Optimizer | None = None,
                          **prune_options: Any) -> Shrink:

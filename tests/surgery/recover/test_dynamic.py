@@ -125,6 +125,28 @@ def test_target_macs_lands_within_two_percent():
     assert opt.state[p]["exp_avg"].shape == opt.state[p]["exp_avg_sq"].shape == p.shape
 
 
+def test_an_intermediate_step_that_would_pass_the_final_target_waits():
+    """Coarse channels (each 1,224 of 4,896 MACs): the target 4,272 lies between two levels.
+    The step at fraction 0.5 (goal 4,584) could only land on 3,672, below the final target's
+    2% window: it waits; the last step takes it (prune() goes under a target it cannot hit)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    x = torch.zeros(1, 1, 10, 10)
+    assert count_flops(model, x).total == 4 * (8 * 8 * 9 + 6 * 6 * 2 * 9) == 4896
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    pruner = DynamicPruner(model, x, opt, target_macs=4272, importance="l1",
+                           schedule="linear", end=4, every=2)
+    pruned = []
+    for _ in range(4):
+        opt.zero_grad(set_to_none=True)
+        pruner.model(torch.randn(2, 1, 10, 10)).square().mean().backward()
+        opt.step()
+        pruned.append(pruner.step())
+    assert pruned == [False, False, False, True]
+    assert [(e.step, e.macs) for e in pruner.events] == [(2, 4896), (4, 3672)]
+    assert opt.state[model[0].weight]["momentum_buffer"].shape == (3, 1, 3, 3)
+
+
 def test_param_groups_scheduler_and_frozen_params_survive():
     torch.manual_seed(0)
     model = LeNet()
