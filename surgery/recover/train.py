@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -66,6 +66,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     masks: dict[str, Tensor] | None = None,
+    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy and return it.
 
@@ -73,6 +74,7 @@ def train(
     ``masks`` (parameter name -> 0/1 tensor) are applied before training and after every
     optimiser step, so masked weights stay exactly zero. ``seed`` goes to ``torch.manual_seed``.
     Under torch.distributed each rank trains on its shard with ``loader.batch_size``.
+    ``loss_fn(logits, labels, images)`` replaces cross-entropy (e.g. ``surgery.distill``).
 
     Example:
         >>> from surgery.recover.data import load_mnist, loaders
@@ -91,7 +93,7 @@ def train(
     with _train_mode(model):
         for epoch in range(epochs):
             batches = _epoch_batches(loader, sampler, epoch, epochs, progress)
-            _run_epoch(net, model, opt, masks, batches)
+            _run_epoch(net, model, opt, masks, batches, loss_fn)
     return model
 
 
@@ -117,13 +119,16 @@ def finetune(
     return train(model, loader, masks=masks, **kwargs)
 
 
-def _run_epoch(net, model, opt, masks, batches) -> None:
+def _run_epoch(net, model, opt, masks, batches, loss_fn=None) -> None:
     """One pass over ``batches``; ``net`` is ``model`` or its DDP wrapper."""
     device = _device_of(model)
-    loss_fn = nn.CrossEntropyLoss()
+    cross_entropy = nn.CrossEntropyLoss()
     for images, labels in batches:
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(images.to(device)), labels.to(device))
+        images, labels = images.to(device), labels.to(device)
+        logits = net(images)
+        loss = cross_entropy(logits, labels) if loss_fn is None else \
+            loss_fn(logits, labels, images)
         loss.backward()
         opt.step()
         if masks:

@@ -1,0 +1,174 @@
+"""Prune after, during or before training, at equal MACs removed and equal total epochs.
+
+Every method trains for the same --epochs with the same optimizer (SGD, momentum 0.9, lr 0.05,
+cosine-annealed over all epochs, batch 64) on the 4,000-image MNIST subset split, and ends at the
+same MAC target (global ranking, ``target_macs``):
+
+- ``post`` (post-training): dense for epochs - --ft-epochs, one prune (l1), then fine-tune with the
+  optimizer carried (``prune_with_optimizer``); ``post+kd``: the same, fine-tuned with the dense
+  model at the prune as teacher (T 4, alpha 0.5, ``surgery.recover.distill``);
+- ``during/<criterion>`` (SEVENdyn): ``DynamicPruner``, cubic schedule from the end of epoch 1 to
+  the end of epoch epochs - --ft-epochs, pruning every quarter epoch, then the same fine-tune
+  epochs at the final size;
+- ``at-init`` (SEVENpre): ``prune_at_init`` with seven scores from 8 batches, then all epochs.
+
+Seeds 0..n-1 (model init and batch order); the table gives mean and spread (min..max).
+
+Usage:
+    .venv/bin/python benchmarks/accuracy_dynamic.py --models lenet --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from _common import markdown_table, write_marked_section
+from accuracy import resnet18_mnist
+from torch import nn
+
+from surgery.io.models import LeNet
+from surgery.measure.flops import count_flops
+from surgery.recover.at_init import prune_at_init
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.distill import distill_loss
+from surgery.recover.dynamic import DynamicPruner
+from surgery.recover.optim_state import prune_with_optimizer
+from surgery.recover.train import evaluate
+
+HERE = Path(__file__).resolve().parent
+X = torch.zeros(1, 1, 28, 28)
+KEEP = {"lenet": 0.30, "resnet18": 0.50}  # MACs kept: 70% / 50% removed
+METHODS = ("post", "post+kd", "during/seven", "during/taylor", "during/l1", "at-init")
+
+
+def build(name: str) -> nn.Module:
+    return LeNet() if name == "lenet" else resnet18_mnist()
+
+
+def epoch(model, opt, sched, loader, pruner=None, loss_fn=None) -> None:
+    model.train()
+    for images, labels in loader:
+        net = pruner.model if pruner else model
+        opt.zero_grad(set_to_none=True)
+        logits = net(images)
+        loss = loss_fn(logits, labels, images) if loss_fn else \
+            nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        opt.step()
+        if pruner:
+            pruner.step()
+        sched.step()
+
+
+def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
+        train_loader, test_loader) -> dict:
+    torch.manual_seed(seed)
+    train_loader.generator.manual_seed(seed)
+    model = build(model_name)
+    target = int(KEEP[model_name] * count_flops(model, X).total)
+    per_epoch = len(train_loader)
+    if method == "at-init":
+        prune_at_init(model, X, train_loader, "seven", target_macs=target, global_ranking=True,
+                      inplace=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
+    pruner = None
+    if method.startswith("during/"):
+        pruner = DynamicPruner(model, X, opt, target_macs=target, importance=method[7:],
+                               start=per_epoch, end=(epochs - ft_epochs) * per_epoch,
+                               every=max(per_epoch // 4, 1), scheduler=sched,
+                               global_ranking=True)
+    loss_fn = None
+    for e in range(epochs):
+        if method.startswith("post") and e == epochs - ft_epochs:
+            teacher = copy.deepcopy(model).eval()
+            prune_with_optimizer(model, X, opt, target_macs=target, importance="l1",
+                                 global_ranking=True)
+            loss_fn = distill_loss(teacher) if method == "post+kd" else None
+        epoch(model, opt, sched, train_loader, pruner, loss_fn)
+    return {"model": model_name, "method": method, "seed": seed,
+            "macs_kept": count_flops(model, X).total / count_flops(build(model_name), X).total,
+            "accuracy": evaluate(model, test_loader)}
+
+
+def summarise(rows: list[dict], epochs: int, ft_epochs: int) -> str:
+    header = ["model", "method", "MACs removed", "accuracy mean", "spread (min..max)", "seeds"]
+    body = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for method in METHODS:
+            mine = [r for r in rows if r["model"] == model and r["method"] == method]
+            if not mine:
+                continue
+            acc = [r["accuracy"] * 100 for r in mine]
+            removed = statistics.mean(1 - r["macs_kept"] for r in mine)
+            body.append([model, method, f"{removed:.1%}", f"{statistics.mean(acc):.2f}%",
+                         f"{min(acc):.1f}..{max(acc):.1f}", str(len(mine))])
+    return (markdown_table(header, body) + f"\n\n{epochs} epochs in total for every method; "
+            f"post-training prunes after {epochs - ft_epochs} and fine-tunes {ft_epochs}; "
+            f"during-training prunes (cubic) from epoch 1 to {epochs - ft_epochs}.\n")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for i, method in enumerate(METHODS):
+            acc = [r["accuracy"] * 100 for r in rows if r["model"] == model
+                   and r["method"] == method]
+            ax.scatter([i] * len(acc), acc, alpha=0.6)
+            if acc:
+                ax.plot([i - 0.2, i + 0.2], [statistics.mean(acc)] * 2, color="k")
+        ax.set_xticks(range(len(METHODS)), METHODS, rotation=20)
+        ax.set(title=f"{model}: {1 - KEEP[model]:.0%} MACs removed", ylabel="test accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["lenet"], choices=sorted(KEEP))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--ft-epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train_loader, test_loader = loaders(load_mnist(), batch_size=64, seed=0)
+    rows = []
+    for model in args.models:
+        for seed in range(args.seeds):
+            for method in args.methods:
+                t0 = time.perf_counter()
+                rows.append(run(model, method, seed, args.epochs, args.ft_epochs,
+                                train_loader, test_loader))
+                print(f"{model} {method:14s} seed {seed}: {rows[-1]['accuracy']:.2%} "
+                      f"(MACs kept {rows[-1]['macs_kept']:.1%}, "
+                      f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "accuracy_dynamic.json").write_text(json.dumps(rows, indent=1))
+    plot(rows, out / "accuracy_dynamic.png")
+    table = summarise(rows, args.epochs, args.ft_epochs)
+    print(table)
+    section = ("## Prune after, during or before training (MNIST subset)\n\nWritten by "
+               "`benchmarks/accuracy_dynamic.py` (see its docstring). Test set 1,000 images "
+               "(1 image = 0.1 pp).\n\n" + table +
+               "\n![accuracy_dynamic](results/accuracy_dynamic.png)\n")
+    write_marked_section(HERE / "RESULTS.md", "accuracy_dynamic", section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
