@@ -137,12 +137,12 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         f"configuration in one process. Environment: {environment_line(1)}; {os.cpu_count()} "
         f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."), "",
         table(rows), "",
-        ("gap = (final measured - target) / target, from the alternating final timing (the "
-        "search's own last measurement is the first number); latency kept = final / dense "
+        (f"gap = (final measured - target) / target, from the alternating final timing (the "
+         "search's own last measurement is the first number); latency kept = final / dense "
          "timed in the same alternating rounds, against the target's fraction of the dense "
-         "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by the "
-        "latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
-        "latency - 1. Plot: results/latency_target.png."), ""])
+         "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by "
+         "the latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
+         f"latency - 1. Plot: results/{args.stem}.png."), ""])
 
 
 def write_section(text: str) -> None:
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cache-dir", default=None, help="latency tables (default ~/.cache/...)")
+    p.add_argument("--stem", default="latency_target", help="results/STEM.{md,png,json}")
     p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
     args = p.parse_args(argv)
     args.command = "benchmarks/latency_target.py " + " ".join(argv or sys.argv[1:])
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - start
     text = report(rows, args, seconds, f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     out = HERE / "results"
-    plot(rows, out / "latency_target.png")
-    (out / "latency_target.md").write_text(text)
-    (out / "latency_target.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot(rows, out / f"{args.stem}.png")
+    (out / f"{args.stem}.md").write_text(text)
+    (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
     if not args.no_results_md:
         write_section(text)
     print(text)
