@@ -59,9 +59,9 @@ class Budget:
         """Every check of the settings, once: a Budget that exists makes sense."""
         given = (self.ratio, self.target_macs, self.target_latency_ms)
         if sum(v is not None for v in given) != 1:
-            raise SurgeryError("give exactly one of ratio= and target_macs= (or "
-                               "target_latency_ms=; command line: --ratio R, --target-macs N "
-                               "or --target-latency T)")
+            raise SurgeryError("give exactly one of ratio= and target_macs= (command line: "
+                               "pass --ratio R or --target-macs N) or target_latency_ms= "
+                               "(--target-latency T)")
         if self.target_latency_ms is not None and (self.round_to != 1 or self.global_ranking):
             raise SurgeryError("target_latency_ms takes channel counts from the measured table "
                                "and ranks globally: leave round_to and global_ranking unset")

@@ -156,8 +156,9 @@ def _resized(module: nn.Module, sizes: Mapping[int, int]) -> nn.Module | None:
         inp = groups = out
     else:
         return None
-    return type(module)(inp, out, module.kernel_size, module.stride, module.padding,
-                        module.dilation, groups, module.bias is not None, module.padding_mode)
+    conv = next(c for c in CONVS if isinstance(module, c))  # the plain class: its arguments
+    return conv(inp, out, module.kernel_size, module.stride, module.padding,
+                module.dilation, groups, module.bias is not None, module.padding_mode)
 
 
 class _Block(nn.Module):
