@@ -10,13 +10,27 @@ from typing import Any
 from torch import nn
 
 from graphs.errors import TraceError
+from graphs.inputs import split_inputs
 from graphs.model import DependencyGraph
-from graphs.trace import trace
+from graphs.trace import eval_mode, trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
+from surgery.measure.latency import Latency, measure_latency
 from surgery.measure.report import Report, build_report, report_from_plan
 from surgery.plan.budget import Budget, plan_model
-from surgery.plan.importance import Criterion, resolve
+from surgery.plan.importance import Criterion, Importance, resolve
+from surgery.plan.latency_model import (
+    TableLatency,
+    build_tables,
+    cache_path,
+    input_shapes,
+)
+from surgery.plan.latency_target import (
+    LatencySearch,
+    LatencyTarget,
+    plan_from_widths,
+    search,
+)
 from surgery.plan.plan import Plan
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import lint
@@ -31,13 +45,16 @@ class PruneResult:
     graph: DependencyGraph
     params_before: int
     params_after: int
+    latency: LatencySearch | None = None  # with target_latency_ms: measured vs target
 
     def summary(self) -> str:
         kept = self.params_after / max(self.params_before, 1)
         pruned = sum(1 for g in self.plan.groups if g.removed_channels)
+        latency = f"; {self.latency}" if self.latency is not None else ""
         return (f"pruned {pruned} of {len(self.graph.groups)} channel groups "
                 f"({len(self.graph.groups) - len(self.graph.prunable)} not prunable); "
-                f"params {self.params_before:,} -> {self.params_after:,} ({kept:.1%} kept)")
+                f"params {self.params_before:,} -> {self.params_after:,} ({kept:.1%} kept)"
+                + latency)
 
     def __str__(self) -> str:
         return self.summary()
@@ -72,13 +89,18 @@ class PruneResult:
 def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None = None,
           importance: str | Criterion = "l1", ignore: Iterable[str] = (), round_to: int = 1,
           inplace: bool = False, global_ranking: bool = False,
-          target_macs: int | None = None) -> PruneResult:
+          target_macs: int | None = None, target_latency_ms: float | None = None,
+          backend: str = "eager", device: str = "cpu", threads: int = 1,
+          cache_dir: str | None = None) -> PruneResult:
     """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
 
     Returns a new smaller model (the given one is untouched unless ``inplace=True``).
     ``ratio`` may be a dict {module name or group id: ratio}; ``global_ranking=True`` ranks
     all channels together; ``target_macs=N`` prunes until MACs <= N (within 2%). See
-    ``surgery.plan.budget``.
+    ``surgery.plan.budget``. ``target_latency_ms=T`` prunes until the model measured on
+    ``backend`` ("eager", "onnxruntime", "compile"), ``device`` and ``threads`` runs in <= T ms
+    (``surgery.plan.latency_target``; tables cached under ``cache_dir``, default
+    ~/.cache/model-surgery); ``result.latency`` says where it landed.
 
     Example:
         >>> import torch
@@ -87,14 +109,20 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
     """
-    budget = Budget(ratio, global_ranking, target_macs, round_to)  # checks the settings
+    budget = Budget(ratio, global_ranking, target_macs, round_to, target_latency_ms)  # checks
     criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore)
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
-    layer_macs = None if target_macs is None else count_flops(model, example_inputs).by_module
-    plan = plan_model(model, graph, budget, criterion, layer_macs)
+    found = None
+    if target_latency_ms is not None:
+        settings = LatencyTarget(target_latency_ms, backend, device, threads, cache_dir)
+        plan, found = _latency_plan(model, example_inputs, graph, criterion, settings)
+    else:
+        layer_macs = None if target_macs is None else \
+            count_flops(model, example_inputs).by_module
+        plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
     target = model if inplace else copy.deepcopy(model)
     apply_plan(target, plan)
@@ -102,7 +130,34 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     if problems:
         raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
                            + "; ".join(problems[:5]))
-    return PruneResult(target, plan, graph, params_before, count_params(target))
+    return PruneResult(target, plan, graph, params_before, count_params(target), found)
+
+
+def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: Importance,
+                  settings: LatencyTarget) -> tuple[Plan, LatencySearch]:
+    """Measure per-group tables (cached) and search widths until the measured model meets
+    the target; the measurement times the rebuilt model on the chosen backend."""
+    def time(module: nn.Module, inputs: Any) -> Latency:
+        return measure_latency(module, inputs, settings.device, runs=settings.runs, warmup=3,
+                               threads=settings.threads, backend=settings.backend)
+
+    def measure(widths: dict[int, int]) -> float:
+        pruned = copy.deepcopy(model)
+        apply_plan(pruned, plan_from_widths(graph, scores, widths, criterion.name))
+        return time(pruned, x).median_ms
+
+    scores = {g.id: criterion.criterion(model, g) for g in graph.prunable}
+    args, kwargs = split_inputs(x)
+    with eval_mode(model):
+        shapes = input_shapes(model, x, lambda: model(*args, **kwargs))
+    path = cache_path(settings.cache_dir, settings.backend, settings.device, settings.threads)
+    # blocks last a few ms, shorter than a scheduler slice: their fast 10th percentile is
+    # their cost on an idle machine; the whole model is judged by its median
+    tables = build_tables(model, graph.prunable, shapes, lambda m, i: time(m, i).p10_ms, path)
+    dense = time(model, x).median_ms
+    found = search({g: scores[g] for g in tables}, TableLatency(dense, tables),
+                   settings.target_ms, measure, settings.measure_every, dense_ms=dense)
+    return plan_from_widths(graph, scores, found.widths, criterion.name), found
 
 
 __all__ = ["PruneResult", "prune"]

@@ -8,6 +8,7 @@ from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.errors import SurgeryError
 from surgery.io.saving import save
 from surgery.measure.flops import count_flops
+from surgery.plan.latency_target import parse_latency
 from surgery.prune import prune
 
 HELP = "prune a model and write weights + plan"
@@ -34,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--ratio", help="fraction in [0, 1), or per layer: conv2=0.5,fc1=0.3")
     p.add_argument("--target-macs", type=int, help="prune until MACs <= N (within 2%%)")
+    p.add_argument("--target-latency",
+                   help="prune until the measured latency <= T (12ms, 0.012s; a number: ms)")
+    p.add_argument("--backend", default="eager", help="latency backend: eager, onnxruntime, "
+                   "compile")
+    p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank all channels together instead of per group")
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
@@ -45,7 +51,10 @@ def run(args: argparse.Namespace) -> None:
     model, x = model_and_input(args)
     result = prune(model, x, ratio=None if args.ratio is None else parse_ratio(args.ratio),
                    target_macs=args.target_macs, global_ranking=args.global_ranking,
-                   importance=args.importance, ignore=args.ignore, round_to=args.round_to)
+                   importance=args.importance, ignore=args.ignore, round_to=args.round_to,
+                   target_latency_ms=None if args.target_latency is None
+                   else parse_latency(args.target_latency), backend=args.backend,
+                   threads=args.threads)
     weights, plan = save(result, args.out, base=args.model, input_shape=x.shape)
     macs = count_flops(model, x).total, count_flops(result.model, x).total
     print(result.summary())

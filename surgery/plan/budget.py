@@ -46,18 +46,25 @@ from surgery.plan.target import MacModel, fill_to_target
 
 @dataclass(frozen=True)
 class Budget:
-    """Pruning settings: exactly one of ``ratio`` and ``target_macs``; checked when made."""
+    """Pruning settings: exactly one of ``ratio``, ``target_macs`` and ``target_latency_ms``
+    (planned by ``surgery.plan.latency_target``, which measures); checked when made."""
 
     ratio: float | Mapping[str | int, float] | None = None
     global_ranking: bool = False
     target_macs: int | None = None
     round_to: int = 1
+    target_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         """Every check of the settings, once: a Budget that exists makes sense."""
-        if (self.ratio is None) == (self.target_macs is None):
-            raise SurgeryError("give exactly one of ratio= and target_macs= "
-                               "(command line: pass --ratio R or --target-macs N)")
+        given = (self.ratio, self.target_macs, self.target_latency_ms)
+        if sum(v is not None for v in given) != 1:
+            raise SurgeryError("give exactly one of ratio= and target_macs= (command line: "
+                               "pass --ratio R or --target-macs N) or target_latency_ms= "
+                               "(--target-latency T)")
+        if self.target_latency_ms is not None and (self.round_to != 1 or self.global_ranking):
+            raise SurgeryError("target_latency_ms takes channel counts from the measured table "
+                               "and ranks globally: leave round_to and global_ranking unset")
         if isinstance(self.ratio, Mapping):
             if self.global_ranking:
                 raise SurgeryError("per-layer ratios and global_ranking exclude each other")
@@ -125,6 +132,9 @@ def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, t
                    ) -> dict[int, int]:
     """Group id -> number of channels to remove, for every prunable group."""
     groups = graph.prunable
+    if budget.target_latency_ms is not None:
+        raise SurgeryError("target_latency_ms is planned by surgery.plan.latency_target (it "
+                           "measures the model): call surgery.prune(..., target_latency_ms=T)")
     if budget.target_macs is not None:
         if layer_macs is None:
             raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "

@@ -1,0 +1,190 @@
+"""Prune to a latency target: measured latency vs target, and MACs / params kept compared with
+uniform L1 pruning that lands at the same measured latency.
+
+Usage:
+    .venv/bin/python benchmarks/latency_target.py                  # 3 models x eager/ort x 1/2 t
+    .venv/bin/python benchmarks/latency_target.py --models mobilenet_v2 --backends eager \\
+        --threads 1 --targets 0.7 --rounds 3                        # a reduced run
+
+Per (model, backend, threads): the dense model is timed; each target is a fraction of that
+time; ``surgery.prune(..., target_latency_ms=T, backend=..., threads=...)`` prunes to it (its
+tables are cached under --cache-dir). Uniform L1 pruning at --uniform ratios gives the
+reference curve. Then every variant (dense, latency-targeted, uniform) is timed in --rounds
+alternating rounds of --runs runs in this one process; a variant's latency is the median of
+its round medians. "uniform at equal latency" interpolates the uniform curve's MACs and
+params kept at the latency-targeted model's measured latency. Load average is recorded.
+Writes results/latency_target.{md,png,json} and the latency_target section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import environment_line, input_for, markdown_table
+from builders import build_model
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from surgery import SurgeryError, count_flops, count_params, measure_latency, prune
+
+HERE = Path(__file__).resolve().parent
+MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0"]
+MARKERS = ("<!-- latency_target:start -->", "<!-- latency_target:end -->")
+
+
+def timed(models: dict, x: torch.Tensor, backend: str, threads: int, args) -> dict:
+    """Key -> median over alternating rounds of each round's median ms."""
+    medians: dict = {key: [] for key in models}
+    for _ in range(args.rounds):
+        for key, model in models.items():
+            medians[key].append(measure_latency(model, x, runs=args.runs, warmup=2,
+                                                threads=threads, backend=backend).median_ms)
+    return {key: statistics.median(v) for key, v in medians.items()}
+
+
+def config(name: str, backend: str, threads: int, args) -> list[dict]:
+    x = input_for(name, args.size)
+    dense = build_model(name)
+    macs0, params0 = count_flops(dense, x).total, count_params(dense)
+    dense_ms = timed({"dense": dense}, x, backend, threads, args)["dense"]
+    models, found = {"dense": dense}, {}
+    for ratio in args.uniform:
+        models[("uniform", ratio)] = prune(dense, x, ratio=ratio).model
+    for f in args.targets:
+        start = time.perf_counter()
+        try:
+            result = prune(dense, x, target_latency_ms=f * dense_ms, backend=backend,
+                           threads=threads, cache_dir=args.cache_dir)
+        except SurgeryError as exc:
+            print(f"[{name} {backend} t{threads}] {f}: {exc}", flush=True)
+            continue
+        models[("target", f)] = result.model
+        found[f] = (result.latency, time.perf_counter() - start)
+        print(f"[{name} {backend} t{threads}] {f}: {result.latency}", flush=True)
+    ms = timed(models, x, backend, threads, args)
+    kept = {key: (count_flops(m, x).total / macs0, count_params(m) / params0, ms[key] / ms["dense"])
+            for key, m in models.items()}
+    curve = sorted(kept[k] for k in models if k == "dense" or k[0] == "uniform")
+    rows = []
+    for f, (search, seconds) in found.items():
+        macs, params, lat = kept[("target", f)]
+        lats = [c[2] for c in curve]
+        u_macs = float(np.interp(lat, lats, [c[0] for c in curve]))
+        u_params = float(np.interp(lat, lats, [c[1] for c in curve]))
+        rows.append({"model": name, "backend": backend, "threads": threads, "fraction": f,
+                         "target_ms": search.target_ms, "search_ms": search.measured_ms,
+                         "final_ms": ms[("target", f)], "dense_ms": ms["dense"],
+                         "gap": (ms[("target", f)] - search.target_ms) / search.target_ms,
+                         "macs_kept": macs, "params_kept": params, "lat_kept": lat,
+                         "uniform_macs": u_macs, "uniform_params": u_params,
+                         "extrapolated": not lats[0] <= lat <= lats[-1],
+                         "measurements": search.measurements, "seconds": seconds,
+                         "curve": curve})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    header = ["model", "backend", "thr", "target ms", "measured ms (search / final)", "gap",
+              "latency kept / target fraction",
+              "MACs kept", "uniform L1 MACs kept", "MACs gain", "params kept",
+              "uniform params", "measurements", "prune s"]
+    body = [[r["model"], r["backend"], r["threads"], f"{r['target_ms']:.1f}",
+             f"{r['search_ms']:.1f} / {r['final_ms']:.1f}", f"{r['gap']:+.1%}",
+             f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
+             f"{r['macs_kept']:.3f}", f"{r['uniform_macs']:.3f}"
+             + (" (extrap.)" if r["extrapolated"] else ""),
+             f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}", f"{r['params_kept']:.3f}",
+             f"{r['uniform_params']:.3f}", r["measurements"], f"{r['seconds']:.0f}"]
+            for r in rows]
+    return markdown_table(header, body)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    keys = list(dict.fromkeys((r["model"], r["backend"], r["threads"]) for r in rows))
+    fig = Figure(figsize=(4.0 * len(keys), 4.0))
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        mine = [r for r in rows if (r["model"], r["backend"], r["threads"]) == key]
+        curve = mine[0]["curve"]
+        ax.plot([c[2] for c in curve], [c[0] for c in curve], "o-", label="uniform L1")
+        ax.plot([r["lat_kept"] for r in mine], [r["macs_kept"] for r in mine], "s",
+                color="C3", label="latency target")
+        for r in mine:
+            ax.axvline(r["target_ms"] / r["dense_ms"], color="C3", lw=0.5, ls=":")
+        ax.set(title=f"{key[0]} {key[1]} {key[2]}t", xlabel="latency kept (measured)",
+               ylabel="MACs kept" if i == 0 else None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(rows: list[dict], args, seconds: float, load: str) -> str:
+    return "\n".join([
+        "## Pruning to a latency target (`latency_target.py`)", "",
+        (f"Input 1x3x{args.size}x{args.size}, CPU; targets {args.targets} x the dense model's "
+        f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
+        f"median of {args.rounds} alternating rounds of {args.runs} runs, all variants of a "
+        f"configuration in one process. Environment: {environment_line(1)}; {os.cpu_count()} "
+        f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."), "",
+        table(rows), "",
+        (f"gap = (final measured - target) / target, from the alternating final timing (the "
+         "search's own last measurement is the first number); latency kept = final / dense "
+         "timed in the same alternating rounds, against the target's fraction of the dense "
+         "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by "
+         "the latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
+         f"latency - 1. Plot: results/{args.stem}.png."), ""])
+
+
+def write_section(text: str) -> None:
+    path = HERE / "RESULTS.md"
+    old = path.read_text()
+    section = f"{MARKERS[0]}\n{text}{MARKERS[1]}"
+    if MARKERS[0] in old:
+        head, rest = old.split(MARKERS[0], 1)
+        old = head + section + rest.split(MARKERS[1], 1)[1]
+    else:
+        old = old.rstrip() + "\n\n" + section + "\n"
+    path.write_text(old)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--targets", nargs="+", type=float, default=[0.8, 0.65, 0.5])
+    p.add_argument("--uniform", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cache-dir", default=None, help="latency tables (default ~/.cache/...)")
+    p.add_argument("--stem", default="latency_target", help="results/STEM.{md,png,json}")
+    p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
+    args = p.parse_args(argv)
+    args.command = "benchmarks/latency_target.py " + " ".join(argv or sys.argv[1:])
+    load0, start = os.getloadavg()[0], time.perf_counter()
+    rows = [r for name in args.models for backend in args.backends for t in args.threads
+            for r in config(name, backend, t, args)]
+    seconds = time.perf_counter() - start
+    text = report(rows, args, seconds, f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    out = HERE / "results"
+    plot(rows, out / f"{args.stem}.png")
+    (out / f"{args.stem}.md").write_text(text)
+    (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if not args.no_results_md:
+        write_section(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

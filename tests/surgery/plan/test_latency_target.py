@@ -1,0 +1,160 @@
+"""Latency targets: the measured table is built and cached, the search respects a latency
+model, the CLI parses units. No assertion here depends on how fast anything ran."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from graphs import trace
+from surgery import SurgeryError, lint, prune
+from surgery.cli import main
+from surgery.io.models import LeNet
+from surgery.plan.budget import Budget
+from surgery.plan.latency_model import (
+    FakeLatency,
+    TableLatency,
+    build_tables,
+    cache_path,
+    candidate_widths,
+    input_shapes,
+)
+from surgery.plan.latency_target import parse_latency, plan_from_widths, search
+
+X = torch.zeros(1, 1, 28, 28)
+
+
+def weight_timer(calls):
+    """A fake timer: ms = thousandths of the block's weights, so tables are reproducible."""
+    def timer(block, inputs):
+        calls.append([tuple(x.shape) for x in inputs])
+        return sum(p.numel() for p in block.parameters()) / 1000
+    return timer
+
+
+def lenet_tables(tmp_path, calls, threads=1):
+    model = LeNet().eval()
+    graph = trace(model, X)
+    shapes = input_shapes(model, X, lambda: model(X))
+    path = cache_path(tmp_path, "eager", "cpu", threads)
+    return graph, build_tables(model, graph.prunable, shapes, weight_timer(calls), path), path
+
+
+def test_table_is_built_from_the_real_shapes_and_cached(tmp_path):
+    calls = []
+    graph, tables, path = lenet_tables(tmp_path, calls)
+    assert sorted(tables) == [g.id for g in graph.prunable]
+    # conv1's group: 6 channels, conv1 (out) and conv2 (in) timed at each width, twice
+    assert sorted(tables[1]) == sorted(candidate_widths(6))
+    conv1 = 6 * 1 * 25 + 6
+    conv2 = 16 * 6 * 25 + 16
+    assert tables[1][6] == (conv1 + conv2) / 1000
+    assert tables[1][3] == (3 * 25 + 3 + 16 * 3 * 25 + 16) / 1000
+    assert calls[0] == [(1, 1, 28, 28), (1, 6, 12, 12)]
+    assert path.exists() and len(json.loads(path.read_text())) == len(tables)
+    again = []
+    assert lenet_tables(tmp_path, again)[1] == tables and again == []  # read from the cache
+    other = []
+    lenet_tables(tmp_path, other, threads=2)  # another thread count: another file, timed
+    assert other and cache_path(tmp_path, "eager", "cpu", 2) != path
+
+
+def test_widths_offered_are_the_fast_ones():
+    table = TableLatency(10.0, {1: {64: 4.0, 56: 3.9, 55: 4.2, 48: 3.0, 47: 3.1, 32: 2.0}})
+    assert table.widths(1) == (64, 56, 48, 32)
+    assert table.predict({1: 48}) == 9.0
+    assert table.predict({1: 40}) == pytest.approx(10 - (4.0 - (2.0 + 1.1 * 8 / 15)))  # 47..32
+
+
+def test_candidate_widths_are_multiples_with_probes():
+    assert candidate_widths(256) == (256, 224, 192, 191, 160, 128, 127, 96, 64)
+    assert candidate_widths(1) == (1,)
+
+
+def test_search_takes_the_cheapest_importance_per_ms():
+    fake = FakeLatency(10.0, {1: 0.5, 2: 0.1, 3: 0.05}, {1: 8, 2: 8, 3: 8})
+    scores = {1: torch.ones(8), 2: torch.ones(8), 3: torch.ones(8)}
+    found = search(scores, fake, 8.0, fake.predict)
+    assert found.widths == {1: 4, 2: 8, 3: 8}
+    assert found.measured_ms == 8.0 and found.gap == 0.0 and found.dense_ms == 10.0
+    # group 1 carries the important channels: pay with the cheaper ones first
+    scores[1] = torch.full((8,), 100.0)
+    scores[1][:2] = 0.0  # ... except its two weakest
+    found = search(scores, fake, 9.0, fake.predict)
+    assert found.widths == {1: 6, 2: 8, 3: 8}
+
+
+def test_search_stops_on_the_measurement_not_the_prediction():
+    fake = FakeLatency(10.0, {1: 0.25, 2: 0.25}, {1: 8, 2: 8})
+    measured = []
+
+    def slower(widths):  # the real model is 20% slower than predicted
+        measured.append(dict(widths))
+        return 1.2 * fake.predict(widths)
+
+    found = search({1: torch.ones(8), 2: torch.ones(8)}, fake, 9.0, slower, measure_every=1)
+    assert found.measured_ms <= 9.0
+    assert found.measured_ms == pytest.approx(1.2 * fake.predict(found.widths))
+    assert found.measurements == len(measured)
+
+
+def test_search_puts_back_what_still_fits():
+    fake = FakeLatency(10.0, {1: 1.0}, {1: 8})
+    found = search({1: torch.ones(8)}, fake, 8.5, lambda w: 0.8 * fake.predict(w),
+                   measure_every=4)
+    # steps of 2 channels: predicted 8 ms at width 6 would do; the measurements are 20% faster,
+    # so the first width measured at <= 8.5 ms is kept (8 channels: 8 ms measured)
+    assert found.widths == {1: 8} and found.measured_ms == 8.0
+
+
+def test_search_refuses_an_unreachable_target():
+    fake = FakeLatency(10.0, {1: 1.0}, {1: 8})
+    with pytest.raises(SurgeryError, match="cannot reach"):
+        search({1: torch.ones(8)}, fake, 1.0, fake.predict)
+
+
+def test_plan_from_widths_removes_the_lowest_scored():
+    graph = trace(LeNet(), X)
+    scores = {g.id: torch.arange(g.channels, dtype=torch.float).flip(0) for g in graph.prunable}
+    plan = plan_from_widths(graph, scores, {2: 10}, "l1")
+    assert [len(g.removed_channels) for g in plan.groups] == [0, 6, 0, 0]
+    assert plan.groups[1].removed_channels == [10, 11, 12, 13, 14, 15]
+
+
+def test_prune_with_a_latency_target_plumbs_through(tmp_path):
+    model = LeNet().eval()
+    result = prune(model, X, target_latency_ms=1e6, cache_dir=tmp_path, threads=1)
+    assert result.latency.target_ms == 1e6 and result.latency.widths == {1: 6, 2: 16, 3: 120,
+                                                                          4: 84}
+    assert all(not g.removed_channels for g in result.plan.groups)
+    assert list(tmp_path.glob("latency-*-eager-cpu-t1.json")) and lint(result.model, X) == []
+
+
+def test_depthwise_and_linear_blocks_build(tmp_path):
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    graph = trace(model, x)
+    shapes = input_shapes(model, x, lambda: model(x))
+    tables = build_tables(model, graph.prunable[:4], shapes, weight_timer([]),
+                          cache_path(tmp_path, "eager", "cpu", 1), rounds=1)
+    assert all(t[max(t)] >= t[min(t)] > 0 for t in tables.values())
+
+
+def test_budget_takes_one_target():
+    with pytest.raises(SurgeryError, match="exactly one"):
+        Budget(ratio=0.5, target_latency_ms=3.0)
+    with pytest.raises(SurgeryError, match="round_to"):
+        Budget(target_latency_ms=3.0, round_to=8)
+
+
+@pytest.mark.parametrize("text, ms", [("12ms", 12.0), ("12", 12.0), ("0.012s", 12.0),
+                                      ("900us", 0.9), (" 2.5 MS ", 2.5)])
+def test_cli_parses_latency_units(text, ms):
+    assert parse_latency(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text", ["fast", "-3ms", "0", "12 min"])
+def test_cli_refuses_bad_latency(text, tmp_path, capsys):
+    assert main(["prune", "lenet", f"--target-latency={text}", "--out", str(tmp_path)]) == 2
+    assert "--target-latency" in capsys.readouterr().err
