@@ -152,18 +152,17 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise SurgeryError(f"weights file not found: {path}")
     state = _state_dict(_read_state(path), path)
     expected = model.state_dict()
-    matching = sum(1 for k in expected if k in state)
-    missing = [k for k in expected if k not in state]
+    wrong = [k for k, v in expected.items()
+             if k not in state or tuple(state[k].shape) != tuple(v.shape)]
     extra = [k for k in state if k not in expected]
-    if missing or extra:
-        first = f"first missing: {missing[0]}" if missing else f"first unexpected: {extra[0]}"
-        raise SurgeryError(f"weights {path} do not fit the model: {matching} of "
-                           f"{len(expected)} keys match; {first}")
-    wrong = [k for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        raise SurgeryError(f"weights {path} do not fit the model: {len(wrong)} tensors differ "
-                           f"in shape; first: {wrong[0]} file {list(state[wrong[0]].shape)}, "
-                           f"model {list(expected[wrong[0]].shape)}")
+    if wrong or extra:
+        first = wrong[0] if wrong else extra[0]
+        detail = f"first missing: {first}" if wrong and first not in state else \
+            f"first unexpected: {first}" if not wrong else \
+            f"first mismatch: {first} is {list(state[first].shape)} in the file, " \
+            f"{list(expected[first].shape)} in the model"
+        raise SurgeryError(f"weights {path} do not fit the model: "
+                           f"{len(expected) - len(wrong)} of {len(expected)} keys match; {detail}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -177,7 +176,7 @@ def _read_state(path: Path) -> object:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):  # garbage, not a refused object
+        if "Unsupported global" not in str(exc):  # garbage, not a refused Python object
             raise SurgeryError(f"cannot read weights {path}: not a safetensors or torch.save "
                                f"state dict (corrupt file)") from None
         raise SurgeryError(f"{path} holds pickled Python objects (a whole model?), not only "
