@@ -54,8 +54,10 @@ def check_out_folder(text: str, force: bool) -> Path:
         True
     """
     out = Path(text)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise SurgeryError(f"--out {out} exists and is not a folder: pass a folder")
+    if out.is_symlink():
+        raise SurgeryError(f"--out {out} is a symbolic link: pass a folder")
+    if out.exists() and not out.is_dir():
+        raise SurgeryError(f"--out {out} exists and it is a file: pass a folder")
     if not out.exists():
         if not out.parent.is_dir():
             raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")

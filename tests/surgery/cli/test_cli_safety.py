@@ -88,7 +88,7 @@ def test_export_out_checks(tmp_path, folder, capsys, out, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--out", "@file"], "exists and is not a folder"),
+    (["--out", "@file"], "exists and it is a file"),
     (["--out", "@nope/deeper"], "does not exist"),
     (["--input-shape", "1," * 9 + "1"], "at most 8 integers"),
     (["--input-shape", "99999999999999999999,1"], "at most 9 digits"),
