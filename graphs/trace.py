@@ -102,9 +102,30 @@ def _has_tensor_output(node: fx.Node) -> bool:
 
 
 def block_shared(ctx: TraceContext) -> None:
+    """Block the channels of a layer called twice, or holding a tensor another module holds
+    too (tied weights: rebuilding one owner would untie them)."""
+    tied = tied_modules(ctx.root)
     for rec in ctx.sets.records:
         if ctx.calls[rec.module] > 1:
             ctx.sets.block(rec.ids, f"layer {rec.module} is called {ctx.calls[rec.module]} times")
+        elif rec.module in tied:
+            ctx.sets.block(rec.ids, f"layer {rec.module} shares a parameter with "
+                                    f"{', '.join(tied[rec.module])} (tied weights)")
+
+
+def tied_modules(model: nn.Module) -> dict[str, list[str]]:
+    """Module name -> the other modules holding one of its parameters or buffers."""
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        tensors = list(module._parameters.values()) + list(module._buffers.values())
+        for t in {id(t) for t in tensors if t is not None}:
+            if name not in owners.setdefault(t, []):
+                owners[t].append(name)
+    tied: dict[str, list[str]] = {}
+    for names in owners.values():
+        for name in names if len(names) > 1 else ():
+            tied.setdefault(name, []).extend(n for n in names if n != name)
+    return tied
 
 
 def block_ignored(ctx: TraceContext, ignore: tuple[str, ...]) -> None:

@@ -124,7 +124,12 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
             count_flops(model, example_inputs).by_module
         plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
-    target = model if inplace else copy.deepcopy(model)
+    try:
+        target = model if inplace else copy.deepcopy(model)
+    except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
+        raise SurgeryError(f"cannot copy the model ({str(exc).split('.')[0]}): replace "
+                           f"torch.nn.utils.weight_norm by torch.nn.utils.parametrizations."
+                           f"weight_norm, or pass inplace=True") from exc
     apply_plan(target, plan)
     problems = lint(target, example_inputs)
     if problems:

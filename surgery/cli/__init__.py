@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 
@@ -43,9 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command].run(args)
+        sys.stdout.flush()
     except (SurgeryError, TraceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `surgery graph resnet18 | head`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
+        return 0
     return 0
 
 

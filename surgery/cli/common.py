@@ -1,14 +1,17 @@
-"""Arguments shared by the subcommands: the model, its weights and the example input shape."""
+"""Arguments shared by the subcommands: the model, its weights, the example input shape, and
+where output may go (``--out``, ``--force``)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
+from surgery.io.safety import MAX_DIMS, check_shape
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -18,14 +21,96 @@ def parse_shape(text: str) -> tuple[int, ...]:
         >>> parse_shape("1,3,32,32")
         (1, 3, 32, 32)
     """
+    parts = text.split(",")
+    if len(parts) > MAX_DIMS or any(len(p.strip()) > 9 for p in parts):
+        raise SurgeryError(f"--input-shape must be at most {MAX_DIMS} integers of at most 9 "
+                           f"digits, got {text[:60]!r}")
     try:
-        shape = tuple(int(p) for p in text.split(","))
+        shape = tuple(int(p) for p in parts)
     except ValueError:
         raise SurgeryError(f"--input-shape must be comma-separated integers like 1,3,224,224, "
                            f"got {text!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise SurgeryError(f"--input-shape must be positive integers, got {text!r}")
-    return shape
+    return check_shape(shape, "--input-shape")
+
+
+# Every file the toolkit writes into an output folder: --force replaces these and no others.
+OUR_FILES = ("model.safetensors", "plan.json", "model.onnx", "model.pt2", "report.json",
+             "report.md", "report.png")
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    """--force: replace existing output (only the files the toolkit writes)."""
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output (clears only the files this tool writes)")
+
+
+def check_out_folder(text: str, force: bool) -> Path:
+    """An output folder: new (its parent must exist), empty, or with ``force`` one whose files
+    of ours (``OUR_FILES``) are removed here; other files stay. Never a file or a symlink.
+
+    Example:
+        >>> import tempfile
+        >>> check_out_folder(tempfile.mkdtemp(), force=False).is_dir()
+        True
+    """
+    out = Path(text)
+    if out.is_symlink():
+        raise SurgeryError(f"--out {out} is a symbolic link: pass a folder")
+    if out.exists() and not out.is_dir():
+        raise SurgeryError(f"--out {out} exists and it is a file: pass a folder")
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
+        return out
+    ours = _ours(out)
+    if not force and any(out.iterdir()):
+        raise SurgeryError(f"--out {out} is not empty: pass --force to replace the files this "
+                           f"tool writes there ({', '.join(p.name for p in ours) or 'none yet'})")
+    folders = [p.name for p in ours if p.is_dir() and not p.is_symlink()]
+    if folders:
+        raise SurgeryError(f"--out {out}: {folders[0]} is a folder, not a file of ours")
+    return out
+
+
+def _ours(out: Path) -> list[Path]:
+    return [out / n for n in OUR_FILES if (out / n).exists() or (out / n).is_symlink()]
+
+
+def prepare_out_folder(out: Path, names: tuple[str, ...] = OUR_FILES) -> Path:
+    """Make a folder passed by ``check_out_folder`` ready: create it, remove our old files
+    (those of ``names``; a symlink among them is removed, never followed).
+
+    Example:
+        >>> import tempfile
+        >>> prepare_out_folder(Path(tempfile.mkdtemp()) / "new").is_dir()
+        True
+    """
+    out.mkdir(exist_ok=True)
+    for path in _ours(out):
+        if path.name in names:
+            path.unlink()
+    return out
+
+
+def check_out_file(text: str, force: bool) -> Path:
+    """An output file: new (its parent must exist), or an existing regular file with ``force``.
+    Never a folder and never written through a symlink.
+
+    Example:
+        >>> import tempfile
+        >>> check_out_file(tempfile.mkdtemp() + "/m.onnx", force=False).name
+        'm.onnx'
+    """
+    out = Path(text)
+    if out.is_symlink():
+        raise SurgeryError(f"--out {out} is a symbolic link: refusing to write through it")
+    if out.is_dir():
+        raise SurgeryError(f"--out {out} is a folder: pass a file name")
+    if not out.parent.is_dir():
+        raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and not force:
+        raise SurgeryError(f"--out {out} exists: pass --force to replace it")
+    return out
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 """``surgery export DIR --format onnx|torch-export``: reload a pruned folder and export it.
 
-The base model and input shape default to the ones ``surgery prune`` recorded in DIR/plan.json.
+The base model and input shape default to the ones ``surgery prune`` recorded in DIR/plan.json;
+a recorded base must be a built-in model (a folder never makes code run: a ``file.py:factory``
+base is given with ``--base``).
 An ONNX file is checked by ``onnx.checker`` and, when onnxruntime is installed, run against
 PyTorch at batch 1 and 2 (the batch dim is dynamic).
 
@@ -18,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from surgery.cli.common import parse_shape
+from surgery.cli.common import add_force_argument, check_out_file, parse_shape
 from surgery.errors import SurgeryError
 from surgery.io.export import compare_onnx, export_onnx, export_program
-from surgery.io.models import resolve_model
+from surgery.io.models import resolve_builtin, resolve_model
+from surgery.io.safety import check_shape
 from surgery.io.saving import WEIGHTS_FILE, load, read_plan
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
@@ -34,16 +37,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
     p.add_argument("--input-shape", help="example input shape (default: the recorded one)")
     p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2)")
+    add_force_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
     _, data = read_plan(args.dir)
-    base, default_shape = resolve_model(args.base or recorded_base(data, args.dir))
-    shape = parse_shape(args.input_shape) if args.input_shape else \
-        recorded_shape(data, default_shape)
+    default_out = Path(args.dir) / f"model{SUFFIX[args.format]}"
+    # our own file in the folder may be replaced; anything the user names needs --force
+    out = check_out_file(args.out or str(default_out), args.force or not args.out)
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    base, default_shape = resolve_model(args.base) if args.base else \
+        resolve_builtin(recorded_base(data, args.dir), f"{args.dir}/plan.json")
+    shape = shape or recorded_shape(data, default_shape)
     x = torch.randn(*shape)
     model = load(args.dir, base.eval(), example_inputs=x).eval()
-    out = Path(args.out) if args.out else Path(args.dir) / f"model{SUFFIX[args.format]}"
     weights = Path(args.dir) / WEIGHTS_FILE
     print(f"{weights}: {weights.stat().st_size:,} bytes")
     if args.format == "onnx":
@@ -78,8 +85,4 @@ def recorded_shape(data: dict, default: tuple[int, ...]) -> tuple[int, ...]:
         (1, 1, 28, 28)
     """
     shape = data.get("input_shape", list(default))
-    if not isinstance(shape, list) or not shape or \
-            not all(type(s) is int and s > 0 for s in shape):
-        raise SurgeryError(f"plan.json records an invalid input_shape {str(shape)[:40]}: "
-                           f"pass --input-shape")
-    return tuple(shape)
+    return check_shape(shape if isinstance(shape, list) else [shape], "plan.json input_shape")

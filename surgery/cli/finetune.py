@@ -21,9 +21,10 @@ from types import SimpleNamespace
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from surgery.cli.common import add_force_argument, check_out_folder, prepare_out_folder
 from surgery.cli.export import recorded_base, recorded_shape
 from surgery.errors import SurgeryError
-from surgery.io.models import load_weights, resolve_model
+from surgery.io.models import load_weights, resolve_builtin, resolve_model
 from surgery.io.saving import load, read_plan, save
 from surgery.recover.data import load_mnist, loaders
 from surgery.recover.distill import distill_loss
@@ -36,6 +37,7 @@ MNIST_SHAPE = (1, 28, 28)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder written by `surgery prune --out`")
     p.add_argument("--out", required=True, help="output folder")
+    add_force_argument(p)
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, help="learning rate (default 0.05 sgd, 1e-3 adam)")
@@ -53,8 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     plan, data = read_plan(args.dir)
+    out = check_out_folder(args.out, args.force)
+    _check_numbers(args)
     base_name = args.base or recorded_base(data, args.dir)
-    base, default_shape = resolve_model(base_name)
+    base, default_shape = resolve_model(base_name) if args.base else \
+        resolve_builtin(base_name, f"{args.dir}/plan.json")
     shape = recorded_shape(data, default_shape)
     if tuple(shape[1:]) != MNIST_SHAPE:
         raise SurgeryError(f"finetune trains on MNIST ({'x'.join(map(str, MNIST_SHAPE))}) but "
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> None:
                  loss_fn=_distill_loss(args, base_name))
         after = evaluate(model, test_loader)
         if rank == 0:
-            weights, plan_file = save(SimpleNamespace(model=model, plan=plan), args.out,
+            weights, plan_file = save(SimpleNamespace(model=model, plan=plan),
+                                      prepare_out_folder(out),
                                       base=base_name, input_shape=list(shape))
             print(f"test accuracy {before:.2%} -> {after:.2%} after {args.epochs} epoch(s)")
             print(f"wrote {weights} and {plan_file}")
@@ -87,9 +93,19 @@ def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
     splits = load_mnist(args.data)
     train_loader, test_loader = loaders(splits, batch_size=args.batch_size, seed=args.seed)
     if args.max_images is not None:
-        if args.max_images < 1:
-            raise SurgeryError(f"--max-images must be positive, got {args.max_images}")
         subset = Subset(splits.train, range(min(args.max_images, len(splits.train))))
         train_loader = DataLoader(subset, batch_size=args.batch_size, shuffle=True,
                                   generator=torch.Generator().manual_seed(args.seed))
     return train_loader, test_loader
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option, before any data is read or model trained."""
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                        ("--max-images", args.max_images)):
+        if value is not None and value < 1:
+            raise SurgeryError(f"{flag} must be positive, got {value}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        raise SurgeryError(f"--lr must be a positive number, got {args.lr}")
+    if args.optimizer not in ("sgd", "adam"):
+        raise SurgeryError(f"--optimizer must be sgd or adam, got {args.optimizer!r}")

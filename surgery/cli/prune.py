@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from surgery.cli.common import add_model_arguments, model_and_input
+from surgery.cli.common import (
+    add_force_argument,
+    add_model_arguments,
+    check_out_folder,
+    model_and_input,
+    prepare_out_folder,
+)
 from surgery.errors import SurgeryError
 from surgery.io.saving import save
 from surgery.measure.flops import count_flops
@@ -25,10 +31,15 @@ def parse_ratio(text: str) -> float | dict[str, float]:
         if "=" not in text:
             return float(text)
         pairs = [item.split("=", 1) for item in text.split(",") if item]
-        return {name.strip(): float(value) for name, value in pairs}
+        ratios = {name.strip(): float(value) for name, value in pairs}
     except ValueError:
         raise SurgeryError(f"--ratio must be a number like 0.5 or per-layer ratios like "
                            f"conv2=0.5,fc1=0.3, got {text!r}") from None
+    if len(ratios) != len(pairs):
+        names = [name.strip() for name, _ in pairs]
+        twice = next(n for n in names if names.count(n) > 1)
+        raise SurgeryError(f"--ratio names {twice!r} twice")
+    return ratios
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,17 +56,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
     p.add_argument("--round-to", type=int, default=1, help="keep multiples of N")
     p.add_argument("--out", required=True, help="output folder")
+    add_force_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
+    out = check_out_folder(args.out, args.force)
+    ratio = None if args.ratio is None else parse_ratio(args.ratio)
     model, x = model_and_input(args)
-    result = prune(model, x, ratio=None if args.ratio is None else parse_ratio(args.ratio),
+    result = prune(model, x, ratio=ratio,
                    target_macs=args.target_macs, global_ranking=args.global_ranking,
                    importance=args.importance, ignore=args.ignore, round_to=args.round_to,
                    target_latency_ms=None if args.target_latency is None
                    else parse_latency(args.target_latency), backend=args.backend,
                    threads=args.threads)
-    weights, plan = save(result, args.out, base=args.model, input_shape=x.shape)
+    weights, plan = save(result, prepare_out_folder(out), base=args.model, input_shape=x.shape)
     macs = count_flops(model, x).total, count_flops(result.model, x).total
     print(result.summary())
     print(f"params before: {result.params_before:,}")

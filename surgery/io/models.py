@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ def resolve_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
     """
     if spec == "lenet":
         return LeNet(), DEFAULT_SHAPES["lenet"]
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+    if is_file_spec(spec):
         return _from_file(spec), IMAGENET_SHAPE
     return _from_torchvision(spec), IMAGENET_SHAPE
 
@@ -94,27 +95,109 @@ def _from_file(spec: str) -> nn.Module:
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise SurgeryError(f"{path} has no callable named {factory_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory may raise anything (or need arguments)
+        raise SurgeryError(f"{spec}() failed: {type(exc).__name__}: {exc} (the factory is "
+                           f"called with no arguments)") from exc
     if not isinstance(model, nn.Module):
         raise SurgeryError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return model
 
 
+def is_file_spec(spec: str) -> bool:
+    """Whether a MODEL argument names a Python file (``path/to/file.py:factory``).
+
+    Example:
+        >>> is_file_spec("net.py:build"), is_file_spec("resnet18")
+        (True, False)
+    """
+    return ":" in spec and spec.split(":", 1)[0].endswith(".py")
+
+
+def resolve_builtin(spec: str, source: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """Like ``resolve_model``, for a MODEL name read from a file (``source``): only built-in
+    models (``lenet``, torchvision names). A saved folder never makes code run, so a file base
+    must come from the user's own command line (``--base``).
+
+    Example:
+        >>> resolve_builtin("lenet", "plan.json")[1]
+        (1, 1, 28, 28)
+    """
+    if not isinstance(spec, str) or is_file_spec(spec) or spec != spec.strip() or not spec:
+        raise SurgeryError(f"{source} names base {str(spec)[:80]!r}, which is not a built-in "
+                           f"model; a saved folder never runs code: if you trust that file, "
+                           f"pass --base yourself")
+    return resolve_model(spec)
+
+
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``)."""
+    """Load a state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``).
+
+    A checkpoint dict (``{"state_dict": ...}``, ``{"model": ...}``) is unwrapped and a
+    ``module.`` prefix (DataParallel/DDP) removed; anything else raises SurgeryError in one line.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "ckpt.pt"
+        >>> torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in
+        ...             LeNet().state_dict().items()}}, path)
+        >>> load_weights(LeNet(), path)
+    """
     path = Path(path)
     if not path.is_file():
         raise SurgeryError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files raise many different types
-        raise SurgeryError(f"cannot read weights {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise SurgeryError(f"{path} does not hold a state dict")
+    state = _state_dict(_read_state(path), path)
+    expected = model.state_dict()
+    wrong = [k for k, v in expected.items()
+             if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+    extra = [k for k in state if k not in expected]
+    if wrong or extra:
+        first = wrong[0] if wrong else extra[0]
+        detail = f"first missing: {first}" if wrong and first not in state else \
+            f"first unexpected: {first}" if not wrong else \
+            f"first mismatch: {first} is {list(state[first].shape)} in the file, " \
+            f"{list(expected[first].shape)} in the model"
+        raise SurgeryError(f"weights {path} do not fit the model: "
+                           f"{len(expected) - len(wrong)} of {len(expected)} keys match; {detail}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise SurgeryError(f"weights {path} do not fit the model: {exc}") from exc
+        raise SurgeryError(f"weights {path} do not fit the model: "
+                           f"{str(exc).splitlines()[0]}") from exc
+
+
+def _read_state(path: Path) -> object:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # garbage, not a refused Python object
+            raise SurgeryError(f"cannot read weights {path}: not a safetensors or torch.save "
+                               f"state dict (corrupt file)") from None
+        raise SurgeryError(f"{path} holds pickled Python objects (a whole model?), not only "
+                           f"tensors; save model.state_dict() instead") from None
+    except Exception as exc:  # corrupt files raise many different types
+        raise SurgeryError(f"cannot read weights {path}: not a safetensors or torch.save state "
+                           f"dict ({type(exc).__name__})") from exc
+
+
+def _state_dict(data: object, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict or a checkpoint dict that holds one, ``module.`` removed."""
+    for _ in range(3):  # {"model": {"state_dict": ...}} at most
+        if not isinstance(data, dict):
+            break
+        inner = next((data[k] for k in CHECKPOINT_KEYS if isinstance(data.get(k), dict)), None)
+        if inner is None or all(isinstance(v, torch.Tensor) for v in data.values()):
+            break
+        data = inner
+    if not isinstance(data, dict) or not data or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+        raise SurgeryError(f"{path} does not hold a state dict (names -> tensors)")
+    if all(k.startswith("module.") for k in data):
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return data

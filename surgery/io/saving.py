@@ -35,10 +35,11 @@ from torch import nn
 
 from graphs.model import SIZE
 from surgery.errors import SurgeryError
+from surgery.io.safety import check_shape, read_json, write_atomic
 from surgery.layers import indexed_tensor
 from surgery.plan.plan import MemberPlan, Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
-from surgery.rebuild.lint import lint
+from surgery.rebuild.lint import attribute_problems, lint
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -65,7 +66,7 @@ def save(result: Any, directory: str | Path, base: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     try:
-        save_file(state, str(out / WEIGHTS_FILE))
+        write_atomic(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     except RuntimeError as exc:  # e.g. tied weights that share memory
         raise SurgeryError(f"cannot save the model as safetensors: {exc}") from exc
     data = dict(result.plan.to_json())
@@ -75,7 +76,7 @@ def save(result: Any, directory: str | Path, base: str | None = None,
         data["base"] = base
     if input_shape is not None:
         data["input_shape"] = [int(s) for s in input_shape]
-    (out / PLAN_FILE).write_text(json.dumps(data, indent=1))
+    write_atomic(out / PLAN_FILE, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
     return out / WEIGHTS_FILE, out / PLAN_FILE
 
 
@@ -115,10 +116,7 @@ def read_plan(directory: str | Path) -> tuple[Plan, dict]:
     path = Path(directory) / PLAN_FILE
     if not path.is_file():
         raise SurgeryError(f"{path} not found: pass a folder written by `surgery prune --out`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SurgeryError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise SurgeryError(f"{path} must hold a JSON object, got {type(data).__name__}")
     version = data.get("format_version")
@@ -127,6 +125,9 @@ def read_plan(directory: str | Path) -> tuple[Plan, dict]:
                            f"version {FORMAT_VERSION}")
     if not isinstance(data.get("shapes"), dict):
         raise SurgeryError(f"{path} has no 'shapes' table")
+    if "input_shape" in data:
+        check_shape(data["input_shape"] if isinstance(data["input_shape"], list) else [None],
+                    f"{path} input_shape")
     try:
         return plan_from_json(data), data
     except SurgeryError as exc:
@@ -205,8 +206,10 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     """Rebuild the pruned model saved in ``directory`` from its unpruned ``base_model``.
 
     ``base_model`` (a fresh instance of the original architecture) is left untouched; the result
-    has the saved weights. With ``example_inputs``, ``surgery.rebuild.lint`` also runs the rebuilt model
-    and any layer whose channel count does not fit raises SurgeryError. See the module example.
+    has the saved weights. ``surgery.rebuild.lint`` then runs the rebuilt model on
+    ``example_inputs`` (default: zeros of the input shape plan.json records; convolutions by
+    shape only) and any layer whose channel count does not fit raises SurgeryError. See the
+    module example.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -214,7 +217,10 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
                            f"`surgery prune --out`")
     plan, data = read_plan(directory)
     check_plan(plan, base_model)
-    model = copy.deepcopy(base_model)
+    try:
+        model = copy.deepcopy(base_model)
+    except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
+        raise SurgeryError(f"cannot copy the base model: {str(exc).split('.')[0]}") from exc
     try:
         apply_plan(model, plan)
     except (RuntimeError, IndexError, ValueError) as exc:
@@ -225,7 +231,10 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     state = _read_weights(directory / WEIGHTS_FILE)
     _check_tensors(state, model.state_dict(), directory / WEIGHTS_FILE)
     model.load_state_dict(state, strict=True)
-    problems = lint(model, example_inputs) if example_inputs is not None else []
+    if example_inputs is None and "input_shape" in data:
+        example_inputs = torch.zeros(data["input_shape"])
+    problems = lint(model, example_inputs) if example_inputs is not None else \
+        attribute_problems(model)
     if problems:
         raise SurgeryError(f"{directory} rebuilds into inconsistent layers: "
                            + "; ".join(problems[:5]))

@@ -117,11 +117,11 @@ def plan_model(model: nn.Module, graph: DependencyGraph, budget: Budget,
         (113, 0.5)
     """
     if budget.needs_all_scores() or isinstance(budget.ratio, Mapping):
-        scores = {g.id: importance.criterion(model, g) for g in graph.prunable}
+        scores = {g.id: importance.scores(model, g) for g in graph.prunable}
         counts = removal_counts(model, graph, scores, budget, layer_macs)
     else:
         counts = removal_counts(model, graph, {}, budget)
-        scores = {g.id: importance.criterion(model, g) if counts[g.id] else
+        scores = {g.id: importance.scores(model, g) if counts[g.id] else
                   torch.zeros(g.channels) for g in graph.prunable}
     groups = [plan_group(g, scores[g.id], counts[g.id]) for g in graph.prunable]
     return Plan(budget.recorded_ratio(graph, counts), importance.name, groups)

@@ -94,6 +94,49 @@ class Importance:
     name: str
     criterion: Criterion
 
+    def scores(self, model: nn.Module, group: Group) -> torch.Tensor:
+        """The criterion's scores for ``group``, checked by ``check_scores``.
+
+        Example:
+            >>> import torch
+            >>> from graphs import trace
+            >>> from surgery.io.models import LeNet
+            >>> model = LeNet()
+            >>> group = trace(model, torch.zeros(1, 1, 28, 28)).prunable[0]
+            >>> resolve("l1").scores(model, group).shape
+            torch.Size([6])
+        """
+        return check_scores(self.criterion(model, group), group, self.name)
+
+
+def check_scores(scores: object, group: Group, name: str) -> torch.Tensor:
+    """``scores`` as a float64 tensor of shape [C], finite and >= 0; else SurgeryError naming
+    the group and the criterion.
+
+    Example:
+        >>> from graphs.model import Group
+        >>> check_scores([1.0, float("nan")], Group(3, 2, (), True), "mine")
+        Traceback (most recent call last):
+        ...
+        surgery.errors.SurgeryError: importance 'mine' gave non-finite scores (nan or inf) for group 3 ()
+    """
+    where = f"group {group.id} ({', '.join(group.modules()[:4])})"
+    try:
+        values = torch.as_tensor(scores).detach().to("cpu", torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SurgeryError(f"importance {name!r} gave {type(scores).__name__}, not a tensor of "
+                           f"scores, for {where}: {exc}") from None
+    if tuple(values.shape) != (group.channels,):
+        raise SurgeryError(f"importance {name!r} gave scores of shape {list(values.shape)} for "
+                           f"{where}, which has {group.channels} channels: expected "
+                           f"[{group.channels}]")
+    if not torch.isfinite(values).all():
+        raise SurgeryError(f"importance {name!r} gave non-finite scores (nan or inf) for {where}")
+    if (values < 0).any():
+        raise SurgeryError(f"importance {name!r} gave negative scores for {where}: scores "
+                           f"must be >= 0 (global ranking divides them by their mean)")
+    return values
+
 
 def resolve(importance: str | Criterion) -> Importance:
     """The criterion ``importance`` names (a key of CRITERIA) or is (a function); checked here.
@@ -117,4 +160,4 @@ def resolve(importance: str | Criterion) -> Importance:
 
 def score(model: nn.Module, group: Group, importance: str | Criterion = "l1") -> torch.Tensor:
     """Score every channel of ``group``; ``importance`` is a name in CRITERIA or a function."""
-    return resolve(importance).criterion(model, group)
+    return resolve(importance).scores(model, group)

@@ -7,6 +7,7 @@ layers, whose MACs scale with the kept fraction of every weight dim the plan tou
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 from torch import nn
@@ -43,6 +44,11 @@ def fill_to_target(groups: tuple[Group, ...], ranking: list[tuple[float, int, in
             break
         if state.after(entry[1], -1) <= target:
             state.change(entry[1], -1)
+    if state.current < floor:
+        warnings.warn(f"target_macs={target:,} lands at {state.current:,.0f} MACs "
+                      f"({state.current / target:.3f}x), below the {TOLERANCE:.0%} band: no "
+                      f"channel left to put back fits between {floor:,.0f} and {target:,}",
+                      stacklevel=2)
     return state.counts
 
 

@@ -49,12 +49,12 @@ def test_corrupt_weights_and_untraceable_file(tmp_path, capsys):
     bad = tmp_path / "w.pt"
     bad.write_bytes(b"not a checkpoint")
     assert main(["prune", "lenet", "--ratio", "0.5", "--weights", str(bad), "--out",
-                 str(tmp_path)]) == 2
+                 str(tmp_path / "o")]) == 2
     src = tmp_path / "m.py"
     src.write_text("import torch.nn as nn\nclass M(nn.Module):\n"
                    "    def forward(self, x):\n        return x.view(5, 7)\n"
                    "def build():\n    return M()\n")
-    assert main(["prune", f"{src}:build", "--ratio", "0.5", "--out", str(tmp_path)]) == 2
+    assert main(["prune", f"{src}:build", "--ratio", "0.5", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "cannot read weights" in err and "m.py:4: return x.view(5, 7)" in err
 

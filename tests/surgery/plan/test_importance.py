@@ -74,3 +74,47 @@ def test_max_batches_limits_what_is_read():
 def test_taylor_without_batches_is_refused():
     with pytest.raises(SurgeryError, match="at least one"):
         taylor(LeNet(), [])
+
+
+# --- custom criteria are checked: shape [C], finite, >= 0; the error names the group -------
+
+def _fixed(values):
+    def criterion(model, group):
+        return values(group.channels)
+    return criterion
+
+
+@pytest.mark.parametrize("values,message", [
+    (lambda c: torch.ones(c - 2), r"shape \[4\] for group \d+ \(conv1, conv2\).*expected \[6\]"),
+    (lambda c: torch.ones(c, 2), r"shape \[6, 2\]"),
+    (lambda c: torch.ones(c + 5), r"shape \[11\]"),
+    (lambda c: torch.tensor([float("nan")] + [1.0] * (c - 1)), "non-finite scores"),
+    (lambda c: -torch.arange(c, dtype=torch.float64), "negative scores"),
+    (lambda c: "high", "not a tensor of scores"),
+])
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_custom_importance_of_the_wrong_shape_or_values_is_an_error(values, message,
+                                                                     global_ranking):
+    with pytest.raises(SurgeryError, match=message):
+        prune(LeNet(), X, ratio=0.5, importance=_fixed(values), global_ranking=global_ranking)
+
+
+def test_custom_importance_list_of_floats_is_accepted():
+    got = prune(LeNet(), X, ratio=0.5, importance=_fixed(lambda c: list(range(c, 0, -1)))).plan
+    assert got.groups[0].removed_channels == [3, 4, 5]  # the lowest scores go
+
+
+@pytest.mark.parametrize("ignore", ["conv1", ["conv1"], ("conv1",)])
+def test_ignore_takes_a_bare_name_or_module_objects(ignore):
+    model = LeNet()
+    want = prune(model, X, ratio=0.5, ignore=["conv1"]).plan
+    assert prune(model, X, ratio=0.5, ignore=ignore).plan == want
+    assert prune(model, X, ratio=0.5, ignore=model.conv1).plan == want
+    assert prune(model, X, ratio=0.5, ignore=[model.conv1]).plan == want
+    assert not any(m.module == "conv1" and m.removed for g in want.groups for m in g.members)
+    assert len(want.groups) == 3  # conv1's group is no longer prunable
+
+
+def test_ignore_a_module_of_another_model_is_an_error():
+    with pytest.raises(SurgeryError, match="not in the model: Conv2d"):
+        prune(LeNet(), X, ratio=0.5, ignore=[nn.Conv2d(1, 1, 1)])

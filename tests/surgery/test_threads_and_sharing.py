@@ -1,0 +1,98 @@
+"""Pruning from several threads at once, tied weights, and hooks on rebuilt layers."""
+
+import threading
+
+import torch
+import torchvision
+from torch import nn
+
+from graphs import trace
+from surgery import prune
+from surgery.io.models import LeNet
+from surgery.measure.flops import count_params
+
+X28 = torch.zeros(1, 1, 28, 28)
+X32 = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _no_hooks_left(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def _run_threads(jobs):
+    results, errors = [None] * len(jobs), []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(i, job):
+        barrier.wait()
+        try:
+            results[i] = job()
+        except Exception as exc:  # noqa: BLE001  (recorded and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    return results
+
+
+def test_threads_pruning_different_and_same_models_match_single_threaded():
+    torch.manual_seed(0)
+    lenet, resnet = LeNet().eval(), torchvision.models.resnet18(num_classes=10).eval()
+    want_lenet = prune(lenet, X28, ratio=0.5).plan
+    want_resnet = prune(resnet, X32, ratio=0.3).plan
+    jobs = [lambda: prune(lenet, X28, ratio=0.5).plan,
+            lambda: prune(resnet, X32, ratio=0.3).plan] * 2  # the same models in 2 threads each
+    got = _run_threads(jobs)
+    assert all(p == want_lenet for p in got[0::2]) and all(p == want_resnet for p in got[1::2])
+    assert _no_hooks_left(lenet) and _no_hooks_left(resnet)
+    assert nn.Module.__call__ is torch.nn.modules.module.Module.__call__
+    assert lenet(X28).shape == (1, 10) and resnet(X32).shape == (1, 10)  # plain forwards work
+
+
+def test_threads_tracing_while_others_run_plain_forwards():
+    lenet = LeNet().eval()
+    want = lenet(X28)
+    outputs = _run_threads([lambda: trace(lenet, X28), lambda: lenet(X28)] * 3)
+    assert all(torch.equal(out, want) for out in outputs[1::2])
+    assert all(len(g.prunable) == 4 for g in outputs[0::2]) and _no_hooks_left(lenet)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3.weight = self.c2.weight  # tied
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.c3(torch.relu(self.c2(torch.relu(self.c1(x))))))
+
+
+def test_tied_weights_stay_tied_and_the_model_does_not_grow():
+    torch.manual_seed(0)
+    model = Tied().eval()
+    x = torch.randn(1, 3, 8, 8)
+    result = prune(model, x, ratio=0.5)
+    assert result.model.c3.weight is result.model.c2.weight
+    assert result.params_after == result.params_before == count_params(model) == 274
+    reasons = [g.reason for g in result.graph.groups if "c2" in g.modules()]
+    assert any("shares a parameter with c3 (tied weights)" in r for r in reasons)
+    assert torch.equal(result.model(x), model(x))
+
+
+def test_forward_hooks_and_pre_hooks_survive_rebuilding():
+    torch.manual_seed(0)
+    model = LeNet().eval()
+    seen = []
+    model.conv2.register_forward_hook(lambda m, i, o: seen.append(("hook", o.shape[1])))
+    model.fc1.register_forward_pre_hook(lambda m, i: seen.append(("pre", i[0].shape[1])))
+    result = prune(model, X28, ratio=0.5)
+    seen.clear()
+    result.model(X28)
+    assert seen == [("hook", 8), ("pre", 128)]
