@@ -62,13 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     out = check_out_folder(args.out, args.force)
     ratio = None if args.ratio is None else parse_ratio(args.ratio)
+    latency = None if args.target_latency is None else parse_latency(args.target_latency)
     model, x = model_and_input(args)
     result = prune(model, x, ratio=ratio,
                    target_macs=args.target_macs, global_ranking=args.global_ranking,
                    importance=args.importance, ignore=args.ignore, round_to=args.round_to,
-                   target_latency_ms=None if args.target_latency is None
-                   else parse_latency(args.target_latency), backend=args.backend,
-                   threads=args.threads)
+                   target_latency_ms=latency, backend=args.backend, threads=args.threads)
     weights, plan = save(result, prepare_out_folder(out), base=args.model, input_shape=x.shape)
     macs = count_flops(model, x).total, count_flops(result.model, x).total
     print(result.summary())
