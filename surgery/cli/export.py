@@ -25,6 +25,18 @@ from surgery.io.models import resolve_model
 from surgery.io.saving import WEIGHTS_FILE, load, read_plan
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
+DESCRIPTION = """\
+Rebuild the pruned model of a folder written by `surgery prune` (its base model and input
+shape are read from DIR/plan.json) and export it: ONNX (checked by onnx.checker and, when
+onnxruntime is installed, compared with PyTorch at batch 1 and 2) or torch.export (.pt2).
+The batch dimension is dynamic in both."""
+EPILOG = """\
+examples:
+  surgery prune lenet --ratio 0.5 --out out/lenet
+  surgery export out/lenet --format onnx            # writes out/lenet/model.onnx
+  surgery export out/lenet --format torch-export    # writes out/lenet/model.pt2
+  surgery export out/r18 --format onnx --out r18.onnx
+"""
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
 
 
@@ -38,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     _, data = read_plan(args.dir)
-    base, default_shape = resolve_model(args.base or recorded_base(data, args.dir))
+    num_classes = data.get("num_classes") if isinstance(data.get("num_classes"), int) else None
+    base, default_shape = resolve_model(args.base or recorded_base(data, args.dir), num_classes)
     shape = parse_shape(args.input_shape) if args.input_shape else \
         recorded_shape(data, default_shape)
     x = torch.randn(*shape)
