@@ -24,8 +24,16 @@ COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": exp
                                    "report": report, "finetune": finetune, "sparsify": sparsify}
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option; descriptions and example epilogs kept as written."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option (unless none, or the help names it already);
+    descriptions and example epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == [] or action.default == argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads while timing (0: leave torch's setting as is)")
-    p.add_argument("--backend", default="eager", choices=BACKENDS)
+    p.add_argument("--backend", default="eager", choices=BACKENDS,
+                   help="how the model runs while timed")
     p.add_argument("--no-latency", action="store_true", help="count only: skip the timing")
     p.add_argument("--no-plot", action="store_true", help="do not write report.png")
     add_run_arguments(p)
