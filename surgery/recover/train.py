@@ -10,6 +10,7 @@ Example:
     >>> from surgery.recover.data import load_mnist, loaders
     >>> from surgery.io.models import LeNet
     >>> train_loader, test_loader = loaders(load_mnist(), batch_size=64)
+    >>> _ = torch.manual_seed(0)  # the initial weights
     >>> model = train(LeNet(), train_loader, epochs=1, progress=False)
     >>> evaluate(model, test_loader) > 0.8
     True
