@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def export_pair(name: str, dense: nn.Module, pruned: nn.Module, x: torch.Tensor,
     """
     sizes, errors = [], []
     for kind, model in tqdm((("dense", dense), ("pruned", pruned)), desc=f"ONNX {name}",
-                            unit="file", leave=False):
+                            unit="file", leave=False, disable=not sys.stderr.isatty()):
         path = export_onnx(model.eval(), x, out / f"{name}-{kind}.onnx")
         sizes.append(path.stat().st_size)
         errors += [compare_onnx(path, model, torch.randn(b, *x.shape[1:])) for b in (1, 4)]
@@ -109,15 +110,16 @@ def run(ratio: float, epochs: int, finetune_epochs: int, out: Path) -> dict:
     torch.manual_seed(0)
     train_loader, test_loader = loaders(load_mnist(), batch_size=64)
     x = torch.zeros(1, 1, 28, 28)
-    model = train(LeNet(), train_loader, epochs=epochs, seed=0)
+    bars = sys.stderr.isatty()  # progress bars on a terminal only, not in logs
+    model = train(LeNet(), train_loader, epochs=epochs, seed=0, progress=bars)
     dense_acc = evaluate(model, test_loader)
     result = prune(model, x, ratio=ratio)
-    print(result.graph)
+    print(f"lenet      ratio {ratio}: {result.summary()}")
     pruned_acc = evaluate(result.model, test_loader)
-    finetune(result.model, train_loader, epochs=finetune_epochs, seed=1)
+    finetune(result.model, train_loader, epochs=finetune_epochs, seed=1, progress=bars)
     tuned_acc = evaluate(result.model, test_loader)
     macs = (count_flops(model, x).total, count_flops(result.model, x).total)
-    lat = [measure_latency(m, x, runs=200, warmup=20, threads=1, progress=True).median_ms
+    lat = [measure_latency(m, x, runs=200, warmup=20, threads=1, progress=bars).median_ms
            for m in (model, result.model)]
     save(result, out / "lenet", base="lenet", input_shape=x.shape)
     return {"accuracy": (dense_acc, pruned_acc, tuned_acc), "macs": macs, "latency_ms": lat,
@@ -128,7 +130,7 @@ def run(ratio: float, epochs: int, finetune_epochs: int, out: Path) -> dict:
 def export_all(lenet: tuple, ratio: float, out: Path) -> str:
     """Prune ResNet-18, save it, export dense and pruned LeNet and ResNet-18; the size table."""
     dense, result, x = prune_resnet18(ratio)
-    print(f"resnet18   {result.summary()}")
+    print(f"resnet18   ratio {ratio}: {result.summary()}")
     save(result, out / "resnet18", base="resnet18", input_shape=x.shape)
     rows = [export_pair("lenet", *lenet, out),
             export_pair("resnet18", dense, result.model, x, out)]
@@ -149,13 +151,17 @@ def report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the whole demo; see the module docstring."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ratio", type=float, default=0.5,
+                        help="fraction of each group's channels to remove")
+    parser.add_argument("--epochs", type=int, default=3, help="LeNet training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--out", default="out/demo")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    print(f"demo: train LeNet on MNIST ({args.epochs} epochs), prune every channel group at "
+          f"ratio {args.ratio}, fine-tune {args.finetune_epochs} epochs, measure, export")
     results = run(args.ratio, args.epochs, args.finetune_epochs, out)
     print(report(results))
     table = export_all(results["models"], args.ratio, out)

@@ -25,12 +25,32 @@ COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": exp
                                    "report": report, "finetune": finetune, "sparsify": sparsify}
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option (unless none, or the help names it already);
+    descriptions and example epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == [] or action.default == argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser with one subparser per entry of ``COMMANDS``."""
-    parser = argparse.ArgumentParser(prog="surgery", description=__doc__.split("\n")[0])
+    """The argparse parser with one subparser per entry of ``COMMANDS``.
+
+    A subcommand module may add DESCRIPTION (what it does, for users) and EPILOG (examples).
+    """
+    parser = argparse.ArgumentParser(
+        prog="surgery", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter,
+        epilog="run `surgery COMMAND --help` for a command's options and examples\n\n"
+               + __doc__.split("\n\n", 2)[2].replace("Example:", "examples:"))
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        module.add_arguments(sub.add_parser(
+            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+            epilog=getattr(module, "EPILOG", None), formatter_class=_HelpFormatter))
     return parser
 
 

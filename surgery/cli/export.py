@@ -28,6 +28,18 @@ from surgery.io.safety import check_shape
 from surgery.io.saving import WEIGHTS_FILE, load, read_plan
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
+DESCRIPTION = """\
+Rebuild the pruned model of a folder written by `surgery prune` (its base model and input
+shape are read from DIR/plan.json) and export it: ONNX (checked by onnx.checker and, when
+onnxruntime is installed, compared with PyTorch at batch 1 and 2) or torch.export (.pt2).
+The batch dimension is dynamic in both."""
+EPILOG = """\
+examples:
+  surgery prune lenet --ratio 0.5 --out out/lenet
+  surgery export out/lenet --format onnx            # writes out/lenet/model.onnx
+  surgery export out/lenet --format torch-export    # writes out/lenet/model.pt2
+  surgery export out/r18 --format onnx --out r18.onnx
+"""
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
 
 
@@ -46,8 +58,9 @@ def run(args: argparse.Namespace) -> None:
     # our own file in the folder may be replaced; anything the user names needs --force
     out = check_out_file(args.out or str(default_out), args.force or not args.out)
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    base, default_shape = resolve_model(args.base) if args.base else \
-        resolve_builtin(recorded_base(data, args.dir), f"{args.dir}/plan.json")
+    num_classes = data.get("num_classes") if isinstance(data.get("num_classes"), int) else None
+    base, default_shape = resolve_model(args.base, num_classes) if args.base else \
+        resolve_builtin(recorded_base(data, args.dir), f"{args.dir}/plan.json", num_classes)
     shape = shape or recorded_shape(data, default_shape)
     x = torch.randn(*shape)
     model = load(args.dir, base.eval(), example_inputs=x).eval()

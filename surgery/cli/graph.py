@@ -9,6 +9,17 @@ from surgery.cli.common import add_model_arguments, model_and_input
 from surgery.measure.flops import count_params
 
 HELP = "print the coupled channel groups of a model"
+DESCRIPTION = """\
+Trace a model on an example input and print its channel groups: channels that must be
+pruned together (a conv and the norm after it, all inputs of a residual add, the heads of an
+attention layer), which groups can be pruned, and why the others cannot."""
+EPILOG = """\
+examples:
+  surgery graph lenet
+  surgery graph resnet18
+  surgery graph timm:convnext_atto --num-classes 10
+  surgery graph my_net.py:build --input-shape 1,3,32,32
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,12 +3,20 @@
 A MODEL argument is one of:
 - ``lenet``: the seed's LeNet-5 for 28x28 MNIST (below);
 - a torchvision classifier name such as ``resnet18`` (random init: weights come from ``--weights``);
+- ``timm:NAME``: a timm model such as ``timm:convnext_atto`` (random init), input shape from its
+  pretrained config;
 - ``path/to/file.py:factory``: a Python file and a function in it that returns an ``nn.Module``.
+
+``num_classes`` (the CLI's ``--num-classes``) sizes the classifier of lenet, torchvision and
+timm models, and is passed to a file factory as ``factory(num_classes=N)``.
 
 Example:
     >>> model, shape = resolve_model("lenet")
     >>> shape
     (1, 1, 28, 28)
+    >>> model, shape = resolve_model("resnet18", num_classes=10)
+    >>> model.fc.out_features, shape
+    (10, (1, 3, 224, 224))
 """
 
 from __future__ import annotations
@@ -23,6 +31,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from surgery.errors import SurgeryError
+
+try:  # optional: timm:NAME models
+    import timm
+except ImportError:
+    timm = None
 
 
 class LeNet(nn.Module):
@@ -57,29 +70,51 @@ DEFAULT_SHAPES = {"lenet": (1, 1, 28, 28)}
 IMAGENET_SHAPE = (1, 3, 224, 224)
 
 
-def resolve_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+MAX_CLASSES = 100_000  # a bound on a class count read from a file (a Linear of that many rows)
+
+
+def resolve_model(spec: str, num_classes: int | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     """Build the model a MODEL argument names; return it with its default input shape.
 
     Raises SurgeryError with a readable message for anything that does not name a model.
     """
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, int)
+                                    or not 1 <= num_classes <= MAX_CLASSES):
+        raise SurgeryError(f"--num-classes must be an integer from 1 to {MAX_CLASSES:,}, got "
+                           f"{num_classes!r}")
+    options = {} if num_classes is None else {"num_classes": num_classes}
     if spec == "lenet":
-        return LeNet(), DEFAULT_SHAPES["lenet"]
+        return LeNet(**options), DEFAULT_SHAPES["lenet"]
+    if spec.startswith("timm:"):
+        return _from_timm(spec[len("timm:"):], options)
     if is_file_spec(spec):
-        return _from_file(spec), IMAGENET_SHAPE
-    return _from_torchvision(spec), IMAGENET_SHAPE
+        return _from_file(spec, options), IMAGENET_SHAPE
+    return _from_torchvision(spec, options), IMAGENET_SHAPE
 
 
-def _from_torchvision(name: str) -> nn.Module:
+def _from_torchvision(name: str, options: dict) -> nn.Module:
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         raise SurgeryError(
             f"unknown model {name!r}: use 'lenet', a torchvision classifier name "
-            f"(e.g. resnet18, mobilenet_v2) or 'path/to/file.py:factory'"
+            f"(e.g. resnet18, mobilenet_v2), 'timm:NAME' or 'path/to/file.py:factory'"
         )
-    return torchvision.models.get_model(name, weights=None)
+    return torchvision.models.get_model(name, weights=None, **options)
 
 
-def _from_file(spec: str) -> nn.Module:
+def _from_timm(name: str, options: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    if timm is None:
+        raise SurgeryError(f"'timm:{name}' needs timm: pip install timm")
+    if not timm.is_model(name):
+        raise SurgeryError(f"unknown timm model {name!r}: see timm.list_models(), "
+                           f"e.g. timm:convnext_atto or timm:resnet18")
+    model = timm.create_model(name, pretrained=False, **options)
+    size = getattr(model, "pretrained_cfg", {}).get("input_size", IMAGENET_SHAPE[1:])
+    return model, (1, *size)
+
+
+def _from_file(spec: str, options: dict) -> nn.Module:
     path_text, factory_name = spec.rsplit(":", 1)
     path = Path(path_text)
     if not path.is_file():
@@ -96,10 +131,11 @@ def _from_file(spec: str) -> nn.Module:
     if not callable(factory):
         raise SurgeryError(f"{path} has no callable named {factory_name!r}")
     try:
-        model = factory()
+        model = factory(**options)
     except Exception as exc:  # the user's factory may raise anything (or need arguments)
+        called = ", ".join(f"{k}={v}" for k, v in options.items()) or "no arguments"
         raise SurgeryError(f"{spec}() failed: {type(exc).__name__}: {exc} (the factory is "
-                           f"called with no arguments)") from exc
+                           f"called with {called})") from exc
     if not isinstance(model, nn.Module):
         raise SurgeryError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return model
@@ -115,7 +151,8 @@ def is_file_spec(spec: str) -> bool:
     return ":" in spec and spec.split(":", 1)[0].endswith(".py")
 
 
-def resolve_builtin(spec: str, source: str) -> tuple[nn.Module, tuple[int, ...]]:
+def resolve_builtin(spec: str, source: str,
+                    num_classes: int | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     """Like ``resolve_model``, for a MODEL name read from a file (``source``): only built-in
     models (``lenet``, torchvision names). A saved folder never makes code run, so a file base
     must come from the user's own command line (``--base``).
@@ -128,7 +165,7 @@ def resolve_builtin(spec: str, source: str) -> tuple[nn.Module, tuple[int, ...]]
         raise SurgeryError(f"{source} names base {str(spec)[:80]!r}, which is not a built-in "
                            f"model; a saved folder never runs code: if you trust that file, "
                            f"pass --base yourself")
-    return resolve_model(spec)
+    return resolve_model(spec, num_classes)
 
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")

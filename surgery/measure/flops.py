@@ -1,8 +1,10 @@
 """Count a model's multiply-adds (fvcore) and parameters.
 
 fvcore's convention is kept: one multiply-add counts 1, so ``FlopCount.total`` is in MACs;
-``FlopCount.flops`` doubles it. Ops fvcore has no formula for are listed in
-``FlopCount.uncounted``, never hidden.
+``FlopCount.flops`` doubles it. fvcore's formulas are extended by ``surgery.measure.handles``
+(fused multi-head attention, scaled_dot_product_attention, baddbmm, rms_norm, 1-d/3-d and
+bicubic upsampling), so a layer counts the same before and after surgery. Ops with no formula
+(element-wise ops, pooling, activations) are listed in ``FlopCount.uncounted``, never hidden.
 
 Example:
     >>> from surgery.io.models import LeNet
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from graphs.trace import eval_mode
 from surgery.io.export import positional
+from surgery.measure.handles import EXTRA_HANDLES
 
 with warnings.catch_warnings():  # fvcore's import scripts a helper with torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
@@ -40,6 +43,7 @@ class FlopCount:
         total: multiply-adds (MACs) of the whole model; one multiply-add counts 1.
         by_module: qualified module name -> MACs ("" is the whole model).
         uncounted: op name -> how many times it ran without being counted.
+        by_operator: op name (fvcore's short name, e.g. "linear") -> MACs.
 
     Example:
         >>> c = FlopCount(total=1_820_000_000, by_module={}, uncounted={"aten::add": 8})
@@ -50,6 +54,7 @@ class FlopCount:
     total: int
     by_module: Mapping[str, int]
     uncounted: Mapping[str, int]
+    by_operator: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def flops(self) -> int:
@@ -94,12 +99,13 @@ def count_flops(
     """
     inputs = positional(example_inputs, "count_flops (fvcore)")
     with eval_mode(model), torch.no_grad():
-        analysis = FlopCountAnalysis(model, inputs)
+        analysis = FlopCountAnalysis(model, inputs).set_op_handle(**EXTRA_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = int(analysis.total())
         by_module = {name: int(n) for name, n in analysis.by_module().items()}
         uncounted = {op: int(n) for op, n in analysis.unsupported_ops().items()}
-    return FlopCount(total=total, by_module=by_module, uncounted=uncounted)
+        by_operator = {op: int(n) for op, n in analysis.by_operator().items()}
+    return FlopCount(total, by_module, uncounted, by_operator)
 
 
 def count_params(model: nn.Module) -> int:

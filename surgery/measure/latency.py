@@ -1,7 +1,10 @@
 """Time a model's forward pass on CPU or GPU: eager, ``torch.compile`` or ONNX Runtime.
 
 Warm-up runs come first (they also cover compilation); the timed runs are summarised by
-their median and 10th/90th percentiles. The caller's model, thread count and training flags
+their median and 10th/90th percentiles. Comparisons should time with one thread (the
+report's default): with all threads, other processes on the machine make timings swing by
+10x or more. ``Latency.noisy`` flags runs whose p90 is over ``NOISY_SPREAD`` x p10, a sign of
+contention; a ratio of two such timings is not to be trusted. The caller's model, thread count and training flags
 are left as they were; a model that has to change device is copied first.
 
 Example:
@@ -32,6 +35,7 @@ from surgery.errors import SurgeryError
 from surgery.io.export import export_onnx, onnx, onnxruntime, positional
 
 BACKENDS = ("eager", "compile", "onnxruntime")
+NOISY_SPREAD = 1.5  # p90 / p10 above this: the runs were disturbed (contention, throttling)
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,10 @@ class Latency:
     """Summary of timed forward passes (milliseconds).
 
     Example:
+        >>> print(Latency(1.5, 1.25, 1.75, runs=50, threads=1, device="cpu", backend="eager"))
+        median 1.500 ms (p10 1.250, p90 1.750) over 50 runs; cpu, eager, 1 threads
         >>> print(Latency(1.5, 1.25, 2.0, runs=50, threads=4, device="cpu", backend="eager"))
-        median 1.500 ms (p10 1.250, p90 2.000) over 50 runs; cpu, eager, 4 threads
+        median 1.500 ms (p10 1.250, p90 2.000) over 50 runs; cpu, eager, 4 threads; NOISY (p90/p10 1.6)
     """
 
     median_ms: float
@@ -51,11 +57,25 @@ class Latency:
     device: str
     backend: str
 
+    @property
+    def spread(self) -> float:
+        """p90 / p10 of the timed runs (1.0 when perfectly steady).
+
+        Example:
+            >>> Latency(1.5, 1.25, 2.0, runs=50, threads=4, device="cpu", backend="eager").spread
+            1.6
+        """
+        return self.p90_ms / self.p10_ms if self.p10_ms > 0 else 1.0
+
+    @property
+    def noisy(self) -> bool:
+        """True when the spread shows contention (over ``NOISY_SPREAD``)."""
+        return self.spread > NOISY_SPREAD
+
     def __str__(self) -> str:
-        return (
-            f"median {self.median_ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}) "
-            f"over {self.runs} runs; {self.device}, {self.backend}, {self.threads} threads"
-        )
+        text = (f"median {self.median_ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}) "
+                f"over {self.runs} runs; {self.device}, {self.backend}, {self.threads} threads")
+        return text + (f"; NOISY (p90/p10 {self.spread:.1f})" if self.noisy else "")
 
 
 def summarize_ms(times_ms: Sequence[float]) -> tuple[float, float, float]:
@@ -114,10 +134,16 @@ def _check_args(
         raise SurgeryError(f"warmup must be an integer >= 0, got {warmup!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise SurgeryError(f"threads must be None or an integer >= 1, got {threads!r}")
-    return _check_device(device)
+    return check_device(device)
 
 
-def _check_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that exists here; SurgeryError otherwise.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:

@@ -43,7 +43,7 @@ class Timing:
 
     runs: int = 50
     warmup: int = 10
-    threads: int | None = None
+    threads: int | None = 1  # one thread: comparable under load; None = torch's current count
     device: str = "cpu"
     backend: str = "eager"
     progress: bool = False
@@ -90,8 +90,21 @@ class Report:
 
     def to_markdown(self) -> str:
         """A readable summary table, then one row per layer."""
-        return "\n".join([f"# Report: {self.name}", "", *_notes(self), "", *_summary(self), "",
-                          "## Channels per layer", "", *_layer_rows(self), ""])
+        return "\n".join([f"# Report: {self.name}", "", *_notes(self), *self.warnings(), "",
+                          *_summary(self), "", "## Channels per layer", "",
+                          *_layer_rows(self), ""])
+
+    def warnings(self) -> list[str]:
+        """Why the latency numbers may mislead (contention seen in the spread of the runs)."""
+        noisy = [(label, s.latency) for label, s in (("before", self.before),
+                                                     ("after", self.after))
+                 if s is not None and s.latency is not None and s.latency.noisy]
+        if not noisy:
+            return []
+        which = ", ".join(f"{label} p90/p10 = {lat.spread:.1f}" for label, lat in noisy)
+        return [(f"**Warning**: latency runs were unsteady ({which}): the machine is busy or "
+                f"throttling, so latency and its ratio are not reliable. Time again on an idle "
+                f"machine, with --threads 1, or more --runs.")]
 
     def write(self, out: str | Path, plot: bool = True) -> dict[str, Path]:
         """Write report.json, report.md and (if ``plot``) report.png; return their paths."""
@@ -122,12 +135,13 @@ def model_stats(model: nn.Module, example_inputs: Any, timing: Timing | None) ->
 
 
 def build_report(before: nn.Module, example_inputs: Any, after: nn.Module | None = None, *,
-                 name: str = "model", timing: Timing | None = Timing()) -> Report:
+                 name: str | None = None, timing: Timing | None = Timing()) -> Report:
     """Measure ``before`` (and ``after``, its pruned version) on the same example inputs.
 
     Layers are matched by qualified name (pruning keeps names). ``timing=None`` skips latency.
-    See the module example.
+    ``name`` defaults to the model's class name. See the module example.
     """
+    name = name or type(before).__name__
     stats_before = model_stats(before, example_inputs, timing)
     stats_after = model_stats(after, example_inputs, timing) if after is not None else None
     old = layer_widths(before)
@@ -138,7 +152,7 @@ def build_report(before: nn.Module, example_inputs: Any, after: nn.Module | None
 
 
 def report_from_plan(after: nn.Module, plan: Plan, params_before: int, example_inputs: Any,
-                     *, name: str = "model", timing: Timing | None = Timing()) -> Report:
+                     *, name: str | None = None, timing: Timing | None = Timing()) -> Report:
     """Report a pruned model without its original: widths before come from the plan.
 
     MACs and latency before are unknown (None) since the original model is not at hand.
@@ -153,6 +167,7 @@ def report_from_plan(after: nn.Module, plan: Plan, params_before: int, example_i
         >>> r.ratios()["params"], r.ratios()["macs"], r.layers[1]
         (0.2570116598388331, None, LayerWidth(name='conv2', kind='Conv2d', before=16, after=8))
     """
+    name = name or type(after).__name__
     removed = plan.removed()
     stats_after = model_stats(after, example_inputs, timing)
     layers = tuple(LayerWidth(n, kind, width + len(removed.get((n, dim), ())), width)
@@ -209,9 +224,9 @@ def _summary(report: Report) -> list[str]:
 def _layer_rows(report: Report) -> list[str]:
     if report.after is None:
         return ["| layer | type | channels |", "|---|---|---:|"] + [
-            f"| {x.name} | {x.kind} | {x.before} |" for x in report.layers]
+            f"| {x.name} | {x.kind} | {x.before:,} |" for x in report.layers]
     return ["| layer | type | before | after | kept |", "|---|---|---:|---:|---:|"] + [
-        f"| {x.name} | {x.kind} | {x.before} | {_maybe(x.after)} | "
+        f"| {x.name} | {x.kind} | {x.before:,} | {_maybe(x.after)} | "
         f"{_fraction(_ratio(x.after, x.before))} |" for x in report.layers]
 
 

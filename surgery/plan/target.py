@@ -1,8 +1,9 @@
 """Reach a MAC target: take channels in ranking order until the model's MACs <= target.
 
-MACs of a candidate plan come from ``MacModel``, an analytic model built from one fvcore count
-of the dense model (``layer_macs``, module name -> MACs): exact for conv, linear and norm
-layers, whose MACs scale with the kept fraction of every weight dim the plan touches.
+MACs of a candidate plan come from ``MacModel``, an analytic model built from one count of
+the dense model (``layer_macs``, module name -> MACs) by ``surgery.measure.flops.count_flops``,
+the counter the report and the CLI show (fused attention included): exact for conv, linear
+and norm layers, whose MACs scale with the kept fraction of every weight dim the plan touches.
 """
 
 from __future__ import annotations

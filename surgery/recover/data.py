@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torchvision import transforms
 
 from surgery.errors import SurgeryError
 
@@ -36,6 +37,8 @@ except ImportError:
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,60 @@ def load_mnist(
     )
 
 
+@dataclass(frozen=True)
+class ImageSplits:
+    """``train/`` and ``val/`` of an image folder (``torchvision.datasets.ImageFolder`` each)."""
+
+    train: Dataset
+    test: Dataset
+    classes: list[str]
+
+
+def load_image_folder(root: str | Path, size: tuple[int, int] = (224, 224),
+                      channels: int = 3) -> ImageSplits:
+    """Read ``root/train/<class>/*`` and ``root/val/<class>/*`` (images of any size).
+
+    Standard transforms: training images get a random resized crop to ``size`` and a random
+    horizontal flip, validation images a resize to ``size / 0.875`` and a center crop; both are
+    normalised with the ImageNet mean/std (``channels=1``: grayscale, MNIST mean/std).
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for split in ("train", "val"):
+        ...     for label, color in (("cat", "red"), ("dog", "blue")):
+        ...         (root / split / label).mkdir(parents=True)
+        ...         Image.new("RGB", (40, 30), color).save(root / split / label / "0.png")
+        >>> splits = load_image_folder(root, size=(32, 32))
+        >>> splits.classes, splits.train[0][0].shape, splits.test[1][1]
+        (['cat', 'dog'], torch.Size([3, 32, 32]), 1)
+    """
+    root = Path(root)
+    missing = [d for d in ("train", "val") if not (root / d).is_dir()]
+    if missing:
+        raise SurgeryError(f"{root} needs train/ and val/ folders with one sub-folder per "
+                           f"class; missing: {', '.join(missing)}")
+    gray = [transforms.Grayscale(1)] if channels == 1 else []
+    mean, std = ((MNIST_MEAN,), (MNIST_STD,)) if channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+    tail = [*gray, transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.35, 1.0)),
+                                   transforms.RandomHorizontalFlip(), *tail])
+    val_tf = transforms.Compose([transforms.Resize(tuple(round(s / 0.875) for s in size)),
+                                 transforms.CenterCrop(size), *tail])
+    try:
+        train = torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        test = torchvision.datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise SurgeryError(f"cannot read the image folder {root}: {exc}") from exc
+    if train.classes != test.classes:
+        raise SurgeryError(f"{root}/train and {root}/val have different classes: "
+                           f"{train.classes} vs {test.classes}")
+    return ImageSplits(train, test, train.classes)
+
+
 def loaders(
-    splits: MnistSplits, batch_size: int = 64, seed: int = 0
+    splits: MnistSplits | ImageSplits, batch_size: int = 64, seed: int = 0
 ) -> tuple[DataLoader, DataLoader]:
     """Return ``(train_loader, test_loader)``; the train loader shuffles with a seeded generator.
 

@@ -10,6 +10,7 @@ Example:
     >>> from surgery.recover.data import load_mnist, loaders
     >>> from surgery.io.models import LeNet
     >>> train_loader, test_loader = loaders(load_mnist(), batch_size=64)
+    >>> _ = torch.manual_seed(0)  # the initial weights
     >>> model = train(LeNet(), train_loader, epochs=1, progress=False)
     >>> evaluate(model, test_loader) > 0.8
     True
@@ -73,7 +74,10 @@ def train(
     ``optimizer``: ``"sgd"`` (momentum 0.9, default lr 0.05) or ``"adam"`` (default lr 1e-3).
     ``masks`` (parameter name -> 0/1 tensor) are applied before training and after every
     optimiser step, so masked weights stay exactly zero. ``seed`` goes to ``torch.manual_seed``.
-    Under torch.distributed each rank trains on its shard with ``loader.batch_size``.
+    Under torch.distributed (N processes) each rank trains on its 1/N shard of the data with
+    batches of ``loader.batch_size // N`` (``rank_batch_size``): every step averages the
+    gradient over ``loader.batch_size`` images as one process does, and an epoch has the same
+    number of steps, so the same epochs and learning rate give the same accuracy.
     ``loss_fn(logits, labels, images)`` replaces cross-entropy (e.g. ``surgery.distill``).
 
     Example:
@@ -155,7 +159,7 @@ def _maybe_distributed(model: nn.Module, loader: DataLoader, seed: int):
     sampler = DistributedSampler(loader.dataset, shuffle=True, seed=seed)
     sharded = DataLoader(
         loader.dataset,
-        batch_size=loader.batch_size,
+        batch_size=rank_batch_size(loader.batch_size, dist.get_world_size()),
         sampler=sampler,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
@@ -164,6 +168,33 @@ def _maybe_distributed(model: nn.Module, loader: DataLoader, seed: int):
     device = _device_of(model)
     device_ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), sharded, sampler
+
+
+def rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Per-process batch under DDP so that N processes together take ``batch_size`` per step.
+
+    Example:
+        >>> rank_batch_size(64, 1), rank_batch_size(64, 2), rank_batch_size(64, 3)
+        (64, 32, 21)
+    """
+    if batch_size < world_size:
+        raise SurgeryError(f"batch size {batch_size} is smaller than the {world_size} "
+                           f"processes: use --batch-size {world_size} or more")
+    return batch_size // world_size
+
+
+def split_note(batch_size: int, world_size: int, images: int) -> str:
+    """How DDP splits an epoch, in words (printed by ``surgery finetune`` on rank 0).
+
+    Example:
+        >>> print(split_note(64, 2, 4000))
+        DDP: 2 processes, each trains on 1/2 of the 4,000 images per epoch in batches of 32: every step averages 64 images, as one process does, so epochs and accuracy compare.
+    """
+    per_rank = rank_batch_size(batch_size, world_size)
+    return (f"DDP: {world_size} processes, each trains on 1/{world_size} of the {images:,} "
+            f"images per epoch in batches of {per_rank}: every step averages "
+            f"{per_rank * world_size} images, as one process does, so epochs and accuracy "
+            f"compare.")
 
 
 def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int, progress: bool):

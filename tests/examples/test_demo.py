@@ -38,6 +38,8 @@ def test_size_table():
 def test_demo_end_to_end(tmp_path, capsys):
     assert demo["main"](["--epochs", "1", "--finetune-epochs", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
+    assert printed.startswith("demo: train LeNet") and "ratio 0.5" in printed.splitlines()[0]
+    assert "lenet      ratio 0.5: pruned 4 of 6 channel groups" in printed  # no graph dump
     for name in ("lenet", "resnet18"):
         assert (tmp_path / f"{name}-dense.onnx").is_file()
         assert (tmp_path / f"{name}-pruned.onnx").is_file()

@@ -12,7 +12,8 @@ from torch import nn
 from surgery import prune
 from surgery.cli import main
 from surgery.io.models import LeNet
-from surgery.measure.report import Timing, build_report
+from surgery.measure.latency import Latency
+from surgery.measure.report import Report, Stats, Timing, build_report
 from surgery.measure.widths import LayerWidth, layer_widths
 
 X = torch.zeros(1, 1, 28, 28)
@@ -185,3 +186,42 @@ def test_cli_report_uses_the_input_shape_recorded_by_prune(tmp_path, capsys):
     assert main(["report", "resnet18", "--pruned", str(folder), "--no-latency",
                  "--no-plot"]) == 0
     assert "Input 1x3x32x32." in capsys.readouterr().out
+
+
+def test_report_names_the_model_and_formats_widths_alike() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 1000))
+    x = torch.randn(1, 3, 8, 8)
+    text = build_report(model, x, timing=None).to_markdown()
+    assert text.startswith("# Report: Sequential")  # not "Report: model"
+    assert "| 2 | Linear | 1,000 |" in text
+    pruned = prune(model, x, ratio=0.5).model
+    assert "| 2 | Linear | 1,000 | 1,000 | 1.000 |" in build_report(
+        model, x, pruned, timing=None).to_markdown()
+
+
+def test_report_times_with_one_thread_by_default() -> None:
+    assert Timing().threads == 1
+
+
+def test_unsteady_latency_is_flagged_in_the_report() -> None:
+    steady = Latency(1.0, 0.9, 1.2, runs=5, threads=1, device="cpu", backend="eager")
+    busy = Latency(56.0, 0.31, 60.0, runs=5, threads=2, device="cpu", backend="eager")
+    assert not steady.noisy and busy.noisy and busy.spread == pytest.approx(60 / 0.31)
+    stats = [Stats(10, 10, {}, lat) for lat in (busy, steady)]
+    report = Report("lenet", ((1, 1, 28, 28),), stats[0], stats[1], (), Timing())
+    (warning,) = report.warnings()
+    assert "before p90/p10 = 193.5" in warning and "not reliable" in warning
+    assert warning in report.to_markdown()
+    calm = Report("lenet", ((1, 1, 28, 28),), stats[1], stats[1], (), Timing())
+    assert calm.warnings() == []
+
+
+def test_plot_is_log_scale_with_kept_fractions_and_unclipped_names(tmp_path) -> None:
+    from surgery.measure.plot import plot_layer_widths
+
+    layers = [LayerWidth(f"features.{i}.block.0.conv_with_a_long_name", "Conv2d", 64, 32)
+              for i in range(3)] + [LayerWidth("fc", "Linear", 1000, 1000)]
+    path = plot_layer_widths(layers, tmp_path / "w.png", "resnet18")
+    with Image.open(path) as image:  # two panels; "tight" saving grows the figure for names
+        width, height = image.size
+    assert height > 700 and width > 500  # 7 x 6 inches at 110 dpi, whitespace trimmed

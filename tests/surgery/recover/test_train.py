@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from surgery.io.models import LeNet
 from surgery.io.saving import load, read_plan
 from surgery.recover.data import MnistSplits, load_mnist, loaders
 from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
-from surgery.recover.train import evaluate, finetune, train
+from surgery.recover.train import evaluate, finetune, rank_batch_size, train
 
 RECIPE = {"conv1": 0.85, "conv2": 0.8, "fc1": 0.75, "fc2": 0.7, "fc3": 0.8}
 
@@ -229,3 +230,40 @@ def test_finetune_cli_under_torchrun(pruned_folder, tmp_path):
                     "--max-images", "256", "--out", str(out), "--no-progress")
     assert done.stdout.count("test accuracy") == 1  # rank 0 reports and saves
     assert load(out, LeNet()).fc1.in_features == 8 * 16
+
+
+DDP_ACCURACY_SCRIPT = '''
+import json, sys, torch
+from surgery.io.models import LeNet
+from surgery.recover.data import load_mnist, loaders
+from surgery.recover.train import distributed_from_env, evaluate, train
+
+train_loader, test_loader = loaders(load_mnist(), batch_size=64)
+torch.manual_seed(0)
+model = LeNet()
+with distributed_from_env() as rank:
+    train(model, train_loader, epochs=1, seed=0, progress=False)
+    if rank == 0:
+        json.dump({"accuracy": evaluate(model, test_loader)}, open(sys.argv[1], "w"))
+'''
+
+
+def test_rank_batch_size_keeps_the_global_batch():
+    assert rank_batch_size(64, 2) * 2 == 64
+    with pytest.raises(SurgeryError, match="smaller than the 4 processes"):
+        rank_batch_size(2, 4)
+
+
+@pytest.mark.zoo  # three Python processes and a real epoch: ~1 min on the shared machine
+def test_two_processes_reach_one_process_accuracy_in_the_same_epochs(splits, tmp_path):
+    """Each rank sees half the images; with half the batch per rank an epoch keeps its steps,
+    so one epoch under torchrun matches one epoch in one process (issue 13 saw 20% vs 90%)."""
+    script = tmp_path / "ddp_acc.py"
+    script.write_text(DDP_ACCURACY_SCRIPT)
+    torchrun(str(script), str(tmp_path / "acc.json"))
+    ddp = json.loads((tmp_path / "acc.json").read_text())["accuracy"]
+    train_loader, test_loader = loaders(splits, batch_size=64)
+    torch.manual_seed(0)
+    single = evaluate(train(LeNet(), train_loader, epochs=1, seed=0, progress=False),
+                      test_loader)
+    assert single > 0.8 and abs(ddp - single) < 0.03
