@@ -188,6 +188,7 @@ class Recorder(TorchFunctionMode):
         self.params: dict[str, torch.Tensor] = {}
         self.stack: list[str] = [""]
         self.quiet = 0  # > 0 inside a leaf module: its inner calls are not recorded
+        self.thread = threading.get_ident()  # module hooks fire in every thread: only ours count
         self.failed_in = ""  # the module whose torch call raised first
         self.notes: list[str] = []  # data-dependent control flow seen on the way
 
@@ -312,6 +313,8 @@ class Recorder(TorchFunctionMode):
 
     def _enter(self, name: str):
         def hook(module, args, kwargs):
+            if threading.get_ident() != self.thread:
+                return  # a plain forward of the same model in another thread
             if not self.quiet and self.leaf(module):
                 node = self.graph.call_module(name, self.arg(tuple(args)), self.arg(kwargs))
                 node.stack_trace = innermost_user_frame()
@@ -324,6 +327,8 @@ class Recorder(TorchFunctionMode):
 
     def _leave(self, name: str):
         def hook(module, args, kwargs, out):
+            if threading.get_ident() != self.thread:
+                return
             self.stack.pop()
             if self.quiet:
                 self.quiet -= 1
