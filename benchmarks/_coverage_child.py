@@ -19,8 +19,8 @@ from coverage_models import build
 from torch import nn
 
 from graphs import trace
+from graphs.datamodel import OUT
 from graphs.inputs import call_model
-from graphs.model import OUT
 from surgery import prune
 from surgery.testing.oracle import check, relative_error, tensors_of
 

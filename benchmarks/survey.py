@@ -25,7 +25,7 @@ from builders import build_model
 from torch import nn
 
 from graphs import trace
-from graphs.model import OUT
+from graphs.datamodel import OUT
 from surgery import prune
 from surgery.testing.oracle import (
     kill_channels,

@@ -8,8 +8,8 @@ Example:
     Member(module='conv1', role='out', dim=0, indices=((0,), (1,), (2,), (3,), (4,), (5,)), attr='')
 """
 
+from graphs.datamodel import IN, OUT, SIZE, DependencyGraph, Group, Member, Unsupported
 from graphs.errors import TraceError
-from graphs.model import IN, OUT, SIZE, DependencyGraph, Group, Member, Unsupported
 from graphs.rules import default_rules
 from graphs.table import RuleTable
 from graphs.trace import trace

@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from graphs.channels import ChannelSets, Flow
-from graphs.model import Unsupported
+from graphs.datamodel import Unsupported
 from graphs.sources import user_source
 
 

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from graphs.channels import ChannelSets
-from graphs.model import Group, Member
+from graphs.datamodel import Group, Member
 
 
 def build_groups(sets: ChannelSets) -> tuple[Group, ...]:

@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg
-from graphs.model import IN, OUT
+from graphs.datamodel import IN, OUT
 
 
 def head_rows(num_heads: int, head_dim: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
-from graphs.model import IN, OUT
+from graphs.datamodel import IN, OUT
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]

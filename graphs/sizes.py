@@ -27,7 +27,7 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
-from graphs.model import SIZE
+from graphs.datamodel import SIZE
 
 
 def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> str:

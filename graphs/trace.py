@@ -10,9 +10,9 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from graphs.capture import capture, eval_mode
 from graphs.context import TraceContext
+from graphs.datamodel import OUT, DependencyGraph
 from graphs.errors import TraceError
 from graphs.grouping import build_groups
-from graphs.model import OUT, DependencyGraph
 from graphs.rules import default_rules
 from graphs.rules_layers import bare_parameter
 from graphs.table import RuleTable

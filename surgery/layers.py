@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from graphs.model import SIZE
+from graphs.datamodel import SIZE
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def member_tensor(model: nn.Module, member) -> torch.Tensor | None:
     the layer's ``indexed_tensor``; None for a SIZE member (an int attribute, no tensor).
 
     Example:
-        >>> from graphs.model import Member
+        >>> from graphs.datamodel import Member
         >>> model = nn.Sequential(nn.Linear(2, 3))
         >>> tuple(member_tensor(model, Member("0", "out", 0, (), "bias")).shape)
         (3,)

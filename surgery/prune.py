@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import nn
 
+from graphs.datamodel import DependencyGraph
 from graphs.errors import TraceError
 from graphs.inputs import split_inputs
-from graphs.model import DependencyGraph
 from graphs.trace import eval_mode, trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params

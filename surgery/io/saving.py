@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from graphs.model import SIZE
+from graphs.datamodel import SIZE
 from surgery.errors import SurgeryError
 from surgery.io.safety import check_shape, read_json, write_atomic
 from surgery.layers import indexed_tensor

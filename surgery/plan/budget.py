@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphs.model import OUT, DependencyGraph, Group
+from graphs.datamodel import OUT, DependencyGraph, Group
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Importance
 from surgery.plan.plan import Plan, channels_to_remove, plan_group, round_removal

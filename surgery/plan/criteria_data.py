@@ -31,8 +31,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
+from graphs.datamodel import OUT, Group
 from graphs.inputs import call_model
-from graphs.model import OUT, Group
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.layers import member_tensor

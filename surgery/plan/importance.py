@@ -23,8 +23,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from graphs.datamodel import OUT, Group, Member
 from graphs.grouping import positions_array
-from graphs.model import OUT, Group, Member
 from surgery.errors import SurgeryError
 from surgery.layers import member_tensor
 
@@ -114,7 +114,7 @@ def check_scores(scores: object, group: Group, name: str) -> torch.Tensor:
     the group and the criterion.
 
     Example:
-        >>> from graphs.model import Group
+        >>> from graphs.datamodel import Group
         >>> check_scores([1.0, float("nan")], Group(3, 2, (), True), "mine")
         Traceback (most recent call last):
         ...

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphs.model import Group
+from graphs.datamodel import Group
 
 Timer = Callable[[nn.Module, tuple[torch.Tensor, ...]], float]  # (block, inputs) -> ms
 FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)  # the widths timed, as kept fractions

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from graphs.model import DependencyGraph
+from graphs.datamodel import DependencyGraph
 from surgery.errors import SurgeryError
 from surgery.plan.latency_model import LatencyModel
 from surgery.plan.plan import Plan, plan_group

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphs.datamodel import SIZE, Group
 from graphs.grouping import positions_array
-from graphs.model import SIZE, Group
 from surgery.errors import SurgeryError
 
 
@@ -45,7 +45,7 @@ class MemberPlan:
     dim: int
     kept: list[int]
     removed: list[int]
-    attr: str = ""  # as graphs.model.Member.attr: a parameter, or (role SIZE) an int attribute
+    attr: str = ""  # as graphs.datamodel.Member.attr: a parameter, or (role SIZE) an int attribute
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor, nn
 
+from graphs.datamodel import OUT, SIZE, Group, Member
 from graphs.inputs import call_model
-from graphs.model import OUT, SIZE, Group, Member
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion

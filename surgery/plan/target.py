@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from graphs.model import Group
+from graphs.datamodel import Group
 from surgery.errors import SurgeryError
 from surgery.layers import indexed_tensor
 

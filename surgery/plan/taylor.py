@@ -27,8 +27,8 @@ from itertools import islice
 import torch
 from torch import Tensor, nn
 
+from graphs.datamodel import OUT, SIZE, Group
 from graphs.inputs import call_model
-from graphs.model import OUT, SIZE, Group
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion

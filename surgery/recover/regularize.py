@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphs.model import Group
+from graphs.datamodel import Group
 from graphs.trace import trace
 from surgery.plan.saliency import criterion
 

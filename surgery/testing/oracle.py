@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from graphs.datamodel import OUT, DependencyGraph, Group
 from graphs.inputs import call_model
-from graphs.model import OUT, DependencyGraph, Group
 from graphs.trace import trace
 from surgery.layers import member_tensor
 from surgery.plan.plan import channels_to_remove

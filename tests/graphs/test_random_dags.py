@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from graphs import trace
-from graphs.model import IN, OUT
+from graphs.datamodel import IN, OUT
 from surgery.testing.oracle import check, randomize_norms
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,

@@ -8,7 +8,7 @@ from torchvision.models.swin_transformer import PatchMerging
 from torchvision.ops.misc import Permute
 
 from graphs import trace
-from graphs.model import IN, OUT
+from graphs.datamodel import IN, OUT
 from graphs.rules_attention import head_rows
 
 

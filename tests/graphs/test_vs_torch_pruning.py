@@ -30,7 +30,7 @@ import torchvision
 from torch import nn
 
 from graphs import trace
-from graphs.model import IN, OUT
+from graphs.datamodel import IN, OUT
 from surgery.io.models import LeNet
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
