@@ -27,11 +27,11 @@ from itertools import islice
 import torch
 from torch import Tensor, nn
 
-from graphs.datamodel import OUT, SIZE, Group
 from graphs.inputs import call_model
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion
+from surgery.plan.saliency import criterion
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -46,22 +46,7 @@ def taylor(model: nn.Module, batches: Iterable, loss_fn: LossFn | None = None,
     """
     saliency = taylor_saliency(model, batches, loss_fn, max_batches)
 
-    def criterion(scored: nn.Module, group: Group) -> torch.Tensor:
-        scores = torch.zeros(group.channels, dtype=torch.float64)
-        for m in (m for m in group.members if m.role != SIZE):
-            index = torch.tensor(m.indices, dtype=torch.long)
-            names = (m.attr,) if m.attr else ("weight", "bias") if m.role == OUT else ("weight",)
-            for name in names:
-                s = saliency.get(f"{m.module}.{name}" if m.module else name)
-                if s is None or s.dim() <= m.dim or (name == "bias" and m.dim != 0):
-                    continue
-                dims = [d for d in range(s.dim()) if d != m.dim]
-                per_position = s.sum(dim=dims) if dims else s
-                scores += per_position[index].sum(dim=1)
-        return scores
-
-    criterion.__name__ = "taylor"
-    return criterion
+    return criterion(saliency, "taylor")  # per channel: the sum over its members' weights
 
 
 def taylor_saliency(model: nn.Module, batches: Iterable, loss_fn: LossFn | None = None,
