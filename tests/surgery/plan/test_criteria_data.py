@@ -11,22 +11,7 @@ from surgery.errors import SurgeryError
 from surgery.io.models import LeNet
 from surgery.plan.criteria_data import DATA_CRITERIA, apoz, hessian, mean_activation
 from surgery.prune import prune
-
-# Linear(2 -> 3) with rows [1, 0], [-1, 0], [0, 1]: channel c of these inputs is
-# ch0 = x0 = [1, -1, 2, 3], ch1 = -x0 = [-1, 1, -2, -3], ch2 = x1 = [1, 1, -1, 2]
-INPUTS = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [2.0, -1.0], [3.0, 2.0]])
-
-
-def two_layer() -> nn.Module:
-    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
-        net[0].bias.zero_()
-    return net
-
-
-def group_of(net: nn.Module, x: torch.Tensor):
-    return trace(net, x).prunable[0]
+from tests.hand_models import INPUTS, group_of, two_layer
 
 
 def test_apoz_and_mean_activation_by_hand():

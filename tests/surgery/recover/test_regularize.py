@@ -13,20 +13,7 @@ from surgery.recover.regularize import (
     slimming_penalty,
 )
 from surgery.recover.train import train
-
-INPUTS = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [2.0, -1.0], [3.0, 2.0]])
-
-
-def two_layer() -> nn.Module:
-    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
-        net[0].bias.zero_()
-    return net
-
-
-def group_of(net: nn.Module, x: torch.Tensor):
-    return trace(net, x).prunable[0]
+from tests.hand_models import INPUTS, group_of, two_layer
 
 
 def test_group_lasso_penalty_by_hand_and_differentiable():
