@@ -91,6 +91,17 @@ def state_by_name(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, dic
             for n, p in model.named_parameters() if p in opt.state}
 
 
+def worst_difference(model, opt, ref, ref_opt) -> float:
+    """Largest |difference| over parameters and optimizer state of two same-named models."""
+    worst = 0.0
+    for name, p in model.named_parameters():
+        q = ref.get_parameter(name)
+        worst = max(worst, float((p - q).detach().abs().max()))
+        for key, value in ref_opt.state[q].items():
+            worst = max(worst, float((opt.state[p][key] - value).abs().max()))
+    return worst
+
+
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
 def test_step_after_prune_equals_step_of_model_built_small(kind):
     model, opt = trained_dense(kind)
@@ -110,12 +121,7 @@ def test_step_after_prune_equals_step_of_model_built_small(kind):
     step(model, opt, seed=7)
     step(ref, ref_opt, seed=7)
 
-    worst = 0.0
-    for name, p in model.named_parameters():
-        q = ref.get_parameter(name)
-        worst = max(worst, float((p - q).detach().abs().max()))
-        for key, value in ref_opt.state[q].items():
-            worst = max(worst, float((opt.state[p][key] - value).abs().max()))
+    worst = worst_difference(model, opt, ref, ref_opt)
     print(f"{kind}: max |difference| {worst:.3g}")
     assert worst <= 1e-6  # measured 0 for both (the same float32 ops on the same data)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
@@ -242,12 +248,7 @@ def test_step_after_prune_equals_step_of_model_built_small_with_named_parameters
     mlp_step(model, opt, seed=7)
     mlp_step(ref, ref_opt, seed=7)
 
-    worst = 0.0
-    for name, p in model.named_parameters():
-        q = ref.get_parameter(name)
-        worst = max(worst, float((p - q).detach().abs().max()))
-        for key, value in ref_opt.state[q].items():
-            worst = max(worst, float((opt.state[p][key] - value).abs().max()))
+    worst = worst_difference(model, opt, ref, ref_opt)
     print(f"{kind}: max |difference| {worst:.3g}")
     assert worst <= 1e-6  # measured 0 for both
 
