@@ -42,6 +42,19 @@ class Record:
     attr: str = ""
 
 
+@dataclass(frozen=True)
+class Site:
+    """An op with MACs outside any layer (``datamodel.OpSite``) and the element ids along the
+    output dim ``dim`` where its channels sit."""
+
+    node: str
+    op: str
+    module: str
+    shapes: tuple[tuple[int, ...], ...]
+    dim: int
+    ids: np.ndarray
+
+
 @dataclass
 class ChannelSets:
     """A builder of elements, unions, blocks and records for one trace (never shared)."""
@@ -51,6 +64,7 @@ class ChannelSets:
     blocks: list[tuple[np.ndarray, str]] = field(default_factory=list)
     approximations: list[tuple[np.ndarray, str]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    sites: list[Site] = field(default_factory=list)
 
     def fresh(self, n: int) -> np.ndarray:
         ids = np.arange(self.count, self.count + n, dtype=np.int64)

@@ -76,6 +76,29 @@ class Unsupported:
 
 
 @dataclass(frozen=True)
+class OpSite:
+    """An op with MACs of its own outside any weight layer (batched matmul, attention) whose
+    output carries coupled channels on a batch dim (attention heads), so its MACs scale with
+    the kept positions there: ``size`` positions along output dim ``dim``, of which each channel
+    of group ``g`` holds ``w`` for every ``(g, w)`` in ``channels``.
+
+    Example:
+        >>> site = OpSite("sdpa", "scaled_dot_product_attention", "attn",
+        ...               ((1, 3, 5, 4),) * 3, 1, 3, ((2, 1),))
+        >>> site.channels
+        ((2, 1),)
+    """
+
+    node: str
+    op: str  # the function or method name: "scaled_dot_product_attention", "matmul", ...
+    module: str  # the module whose forward called it ("" at top level)
+    shapes: tuple[tuple[int, ...], ...]  # the tensor operands' shapes, in argument order
+    dim: int  # the output dim the channels sit on
+    size: int  # positions along it
+    channels: tuple[tuple[int, int], ...]  # (group id, positions per channel of the group)
+
+
+@dataclass(frozen=True)
 class DependencyGraph:
     """What ``graphs.trace`` found: the coupled channel groups of a model.
 
@@ -91,6 +114,7 @@ class DependencyGraph:
     groups: tuple[Group, ...]
     unsupported: tuple[Unsupported, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())  # e.g. the forward branched on tensor values
+    sites: tuple[OpSite, ...] = field(default=())  # MAC ops outside layers with channels
 
     @property
     def prunable(self) -> tuple[Group, ...]:

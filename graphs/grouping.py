@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from graphs.channels import ChannelSets
-from graphs.datamodel import Group, Member
+from graphs.datamodel import Group, Member, OpSite
 
 
 def build_groups(sets: ChannelSets) -> tuple[Group, ...]:
@@ -29,8 +29,13 @@ def build_groups(sets: ChannelSets) -> tuple[Group, ...]:
         >>> [(g.channels, [m.module for m in g.members]) for g in build_groups(sets)]
         [(2, ['conv', 'bn'])]
     """
+    return build_groups_and_sites(sets)[0]
+
+
+def build_groups_and_sites(sets: ChannelSets) -> tuple[tuple[Group, ...], tuple[OpSite, ...]]:
+    """``build_groups`` and the op sites of the trace with the groups of their channels."""
     if not sets.records:
-        return ()
+        return (), ()
     labels = sets.components()
     entries = _Entries(sets, labels)
     reason_ids, reasons = _reasons(sets.blocks, sets.count, labels)
@@ -41,10 +46,30 @@ def build_groups(sets: ChannelSets) -> tuple[Group, ...]:
         key, n, members, reason = _group(sets, entries, rows, reasons[signatures[rows[0], 0]])
         label_ids = entries.pair_label[entries.label_first_pair[rows]]
         hit = approx_ids[label_ids]
-        found.append((key, n, members, reason, approx[hit[hit > 0][0]] if hit.any() else ""))
+        found.append((key, n, members, reason, approx[hit[hit > 0][0]] if hit.any() else "",
+                      label_ids))
     found.sort(key=lambda item: item[0])
-    return tuple(Group(i, n, members, not reason, reason, inexact)
-                 for i, (_, n, members, reason, inexact) in enumerate(found))
+    group_of_label = np.full(sets.count, -1, dtype=np.int64)
+    for i, item in enumerate(found):
+        group_of_label[item[5]] = i
+    groups = tuple(Group(i, n, members, not reason, reason, inexact)
+                   for i, (_, n, members, reason, inexact, _) in enumerate(found))
+    return groups, _sites(sets, groups, group_of_label[labels])
+
+
+def _sites(sets: ChannelSets, groups: tuple[Group, ...],
+           group_of: np.ndarray) -> tuple[OpSite, ...]:
+    """Each site with (group id, positions per channel) of the groups its channels are in;
+    positions of no group (or not a whole number per channel) are left out: they stay."""
+    found = []
+    for site in sets.sites:
+        gids, counts = np.unique(group_of[site.ids], return_counts=True)
+        channels = tuple((int(g), int(n) // groups[g].channels) for g, n in zip(gids, counts)
+                         if g >= 0 and n % groups[g].channels == 0)
+        if channels:
+            found.append(OpSite(site.node, site.op, site.module, site.shapes, site.dim,
+                                int(site.ids.shape[0]), channels))
+    return tuple(found)
 
 
 class _Entries:

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from graphs.channels import Flow
-from graphs.context import TraceContext, arg
+from graphs.channels import Flow, Site
+from graphs.context import TraceContext, arg, op_name
 from graphs.table import method
 
 
@@ -79,6 +79,9 @@ def _couple_batch(ctx, node, values, out, name: str, last: int, gqa: bool = Fals
     if _untracked_over(ctx, values, pos, len(out)):
         ctx.sets.block(first.ids, f"{name} at node {node.name} mixes heads with an untracked "
                                   f"tensor")
+    shapes = tuple(ctx.shape(v) for v in values if ctx.shape(v) is not None)
+    ctx.sets.sites.append(Site(node.name, op_name(node), node.meta.get("module", ""), shapes,
+                               pos, first.ids))
     return Flow(first.ids, pos)
 
 

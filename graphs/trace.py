@@ -12,7 +12,7 @@ from graphs.capture import capture, eval_mode
 from graphs.context import TraceContext
 from graphs.datamodel import OUT, DependencyGraph
 from graphs.errors import TraceError
-from graphs.grouping import build_groups
+from graphs.grouping import build_groups_and_sites
 from graphs.rules import default_rules
 from graphs.rules_layers import bare_parameter
 from graphs.table import RuleTable
@@ -44,7 +44,8 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Mo
         ctx.flows[node] = run_rule(ctx, table, node)
     block_shared(ctx)
     block_ignored(ctx, ignore)
-    return DependencyGraph(build_groups(ctx.sets), tuple(ctx.unsupported), captured.notes)
+    groups, sites = build_groups_and_sites(ctx.sets)
+    return DependencyGraph(groups, tuple(ctx.unsupported), captured.notes, sites)
 
 
 def ignored_names(model: nn.Module, ignore: Iterable[str | nn.Module]) -> tuple[str, ...]:

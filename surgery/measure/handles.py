@@ -37,6 +37,17 @@ def attention_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def matmul_macs(a: Sequence[int], b: Sequence[int]) -> int:
+    """MACs of a (batched) a @ b for shapes (..., n, k), (..., k, m), as fvcore counts
+    ``aten::matmul`` and ``aten::bmm``: every element of ``a`` meets ``m`` columns.
+
+    Example:
+        >>> matmul_macs((2, 3, 5, 4), (2, 3, 4, 7))  # 2*3*5*4*7
+        840
+    """
+    return prod(a) * b[-1]
+
+
 def multihead_macs(batch: int, q_len: int, kv_len: int, embed: int, inner: int) -> int:
     """MACs of multi-head attention: q, k, v projections, attention, output projection.
 
@@ -95,6 +106,18 @@ def rms_norm_jit(inputs: list[Any], outputs: list[Any]) -> int:
     """``aten::rms_norm(x, shape, weight, eps)``: 4 per element, 5 with a weight (as fvcore's
     layer_norm)."""
     return prod(_shape(inputs[0])) * (5 if _shape(inputs[2]) is not None else 4)
+
+
+OpFormula = Callable[[Sequence[Sequence[int]]], int]
+
+OP_FORMULAS: dict[str, OpFormula] = {
+    "scaled_dot_product_attention": lambda shapes: attention_macs(*shapes[:3]),
+    "matmul": lambda shapes: matmul_macs(*shapes[:2]),
+    "__matmul__": lambda shapes: matmul_macs(*shapes[:2]),
+    "bmm": lambda shapes: matmul_macs(*shapes[:2]),
+}
+"""Op name as the graph records it (``graphs.datamodel.OpSite.op``) -> MACs from its operand
+shapes, by the formula its counter uses (``aten::matmul``/``bmm``: fvcore's; sdpa: ours)."""
 
 
 EXTRA_HANDLES: dict[str, Handle] = {

@@ -13,7 +13,8 @@ ones). Four modes:
   fraction first) until the model's MACs <= N, skipping a channel whose removal would land
   below 98% of N. MACs of a candidate plan come from ``surgery.plan.target.MacModel``, an
   analytic model built from one fvcore count of the dense model (exact for conv, linear and
-  norm layers), which the caller passes in (``layer_macs``).
+  norm layers, and for attention heads pruned in sdpa or batched matmuls outside layers),
+  which the caller passes in (``layer_macs``).
 
 Example:
     >>> import torch
@@ -139,7 +140,7 @@ def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, t
         if layer_macs is None:
             raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "
                                "layer_macs=count_flops(model, x).by_module")
-        macs = MacModel(model, layer_macs, groups)
+        macs = MacModel(model, layer_macs, groups, graph.sites)
         return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
                               macs, budget.target_macs)
     if isinstance(budget.ratio, Mapping):

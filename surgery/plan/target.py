@@ -3,7 +3,10 @@
 MACs of a candidate plan come from ``MacModel``, an analytic model built from one count of
 the dense model (``layer_macs``, module name -> MACs) by ``surgery.measure.flops.count_flops``,
 the counter the report and the CLI show (fused attention included): exact for conv, linear
-and norm layers, whose MACs scale with the kept fraction of every weight dim the plan touches.
+and norm layers, whose MACs scale with the kept fraction of every weight dim the plan touches,
+and for the ops outside layers that carry channels (``DependencyGraph.sites``: attention's
+sdpa or q @ k^T and attn @ v in the scope of a module no group names), whose MACs scale with
+the kept heads.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from graphs.datamodel import Group
+from graphs.datamodel import Group, OpSite
 from surgery.errors import SurgeryError
 from surgery.layers import indexed_tensor
+from surgery.measure.handles import OP_FORMULAS
 
 TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]
 
@@ -89,7 +93,10 @@ class MacModel:
 
     One fvcore count of the dense model gives each leaf layer's MACs; a layer's MACs scale with
     the kept fraction of every weight dim the plan touches (out channels x in channels for
-    conv/linear, channels for depthwise conv and norms). Layers without weights (pooling) are
+    conv/linear, channels for depthwise conv and norms). An op outside any layer whose output
+    carries channels on a batch dim (``sites``: sdpa, batched matmul over attention heads)
+    counts ``OP_FORMULAS[op](shapes)`` MACs, scaled by the kept fraction of those positions
+    (whole heads shrink q @ k^T and attn @ v alike). Layers without weights (pooling) are
     kept at their dense count, so the estimate is an upper bound within a few MACs.
 
     Example:
@@ -104,7 +111,7 @@ class MacModel:
     """
 
     def __init__(self, model: nn.Module, layer_macs: Mapping[str, int],
-                 groups: tuple[Group, ...]) -> None:
+                 groups: tuple[Group, ...], sites: tuple[OpSite, ...] = ()) -> None:
         self.total = layer_macs.get("", 0)
         self.dims: dict[tuple[str, int], int] = {}  # (module, dim) -> size
         self.touch: dict[int, list[tuple[str, int, int]]] = {}  # group -> (module, dim, width)
@@ -117,6 +124,23 @@ class MacModel:
         self.layers = {name: (n, [key for key in self.dims if key[0] == name])
                        for name, n in layer_macs.items() if n and name in
                        {module for module, _ in self.dims}}
+        for site in sites:
+            self._add_site(site)
+
+    def _add_site(self, site: OpSite) -> None:
+        """Model ``site`` as a layer named ``module:node`` with one dim, the channels' dim."""
+        touched = [(gid, width) for gid, width in site.channels if gid in self.touch]
+        if not touched:
+            return
+        if site.op not in OP_FORMULAS:
+            warnings.warn(f"no MAC formula for {site.op} at node {site.node}: its MACs are "
+                          f"taken as they are dense", stacklevel=3)
+            return
+        name = f"{site.module}:{site.node}"
+        self.dims[(name, site.dim)] = site.size
+        for gid, width in touched:
+            self.touch[gid].append((name, site.dim, width))
+        self.layers[name] = (OP_FORMULAS[site.op](site.shapes), [(name, site.dim)])
 
     def estimate(self, counts: dict[int, int]) -> int:
         """Total MACs with ``counts[g]`` channels removed from group ``g``."""

@@ -96,3 +96,47 @@ def test_swin_patch_merging_stacks_four_copies_of_each_channel():
     group = next(g for g in graph.groups_of("0") if g.channels == 4)
     reduction = next(m for m in group.members if m.module == "2.reduction")
     assert group.prunable and reduction.indices[0] == (0, 4, 8, 12)
+
+
+class Heads(nn.Module):
+    """Hand-written attention: query and key/value heads of 4 over 5 tokens."""
+
+    def __init__(self, num_heads: int = 2, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.num_heads, self.kv_heads, self.head_dim = num_heads, kv_heads, 4
+        self.q, self.kv = nn.Linear(8, 4 * num_heads), nn.Linear(8, 8 * kv_heads)
+        self.proj = nn.Linear(4 * num_heads, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        k, v = self.kv(x).unflatten(-1, (2, self.kv_heads, self.head_dim)).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, enable_gqa=self.kv_heads != self.num_heads)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+def test_sdpa_is_a_site_whose_heads_are_the_head_group():
+    graph = trace(Heads(), torch.zeros(1, 5, 8))
+    heads = next(g for g in graph.groups if "proj" in g.modules() and g.channels == 2)
+    (site,) = graph.sites
+    assert (site.op, site.module, site.dim, site.size) == ("scaled_dot_product_attention", "",
+                                                            1, 2)
+    assert site.shapes == ((1, 2, 5, 4),) * 3
+    assert site.channels == ((heads.id, 1),)  # one position (head) per channel
+
+
+def test_grouped_query_site_counts_query_heads_per_key_value_head():
+    graph = trace(Heads(num_heads=4, kv_heads=2), torch.zeros(1, 5, 8))
+    (site,) = graph.sites
+    (gid, width), = site.channels
+    assert graph.groups[gid].channels == 2 and (site.size, width) == (4, 2)
+
+
+def test_explicit_attention_matmuls_are_sites_too():
+    from timm.models.vision_transformer import VisionTransformer
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4,
+                            num_classes=10).eval()
+    vit.blocks[0].attn.fused_attn = False
+    sites = trace(vit, torch.zeros(1, 3, 32, 32)).sites
+    assert [(s.op, s.module, s.size) for s in sites] == [("matmul", "blocks.0.attn", 4)] * 2

@@ -110,10 +110,7 @@ def test_target_macs_on_vit_lands_within_2_percent_by_the_counter() -> None:
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "convnext_tiny", "timm:convnext_atto",
                                   "resnet50", "mobilenet_v3_large", "efficientnet_b0",
                                   "regnet_y_400mf", "densenet121",
-                                  pytest.param("timm:deit_tiny_patch16_224", marks=pytest.mark.xfail(
-                                      strict=True, reason="timm's attention runs sdpa in the "
-                                      "scope of `attn`, a module no group touches: MacModel keeps "
-                                      "those MACs dense and lands at 90.5% of the target"))])
+                                  "timm:deit_tiny_patch16_224"])
 def test_zoo_target_macs_within_2_percent_and_fewer_macs_at_every_ratio(name: str) -> None:
     model = timm.create_model(name[5:], num_classes=10) if name.startswith("timm:") else \
         torchvision.models.get_model(name, weights=None)

@@ -154,6 +154,24 @@ def test_mac_model_matches_fvcore_on_pruned_models():
     assert real <= macs.estimate(counts) <= real + 1024  # only avgpool is not modelled
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_mac_model_matches_fvcore_on_pruned_attention_heads(fused):
+    """timm's attention runs sdpa (or q @ k^T and attn @ v) in the scope of ``attn``, which no
+    group names: the graph's sites scale those MACs with the kept heads, exactly."""
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+                            num_classes=10).eval()
+    for block in vit.blocks:
+        block.attn.fused_attn = fused
+    x = torch.randn(1, 3, 32, 32)
+    graph = trace(vit, x)
+    macs = MacModel(vit, count_flops(vit, x).by_module, graph.prunable, graph.sites)
+    for ratio in (0.25, 0.5, 0.75):
+        result = prune(vit, x, ratio=ratio)
+        assert macs.estimate(removed(result)) == count_flops(result.model, x).total
+
+
 @pytest.mark.parametrize("global_ranking", [False, True])
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
 def test_target_macs_lands_within_two_percent_on_lenet(fraction, global_ranking):
