@@ -32,6 +32,7 @@ from torch.nn.modules.conv import _ConvNd
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import IN, OUT
+from graphs.rules_weights import standardised_weight
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
@@ -72,6 +73,8 @@ def _names(base: type | tuple) -> str:
 def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """Conv: consumes input channels (weight dim 1), produces new ones (dim 0); depthwise passes."""
     x, weight = ctx.flow(node.args[0]), arg(node, 1, "weight")
+    standardised = standardised_weight(ctx, weight)
+    weight = standardised if standardised is not None else weight
     name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
     if name is None:
         return None
@@ -81,6 +84,9 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or x.dim != 1:
         x = untracked_input(ctx, node, x, per_group * groups)
     ctx.calls[name] += 1
+    if standardised is not None and not groups == x.size == out_ch:
+        ctx.sets.approximate(x.ids, f"{name} standardises its filters over their input "
+                                    f"channels (weight standardisation)")
     if groups == 1:
         ctx.sets.record(name, IN, 1, x.ids)
         out = ctx.sets.fresh(out_ch)

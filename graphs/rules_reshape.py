@@ -48,6 +48,23 @@ def unflatten(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return _reshape(ctx, node, [-2] * dim + list(sizes) + [-2] * (len(before) - dim - 1))
 
 
+def reshape_as(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """``x.reshape_as(other)`` (LeViT's ``bn(x.flatten(0, 1)).reshape_as(x)``): a reshape to
+    ``other``'s shape. The size of the dim that carries channels follows pruning only when
+    ``other`` carries the same channels on that dim; otherwise both tensors' channels block."""
+    other, shape = ctx.flow(node.args[1]), ctx.shape(node.args[1])
+    if shape is None:
+        return _reshape(ctx, node, None)
+    sizes = [-1 if other is not None and d == other.dim else n for d, n in enumerate(shape)]
+    y = _reshape(ctx, node, sizes)
+    if y is not None and y.size > 1 and (other is None or other.dim != y.dim
+                                         or not ctx.sets.same_channels(y.ids, other.ids)):
+        _block(ctx, node, y, f"the shape of {node.args[1]}, whose channels are not these")
+        if other is not None:
+            _block(ctx, node, other, "its shape taken for other channels")
+    return y
+
+
 def _reshape(ctx: TraceContext, node: fx.Node, sizes: list | None) -> Flow | None:
     """``sizes``: what forward() wrote per output dim (-2: kept from the input as it is)."""
     x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
@@ -143,3 +160,4 @@ def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
 def register_all(table) -> None:
     table.register([torch.reshape] + method("view", "reshape"), reshape)
     table.register([torch.unflatten] + method("unflatten"), unflatten)
+    table.register(method("reshape_as"), reshape_as)

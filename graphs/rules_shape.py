@@ -85,6 +85,21 @@ def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return flows[0]
 
 
+def stack(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """``torch.stack`` along a new dim: position i of every operand shares one channel slot, so
+    the operands' channels are coupled (as ``cat`` along another dim than the channels')."""
+    parts, shape = arg(node, 0, "tensors", []), ctx.shape(node)
+    flows = [ctx.flow(p) for p in parts]
+    if shape is None or all(f is None for f in flows):
+        return None
+    if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
+        return ctx.reject(node, "stack", "an operand has no traced channels on the same dim")
+    dim = arg(node, 1, "dim", 0) % len(shape)
+    for f in flows[1:]:
+        ctx.sets.union(flows[0].ids, f.ids)
+    return Flow(flows[0].ids, flows[0].dim + (dim <= flows[0].dim))
+
+
 def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
     """split/chunk/tensor_split: along the channel dim each output takes its slice of channels.
 
@@ -215,6 +230,7 @@ def register_all(table) -> None:
     table.register([torch.permute] + method("permute"), permute)
     table.register([torch.transpose] + method("transpose"), transpose)
     table.register([torch.cat, torch.concat], cat)
+    table.register(torch.stack, stack)
     table.register([torch.split, torch.chunk, torch.tensor_split]
                    + method("split", "chunk", "tensor_split"), split)
     table.register([operator.getitem] + method("__getitem__"), getitem)
