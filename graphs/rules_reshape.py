@@ -28,7 +28,7 @@ from torch import fx
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg
 from graphs.rules_shape import flatten_ids
-from graphs.sizes import evaluate, size_follows
+from graphs.sizes import block_reads, evaluate, size_follows
 from graphs.sources import user_source
 from graphs.table import method
 
@@ -134,27 +134,41 @@ def shape_args(node: fx.Node) -> list | None:
 
 def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
              fixed: list[int]) -> Flow:
-    """``y``, after checking the size written for its dim (and that ``fixed`` dims stay)."""
+    """``y``, after checking the size written for its dim and that the other dims stay.
+
+    A size that does not follow blocks ``y`` and the channels it was read from (``block_reads``).
+    ``fixed``: the dims that split off ``y``'s (named in the line).
+    """
     if y.size <= 1:
         return y
     if sizes is None or len(sizes) != len(ctx.shape(node)):
         return _block(ctx, node, y, "sizes that cannot be read")
     x = ctx.flow(node.args[0])
     problem = size_follows(ctx, node, sizes[y.dim], y, x)
-    for d in fixed:
-        if isinstance(sizes[d], fx.Node) and \
-                evaluate(ctx, sizes[d], x, 2, 7) != evaluate(ctx, sizes[d], x, 1, 1):
-            problem = problem or f"a split size computed from a channel count at dim {d}"
+    wrong = [y.dim] if problem else []
+    for d, size in enumerate(sizes):
+        if d != y.dim and isinstance(size, fx.Node) and \
+                evaluate(ctx, size, x, 2, 7) != evaluate(ctx, size, x, 1, 1):
+            wrong.append(d)
+            problem = problem or (f"a split size computed from a channel count at dim {d}"
+                                  if d in fixed else f"a size computed from a channel count "
+                                                     f"at dim {d}")
     if problem:
         _block(ctx, node, y, problem)
+        for d in wrong:
+            block_reads(ctx, sizes[d], _line(node, f"a size read from these channels ({problem})"))
     return y
 
 
 def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
-    source = user_source(node.stack_trace or "")
-    ctx.sets.block(y.ids, f"{node.target} at node {node.name} has {problem}"
-                          + (f" (at {source})" if source else ""))
+    ctx.sets.block(y.ids, _line(node, problem))
     return y
+
+
+def _line(node: fx.Node, problem: str) -> str:
+    source = user_source(node.stack_trace or "")
+    return f"{node.target} at node {node.name} has {problem}" + (f" (at {source})" if source
+                                                                 else "")
 
 
 def register_all(table) -> None:

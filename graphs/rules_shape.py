@@ -10,7 +10,7 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
-from graphs.sizes import size_follows
+from graphs.sizes import block_reads, size_follows
 from graphs.sources import user_source
 from graphs.table import method
 
@@ -124,8 +124,12 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
         for piece in pieces[1:]:
             ctx.sets.union(pieces[0].ids, piece.ids)
     elif x.size > 1:
-        ctx.sets.block(x.ids, f"{op_name(node)} at node {node.name} splits channels into "
-                              f"fixed sizes {sizes}{_at(node)}")
+        line = f"{op_name(node)} at node {node.name} splits channels into fixed sizes " \
+               f"{sizes}{_at(node)}"
+        ctx.sets.block(x.ids, line)
+        written = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
+        for size in written if isinstance(written, (list, tuple)) else [written]:
+            block_reads(ctx, size, line + " read from these channels")
     return pieces
 
 

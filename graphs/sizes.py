@@ -5,6 +5,10 @@ by evaluating it with those reads doubled: the size must double), or a literal e
 one int attribute of the calling module or a parent (``self.num_heads``): that attribute becomes
 a SIZE member, set to the kept count after pruning.
 
+A size that does not follow blocks the channels it is written for, and also the channels it was
+read from (``block_reads``): ``B, N, C = x.shape`` then ``self.v(x).reshape(B, N, H, C // H)``
+ties v's heads to x's width, which no element coupling expresses, so neither may be pruned.
+
 Example:
     >>> import torch
     >>> from graphs import trace
@@ -47,6 +51,25 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
         return owner or f"a literal channel size {size}"
     ctx.sets.record(owner, SIZE, 0, y.ids, attr)
     return ""
+
+
+def block_reads(ctx: TraceContext, size, reason: str) -> None:
+    """Block every channel dim read in the computed size ``size``: pruning them changes it."""
+    for ids in channel_reads(ctx, size):
+        ctx.sets.block(ids, reason)
+
+
+def channel_reads(ctx: TraceContext, size) -> list:
+    """The element ids of every channel dim that the computed size ``size`` reads."""
+    if not isinstance(size, fx.Node):
+        return []
+    source = _size_source(size)
+    if source is not None:
+        flow = ctx.flow(source[0])
+        return [flow.ids] if flow is not None and flow.dim == source[1] else []
+    if size.op == "call_function" and size.target in _ARITHMETIC:
+        return [ids for a in size.args for ids in channel_reads(ctx, a)]
+    return []
 
 
 _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}

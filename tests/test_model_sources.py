@@ -122,3 +122,20 @@ def test_segmentation_prunes_exactly():
     c = assert_exact(model, torch.randn(1, 3, 64, 64), min_groups=20)
     assert [tuple(t.shape) for t in tensors_of(c.result.model(torch.randn(1, 3, 64, 64)))] == [
         (1, 3, 64, 64)]
+
+
+# Issue 11: a reshape sized by the stream's width read from x.shape (graphs/sizes.py), as
+# benchmarks/coverage_models.json builds them.
+STREAM_WIDTH_SIZED = {"convit_tiny": {"img_size": 64}, "edgenext_xx_small": {}, "pvt_v2_b0": {}}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", sorted(STREAM_WIDTH_SIZED))
+def test_timm_models_whose_reshapes_read_the_stream_width_prune_exactly(name):
+    torch.manual_seed(0)
+    model = randomize_weights(timm.create_model(name, num_classes=10,
+                                                **STREAM_WIDTH_SIZED[name]))
+    x = torch.randn(1, 3, 64, 64)
+    c = assert_exact(model, x, min_groups=8)  # at least every MLP hidden width
+    assert lint(c.result.model, x) == []
+    assert any("read from these channels" in g.reason for g in c.graph.groups)
