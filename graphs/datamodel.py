@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 OUT = "out"  # the module produces (or normalises) these channels: weight rows, bias, BN features
 IN = "in"  # the module consumes these channels: weight columns
-SIZE = "size"  # an int attribute of the module counts these positions (e.g. num_heads)
+SIZE = "size"  # an int attribute of the module counts these positions (e.g. num_heads);
+#                with a tuple of ints (split sizes), element ``dim`` of it does
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 A reshape may (1) keep the channel dim whole while other dims merge or split around it, (2)
 merge it with neighbours (flatten: each channel becomes a run of features), or (3) split it:
-into (heads, head_dim) or (3, heads, head_dim) at the end of the shape (attention: whole heads
-are the channels, every position of a head goes with it) or into (groups, C/groups) before
-other dims (a channel shuffle: position j of every group goes together).
+the last dim into (heads, head_dim) or (3, heads, head_dim) at the end of the shape (attention:
+whole heads are the channels, every position of a head goes with it), or else into
+(groups, C/groups) (a channel shuffle, or ResNeSt's radix split of a pooled (B, R*C, 1, 1)
+map: position j of every group goes together).
 
 After pruning, the target size of the dim that carries channels changes, so forward() must not
 write it as a fixed number. It follows when it is -1 or read from a tensor dim carrying the same
@@ -82,7 +83,8 @@ def _reshape(ctx: TraceContext, node: fx.Node, sizes: list | None) -> Flow | Non
     if found is None:
         return ctx.reject(node, str(node.target), f"reshape {before} -> {after} splits channels")
     k, parts = found
-    at = k + len(parts) - 2 if k + len(parts) == len(after) else k + len(parts) - 1
+    heads = k + len(parts) == len(after) and x.dim == len(before) - 1
+    at = k + len(parts) - 2 if heads else k + len(parts) - 1
     pieces = np.moveaxis(x.ids.reshape(parts), at - k, 0).reshape(parts[at - k], -1)
     for column in pieces.T[1:]:
         ctx.sets.union(pieces[:, 0], column)
@@ -137,6 +139,8 @@ def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
     """``y``, after checking the size written for its dim and that the other dims stay.
 
     A size that does not follow blocks ``y`` and the channels it was read from (``block_reads``).
+    A size computed from tensors' dims is checked once the whole graph is traced: the tensor it
+    reads may be coupled with ``y`` only by a later op (ResNeSt multiplies by it).
     ``fixed``: the dims that split off ``y``'s (named in the line).
     """
     if y.size <= 1:
@@ -144,7 +148,21 @@ def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
     if sizes is None or len(sizes) != len(ctx.shape(node)):
         return _block(ctx, node, y, "sizes that cannot be read")
     x = ctx.flow(node.args[0])
-    problem = size_follows(ctx, node, sizes[y.dim], y, x)
+    if not isinstance(sizes[y.dim], fx.Node):
+        problem = size_follows(ctx, node, sizes[y.dim], y, x)
+        if problem:
+            _block(ctx, node, y, problem)
+    if any(isinstance(size, fx.Node) for size in sizes):
+        ctx.defer(lambda: _check_computed(ctx, node, sizes, y, x, fixed))
+    return y
+
+
+def _check_computed(ctx: TraceContext, node: fx.Node, sizes: list, y: Flow, x: Flow,
+                    fixed: list[int]) -> None:
+    """Block ``y`` and the channels its sizes read unless its computed size scales with ``x``'s
+    channels and the computed sizes of the other dims do not."""
+    problem = size_follows(ctx, node, sizes[y.dim], y, x) \
+        if isinstance(sizes[y.dim], fx.Node) else ""
     wrong = [y.dim] if problem else []
     for d, size in enumerate(sizes):
         if d != y.dim and isinstance(size, fx.Node) and \
@@ -157,7 +175,6 @@ def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
         _block(ctx, node, y, problem)
         for d in wrong:
             block_reads(ctx, sizes[d], _line(node, f"a size read from these channels ({problem})"))
-    return y
 
 
 def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:

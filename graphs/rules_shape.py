@@ -10,7 +10,8 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
-from graphs.sizes import block_reads, size_follows
+from graphs.datamodel import SIZE
+from graphs.sizes import block_reads, size_attribute, size_follows
 from graphs.sources import user_source
 from graphs.table import method
 
@@ -105,8 +106,10 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
 
     ``chunk(n)`` (or ``tensor_split(n)``) of C channels with C % n == 0 couples position i of every
     piece, so every piece loses the same channels and the pruned tensor still splits into the
-    right pieces. Splits by sizes or indices are literals in ``forward()``: their channels are
-    blocked (with the source line) because the sizes would not fit once channels are pruned.
+    right pieces. Split sizes equal to one tuple attribute of the module
+    (``torch.split(x, self.split_indexes)``) leave each piece to prune on its own: element i of
+    the attribute is a SIZE member of piece i. Other literal sizes or indices block the channels
+    (with the source line) because the sizes would not fit once channels are pruned.
     """
     x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
     if x is None or not isinstance(metas, (tuple, list)) or hasattr(metas, "shape"):
@@ -123,6 +126,8 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
     if len(set(sizes)) == 1 and (by_count or _equal_pieces_follow(ctx, node, pieces[0])):
         for piece in pieces[1:]:
             ctx.sets.union(pieces[0].ids, piece.ids)
+    elif _sizes_attribute(ctx, node, pieces):
+        pass  # each piece prunes on its own; its element of the tuple counts what it keeps
     elif x.size > 1:
         line = f"{op_name(node)} at node {node.name} splits channels into fixed sizes " \
                f"{sizes}{_at(node)}"
@@ -143,6 +148,21 @@ def _equal_pieces_follow(ctx: TraceContext, node: fx.Node, piece: Flow) -> bool:
     return not size_follows(ctx, node, size, piece, x)
 
 
+def _sizes_attribute(ctx: TraceContext, node: fx.Node, pieces: tuple[Flow, ...]) -> bool:
+    """``torch.split(x, self.split_indexes)``: the literal sizes equal one tuple attribute of
+    the module, so piece i is counted by its element i (a SIZE member with dim i)."""
+    sizes = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
+    if op_name(node) != "split" or not isinstance(sizes, (list, tuple)) \
+            or not all(type(v) is int for v in sizes):
+        return False
+    owner, attr = size_attribute(ctx, node, tuple(sizes))
+    if not attr:
+        return False
+    for i, piece in enumerate(pieces):
+        ctx.sets.record(owner, SIZE, i, piece.ids, attr)
+    return True
+
+
 def getitem(ctx: TraceContext, node: fx.Node):
     """Pick an output of a split, or index a tensor without touching its channel dim."""
     source, index = node.args
@@ -154,6 +174,9 @@ def getitem(ctx: TraceContext, node: fx.Node):
         return None
     index = index if isinstance(index, tuple) else (index,)
     new_dim = index_dim(index, x.dim, len(shape))
+    at = _channel_item(index, x.dim, len(shape))
+    if new_dim is None and at is not None and isinstance(index[at], slice):
+        return _prefix(ctx, node, x, index, at, shape)
     if new_dim is None and _picks_one(index, x.dim):
         ctx.sets.block(x.ids, f"getitem at node {node.name} picks one channel by a literal "
                               f"index{_at(node)}")
@@ -161,6 +184,50 @@ def getitem(ctx: TraceContext, node: fx.Node):
     if new_dim is None:
         return ctx.reject(node, "getitem", "indexes the channel dim")
     return Flow(x.ids, new_dim)
+
+
+def _prefix(ctx: TraceContext, node: fx.Node, x: Flow, index: tuple, at: int,
+            shape: tuple) -> Flow | None:
+    """``x[:, :n]``: the first n channels go on, the rest are dropped (dead here).
+
+    After pruning, n must be the count of kept channels among the first n: a slice past the end
+    keeps every channel (nothing to update), a literal n equal to one int attribute of the
+    module (``self.out_chs``) becomes a SIZE member. Any other slice blocks the channels.
+    """
+    item = index[at]
+    start, stop, step = item.start, item.stop, item.step
+    dim = index_dim(index[:at] + (slice(None),) + index[at + 1:], x.dim, len(shape))
+    if start not in (None, 0) or step not in (None, 1) or not isinstance(stop, int) \
+            or stop < 0 or dim is None:
+        return ctx.reject(node, "getitem", "slices the channel dim other than as a prefix "
+                                           "x[:, :n] with a literal n")
+    y = Flow(x.ids[:stop], dim)
+    if stop >= x.size:
+        return y
+    problem = size_follows(ctx, node, stop, y, x)
+    if problem:
+        ctx.sets.block(x.ids, f"getitem at node {node.name} keeps the first {stop} channels, "
+                              f"{problem}{_at(node)}")
+    return y
+
+
+def _channel_item(index: tuple, dim: int, ndim: int) -> int | None:
+    """Position in ``index`` of the item that indexes dim ``dim`` (None: no item does)."""
+    pos_in = 0
+    for i, item in enumerate(index):
+        if item is None:
+            continue
+        if item is Ellipsis:
+            rest = sum(1 for it in index[i + 1:] if it is not None)
+            skip = ndim - pos_in - rest
+            if pos_in <= dim < pos_in + skip:
+                return None
+            pos_in += skip
+            continue
+        if pos_in == dim:
+            return i
+        pos_in += 1
+    return None
 
 
 def _picks_one(index: tuple, dim: int) -> bool:

@@ -104,13 +104,14 @@ def _size_source(size: fx.Node) -> tuple[fx.Node, int] | None:
     return None
 
 
-def size_attribute(ctx: TraceContext, node: fx.Node, value: int) -> tuple[str, str]:
-    """(module, attribute) of the one int attribute equal to ``value`` in the calling module or
-    its parents (innermost first); ("why not", "") when there is none or several."""
+def size_attribute(ctx: TraceContext, node: fx.Node, value) -> tuple[str, str]:
+    """(module, attribute) of the one int attribute equal to ``value`` (or, for a tuple or
+    list of ints, the one tuple or list attribute equal to it) in the calling module or its
+    parents (innermost first); ("why not", "") when there is none or several."""
     module = node.meta.get("module", "")
     while True:
         found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
-                 if type(v) is int and v == value and not k.startswith("_")]
+                 if _same_size(v, value) and not k.startswith("_")]
         if len(found) == 1:
             return module, found[0]
         if len(found) > 1:
@@ -118,3 +119,11 @@ def size_attribute(ctx: TraceContext, node: fx.Node, value: int) -> tuple[str, s
         if not module:
             return "", ""
         module = module.rpartition(".")[0]
+
+
+def _same_size(attribute, value) -> bool:
+    """An int attribute equal to int ``value``, or a tuple/list of ints equal to ``value``."""
+    if isinstance(value, (tuple, list)):
+        return isinstance(attribute, (tuple, list)) and len(attribute) == len(value) \
+            and all(type(a) is int for a in attribute) and list(attribute) == list(value)
+    return type(attribute) is int and attribute == value

@@ -179,6 +179,8 @@ def _member_size(model: nn.Module, m: MemberPlan) -> int:
     value = getattr(module, m.attr, None) if m.role == SIZE else module._parameters.get(m.attr)
     if m.role == SIZE and type(value) is int:
         return value
+    if m.role == SIZE and isinstance(value, (tuple, list)) and 0 <= m.dim < len(value):
+        return int(value[m.dim])
     if m.role != SIZE and isinstance(value, torch.Tensor) and 0 <= m.dim < value.dim():
         return value.shape[m.dim]
     raise SurgeryError(f"the plan names {m.attr!r} of {m.module!r} ({type(module).__name__}), "

@@ -87,15 +87,25 @@ class Plan:
                     gone.setdefault((m.module, m.attr, m.dim), set()).update(m.removed)
         return {key: sorted(v) for key, v in gone.items()}
 
-    def sizes(self) -> dict[tuple[str, str], int]:
-        """(module, int attribute) -> its value after pruning (the kept positions it counts)."""
-        found: dict[tuple[str, str], int] = {}
+    def size_cuts(self) -> dict[tuple[str, str, int], int]:
+        """(module, int attribute, element) -> how many of the positions it counts go.
+
+        ``element`` is the member's ``dim``: 0 for an int attribute (``num_heads``), the index
+        for a tuple of sizes (``split_indexes``). One attribute may count positions of several
+        groups (a prefix slice of channels that go in two groups): the positions that go are
+        the union over its members, and a position one member keeps may not go in another.
+        """
+        kept: dict[tuple[str, str, int], set[int]] = {}
+        gone: dict[tuple[str, str, int], set[int]] = {}
         for g in self.groups:
-            for m in g.members:
-                if m.role == SIZE and found.setdefault((m.module, m.attr), len(m.kept)) \
-                        != len(m.kept):
-                    raise SurgeryError(f"the plan sets {m.module}.{m.attr} to two values")
-        return found
+            for m in (m for m in g.members if m.role == SIZE):
+                kept.setdefault((m.module, m.attr, m.dim), set()).update(m.kept)
+                gone.setdefault((m.module, m.attr, m.dim), set()).update(m.removed)
+        for key, positions in gone.items():
+            if positions & kept[key]:
+                raise SurgeryError(f"the plan both keeps and removes position "
+                                   f"{min(positions & kept[key])} of {key[0]}.{key[1]}")
+        return {key: len(positions) for key, positions in gone.items()}
 
 
 def plan_from_json(data: Any) -> Plan:

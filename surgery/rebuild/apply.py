@@ -33,8 +33,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
     for (name, attr, dim), removed in plan.removed_params().items():
         cut_parameter(model.get_submodule(name), attr, dim, removed)
-    for (name, attr), value in plan.sizes().items():
-        set_size(model.get_submodule(name), attr, value)
+    for (name, attr, element), cut in plan.size_cuts().items():
+        cut_size(model.get_submodule(name), attr, element, cut)
     return model
 
 
@@ -57,11 +57,28 @@ def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) ->
                                             old.requires_grad)
 
 
-def set_size(module: nn.Module, attr: str, value: int) -> None:
-    """Set the int attribute ``attr`` (e.g. ``num_heads``) of ``module`` to ``value``."""
-    if type(getattr(module, attr, None)) is not int:
-        raise SurgeryError(f"{type(module).__name__} has no int attribute {attr!r} to resize")
-    setattr(module, attr, value)
+def cut_size(module: nn.Module, attr: str, element: int, cut: int) -> None:
+    """Lower the int attribute ``attr`` of ``module`` (``num_heads``), or element ``element``
+    of a tuple of ints (``split_indexes``), by ``cut``.
+
+    Example:
+        >>> m = nn.Identity()
+        >>> m.sizes = (4, 2)
+        >>> cut_size(m, "sizes", 1, 1)
+        >>> m.sizes
+        (4, 1)
+    """
+    value = getattr(module, attr, None)
+    if type(value) is int and element == 0:
+        setattr(module, attr, value - cut)
+    elif isinstance(value, (tuple, list)) and 0 <= element < len(value) \
+            and all(type(v) is int for v in value):
+        sizes = list(value)
+        sizes[element] -= cut
+        setattr(module, attr, type(value)(sizes))
+    else:
+        raise SurgeryError(f"{type(module).__name__} has no int attribute {attr!r} (or tuple "
+                           f"of ints with element {element}) to resize")
 
 
 def replace(model: nn.Module, name: str, new: nn.Module) -> None:
