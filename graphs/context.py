@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,11 @@ class TraceContext:
     flows: dict[fx.Node, Any] = field(default_factory=dict)
     unsupported: list[Unsupported] = field(default_factory=list)
     calls: Counter = field(default_factory=Counter)
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+
+    def later(self, check: Callable[[], None]) -> None:
+        """Run ``check`` once every rule has run (it needs the unions of later ops)."""
+        self.deferred.append(check)
 
     def flow(self, arg: Any) -> Flow | None:
         value = self.flows.get(arg) if isinstance(arg, fx.Node) else None

@@ -1,7 +1,8 @@
 """Does a size written in forward() follow pruning? The shared check of reshape and split.
 
 A size follows when it is -1, or computed from reads of the input's own channel count (checked
-by evaluating it with those reads doubled: the size must double), or a literal equal to exactly
+once every rule has run, by evaluating it with those reads doubled: the size must double; if
+not, the channels whose count it reads are blocked too), or a literal equal to exactly
 one int attribute of the calling module or a parent (``self.num_heads``): that attribute becomes
 a SIZE member, set to the kept count after pruning.
 
@@ -28,6 +29,7 @@ from torch import fx
 from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.datamodel import SIZE
+from graphs.sources import user_source
 
 
 def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> str:
@@ -37,9 +39,8 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
     those channels doubled (and reads of other channels changed), it must double.
     """
     if isinstance(size, fx.Node):
-        scaled = evaluate(ctx, size, x, 2, 7)
-        return "" if scaled == 2 * evaluate(ctx, size, x, 1, 1) else "a size computed from " \
-            "other dims"
+        ctx.later(lambda: _check_computed(ctx, node, size, y, x))
+        return ""
     if size in (-1, -2):  # -1: inferred; -2: kept from the input as it is (unflatten)
         return ""
     owner, attr = size_attribute(ctx, node, size)
@@ -47,6 +48,33 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
         return owner or f"a literal channel size {size}"
     ctx.sets.record(owner, SIZE, 0, y.ids, attr)
     return ""
+
+
+def _check_computed(ctx: TraceContext, node: fx.Node, size: fx.Node, y: Flow, x: Flow) -> None:
+    """Once every union is known (a residual add comes after the reshape that reads the block
+    input's width): a computed size must scale with ``x``'s channels. If not, ``y``'s channels
+    and every channel count the size reads are blocked: pruning either breaks the shape."""
+    if evaluate(ctx, size, x, 2, 7) == 2 * evaluate(ctx, size, x, 1, 1):
+        return
+    source = user_source(node.stack_trace or "")
+    reason = f"{node.target} at node {node.name} has a size computed from other dims" \
+        + (f" (at {source})" if source else "")
+    ctx.sets.block(y.ids, reason)
+    for ids in channel_reads(ctx, size):
+        ctx.sets.block(ids, reason)
+
+
+def channel_reads(ctx: TraceContext, size) -> list:
+    """Element ids of every channel dim whose count the computed ``size`` reads."""
+    if not isinstance(size, fx.Node):
+        return []
+    source = _size_source(size)
+    if source is not None:
+        flow = ctx.flow(source[0])
+        return [flow.ids] if flow is not None and flow.dim == source[1] else []
+    if size.op == "call_function" and size.target in _ARITHMETIC:
+        return [ids for a in size.args for ids in channel_reads(ctx, a)]
+    return []
 
 
 _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}

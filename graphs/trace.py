@@ -42,6 +42,8 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Mo
     ctx = TraceContext(model, captured.params)
     for node in captured.graph.nodes:
         ctx.flows[node] = run_rule(ctx, table, node)
+    for check in ctx.deferred:
+        check()
     block_shared(ctx)
     block_ignored(ctx, ignore)
     groups, sites = build_groups_and_sites(ctx.sets)
