@@ -135,19 +135,32 @@ def conv_transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
 
 
 def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Linear: features on the last dim; after a flatten one channel is several features."""
+    """Linear: features on the last dim; after a flatten one channel is several features.
+
+    A bias computed in ``forward()`` whose channels are traced (BEiT's ``F.linear(x,
+    self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))``) is coupled with the
+    output features: its pieces are pruned with the rows they are added to."""
     x, weight, shape = ctx.flow(node.args[0]), arg(node, 1, "weight"), ctx.shape(node.args[0])
-    name = owner_of(ctx, node, nn.Linear, {"weight": weight, "bias": arg(node, 2, "bias")})
+    bias = arg(node, 2, "bias")
+    traced_bias = ctx.flow(bias)
+    tensors = {"weight": weight} if traced_bias is not None else {"weight": weight, "bias": bias}
+    name = owner_of(ctx, node, nn.Linear, tensors)
     if name is None:
         return None
     if not name or shape is None:
         return ctx.reject(node, "linear", "no weight")
+    out_features = ctx.shape(weight)[0]
+    if traced_bias is not None and (traced_bias.dim != len(ctx.shape(bias)) - 1
+                                    or traced_bias.size != out_features):
+        return ctx.reject(node, "linear", "the bias carries channels off its feature dim")
     x = x if x is not None and x.dim == len(shape) - 1 else untracked_input(ctx, node, x,
                                                                             shape[-1])
     ctx.calls[name] += 1
     ctx.sets.record(name, IN, 1, x.ids)
-    out = ctx.sets.fresh(ctx.shape(weight)[0])
+    out = ctx.sets.fresh(out_features)
     ctx.sets.record(name, OUT, 0, out)
+    if traced_bias is not None:
+        ctx.sets.union(out, traced_bias.ids)
     return Flow(out, len(shape) - 1)
 
 
@@ -276,6 +289,28 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
     ids = ctx.sets.fresh(tensor.shape[dims[-1]])
     ctx.sets.record(owner, OUT, dims[-1], ids, attr)
     return Flow(ids, dims[-1])
+
+
+def buffer_pieces(ctx: TraceContext, nodes: list, dim: int) -> list[Flow] | None:
+    """Channels along ``dim`` of modules' own float buffers that are concatenated with tracked
+    tensors along their channel dim (BEiT's ``torch.cat((self.q_bias, self.k_bias,
+    self.v_bias))`` with a zero ``k_bias`` buffer): their positions are new channels, members by
+    name that surgery slices with the rest. None (nothing recorded) unless every node is one.
+    """
+    found = []
+    for node in nodes:
+        target = node.target if isinstance(node, fx.Node) and node.op == "get_attr" else ""
+        tensor, (owner, _, attr) = ctx.params.get(target), target.rpartition(".")
+        if not isinstance(tensor, torch.Tensor) or isinstance(tensor, nn.Parameter) \
+                or not tensor.is_floating_point() or not 0 <= dim < tensor.dim() \
+                or attr not in ctx.root.get_submodule(owner)._buffers:
+            return None
+        found.append((owner, attr, tensor.shape[dim]))
+    flows = []
+    for owner, attr, size in found:
+        flows.append(Flow(ctx.sets.fresh(size), dim))
+        ctx.sets.record(owner, OUT, dim, flows[-1].ids, attr)
+    return flows
 
 
 def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:

@@ -97,13 +97,13 @@ def _union_heads(ctx: TraceContext, q: Flow, kv: Flow, gqa: bool) -> None:
 
 
 def scaled_dot_product_attention(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Head h of q, k and v (and of the output) is one channel; masks must not vary per head."""
+    """Head h of q, k and v (and of the output) is one channel. A mask varying per head must
+    carry the heads' channels (a relative position bias table: its head column goes with the
+    head); an untracked one blocks them."""
     q, k, v = (arg(node, i, n) for i, n in enumerate(("query", "key", "value")))
     out = ctx.shape(node)
     mask = arg(node, 3, "attn_mask")
     values = [q, k, v] + ([mask] if isinstance(mask, fx.Node) else [])
-    if isinstance(mask, fx.Node) and ctx.flow(mask) is not None:
-        return ctx.reject(node, "scaled_dot_product_attention", "the mask carries channels")
     return _couple_batch(ctx, node, values, out, "scaled_dot_product_attention", last=2,
                          gqa=bool(arg(node, 7, "enable_gqa", False)))
 

@@ -11,6 +11,7 @@ from torch import fx
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import SIZE
+from graphs.rules_layers import buffer_pieces
 from graphs.sizes import block_reads, size_attribute, size_follows
 from graphs.sources import user_source
 from graphs.table import method
@@ -69,7 +70,10 @@ def transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
 
 
 def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Concatenation along the channel dim stacks the layouts; along another dim couples them."""
+    """Concatenation along the channel dim stacks the layouts; along another dim couples them.
+
+    A module's own float buffer among tracked pieces along their channel dim (a zero k bias
+    between q and v biases) brings its own channels, which surgery slices (``buffer_pieces``)."""
     parts, shape = arg(node, 0, "tensors", []), ctx.shape(node)
     flows = [ctx.flow(p) for p in parts]
     if shape is None:
@@ -77,6 +81,10 @@ def cat(ctx: TraceContext, node: fx.Node) -> Flow | None:
     dim = arg(node, 1, "dim", 0) % len(shape)
     if all(f is None for f in flows):  # no operand carries channels
         return None
+    missing = [p for f, p in zip(flows, parts) if f is None]
+    if missing and all(f is None or f.dim == dim for f in flows):
+        pieces = iter(buffer_pieces(ctx, missing, dim) or [None] * len(missing))
+        flows = [f if f is not None else next(pieces) for f in flows]
     if any(f is None for f in flows) or len({f.dim for f in flows}) != 1:
         return ctx.reject(node, "cat", "an operand has no traced channels")
     if flows[0].dim == dim:
@@ -173,6 +181,9 @@ def getitem(ctx: TraceContext, node: fx.Node):
     if x is None or shape is None:
         return None
     index = index if isinstance(index, tuple) else (index,)
+    tensors = [i for i, item in enumerate(index) if isinstance(item, fx.Node)]
+    if tensors:
+        return _gather(ctx, node, x, index, tensors)
     new_dim = index_dim(index, x.dim, len(shape))
     at = _channel_item(index, x.dim, len(shape))
     if new_dim is None and at is not None and isinstance(index[at], slice):
@@ -228,6 +239,21 @@ def _channel_item(index: tuple, dim: int, ndim: int) -> int | None:
             return i
         pos_in += 1
     return None
+
+
+def _gather(ctx: TraceContext, node: fx.Node, x: Flow, index: tuple, tensors: list[int]):
+    """``table[idx]`` or ``biases[:, idx]``: one integer tensor (no channels of its own) picks
+    positions along a dim before or after the channels, the other items being full slices: its
+    dims replace the indexed dim. Anything else (the channels indexed, several tensors, a bool
+    mask) is reported."""
+    item = index[tensors[0]] if len(tensors) == 1 else None
+    meta = item.meta.get("tensor_meta") if item is not None else None
+    plain = all(isinstance(i, slice) and i == slice(None) for j, i in enumerate(index)
+                if j != tensors[0])
+    if meta is None or meta.dtype.is_floating_point or meta.dtype == torch.bool or not plain \
+            or ctx.flow(item) is not None or tensors[0] == x.dim:
+        return ctx.reject(node, "getitem", "indexes the channel dim or by several tensors")
+    return Flow(x.ids, x.dim if x.dim < tensors[0] else x.dim + len(meta.shape) - 1)
 
 
 def _picks_one(index: tuple, dim: int) -> bool:

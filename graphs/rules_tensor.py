@@ -39,6 +39,7 @@ UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", 
                        "exp", "sqrt", "rsqrt", "pow", "square", "detach", "__neg__",
                        "__pow__", "erf", "tanh_", "neg_", "sin", "cos",
                        "type", "double", "bfloat16", "masked_fill")
+_READS_DTYPE_ONLY = {"type_as", "to"}  # x.type_as(other), x.to(other): other's dtype, not values
 REDUCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin]
 REDUCTION_METHODS = method("mean", "sum", "amax", "amin")
 
@@ -51,7 +52,8 @@ def unary(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return None
     if shape_in is None or len(shape_in) != len(shape_out) or shape_out[x.dim] != x.size:
         return ctx.reject(node, op_name(node), "changes the channel dimension")
-    if x.size > 1 and any(_broadcasts_over(ctx, a, x, shape_out) for a in node.args[1:]):
+    if x.size > 1 and op_name(node) not in _READS_DTYPE_ONLY \
+            and any(_broadcasts_over(ctx, a, x, shape_out) for a in node.args[1:]):
         return ctx.reject(node, op_name(node), "second operand varies over channels")
     return x
 

@@ -82,9 +82,9 @@ def evaluate(ctx: TraceContext, size, x: Flow, same: int, other: int) -> int | N
         return size if isinstance(size, int) else None
     source = _size_source(size)
     if source is not None:
-        flow = ctx.flow(source[0])
-        scale = 1 if flow is None or flow.dim != source[1] else \
-            same if ctx.sets.same_channels(flow.ids, x.ids) else other
+        flow = ctx.flow(source[0])  # the model input's dims never change: a constant
+        scale = 1 if flow is None or flow.dim != source[1] or source[0].op == "placeholder" \
+            else same if ctx.sets.same_channels(flow.ids, x.ids) else other
         return size.meta["value"] * scale
     if size.op == "call_function" and size.target in _ARITHMETIC:
         values = [evaluate(ctx, a, x, same, other) for a in size.args]

@@ -103,7 +103,7 @@ def weight_of(module: nn.Module) -> torch.Tensor | None:
 
 
 def member_tensor(model: nn.Module, member) -> torch.Tensor | None:
-    """The tensor a group member's dim indexes: the parameter it names (``member.attr``), else
+    """The tensor a group member's dim indexes: the parameter (or buffer) it names (``member.attr``), else
     the layer's ``indexed_tensor``; None for a SIZE member (an int attribute, no tensor).
 
     Example:
@@ -117,6 +117,7 @@ def member_tensor(model: nn.Module, member) -> torch.Tensor | None:
     module = model.get_submodule(member.module)
     if member.attr:
         tensor = module._parameters.get(member.attr)
+        tensor = module._buffers.get(member.attr) if tensor is None else tensor
         return tensor if isinstance(tensor, torch.Tensor) else None
     return indexed_tensor(module)
 

@@ -40,7 +40,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
 
 def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) -> None:
     """Replace parameter ``attr`` of ``module`` by a new one without ``removed`` along ``dim``
-    (a layer scale, a class token); requires_grad is kept.
+    (a layer scale, a class token); requires_grad is kept. A float buffer of that name (BEiT's
+    zero ``k_bias`` between the q and v biases) is sliced the same way.
 
     Example:
         >>> m = nn.Linear(2, 3)
@@ -49,10 +50,15 @@ def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) ->
         (2,)
     """
     old = module._parameters.get(attr)
-    if not isinstance(old, nn.Parameter) or not 0 <= dim < old.dim():
+    buffer = module._buffers.get(attr) if old is None else None
+    tensor = old if isinstance(old, nn.Parameter) else buffer
+    if not isinstance(tensor, torch.Tensor) or not 0 <= dim < tensor.dim():
         raise SurgeryError(f"{type(module).__name__} has no parameter {attr!r} with dim {dim}")
-    keep = np.delete(np.arange(old.shape[dim], dtype=np.int64), np.asarray(removed, np.int64))
-    index = torch.from_numpy(keep).to(old.device)
+    keep = np.delete(np.arange(tensor.shape[dim], dtype=np.int64), np.asarray(removed, np.int64))
+    index = torch.from_numpy(keep).to(tensor.device)
+    if buffer is not None:
+        module._buffers[attr] = buffer.index_select(dim, index)
+        return
     module._parameters[attr] = nn.Parameter(old.detach().index_select(dim, index),
                                             old.requires_grad)
 
