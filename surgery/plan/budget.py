@@ -14,7 +14,9 @@ ones). Four modes:
   below 98% of N. MACs of a candidate plan come from ``surgery.plan.target.MacModel``, an
   analytic model built from one fvcore count of the dense model (exact for conv, linear and
   norm layers, and for attention heads pruned in sdpa or batched matmuls outside layers),
-  which the caller passes in (``layer_macs``).
+  which the caller passes in (``layer_macs``). With ``final_macs`` too (a pruning schedule's
+  last target), the plan is cut back where it would leave no way to land within 2% of that
+  later target (``surgery.plan.target.fill_to_target``).
 
 Example:
     >>> import torch
@@ -55,6 +57,7 @@ class Budget:
     target_macs: int | None = None
     round_to: int = 1
     target_latency_ms: float | None = None
+    final_macs: int | None = None  # with target_macs: a later target to keep reachable
 
     def __post_init__(self) -> None:
         """Every check of the settings, once: a Budget that exists makes sense."""
@@ -80,6 +83,9 @@ class Budget:
                                    f"got {self.target_macs!r}")
             if self.round_to != 1:
                 raise SurgeryError("round_to cannot be combined with target_macs")
+        if self.final_macs is not None and (self.target_macs is None or self.final_macs <= 0):
+            raise SurgeryError(f"final_macs (a later target the plan keeps reachable) needs "
+                               f"target_macs and must be positive, got {self.final_macs!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise SurgeryError(f"round_to must be a positive integer, got {self.round_to!r}")
 
@@ -142,7 +148,7 @@ def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, t
                                "layer_macs=count_flops(model, x).by_module")
         macs = MacModel(model, layer_macs, groups, graph.sites)
         return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
-                              macs, budget.target_macs)
+                              macs, budget.target_macs, budget.final_macs)
     if isinstance(budget.ratio, Mapping):
         ratios = per_group_ratios(groups, budget.ratio)
         return {g.id: channels_to_remove(g.channels, ratios.get(g.id, 0.0), budget.round_to)

@@ -25,36 +25,123 @@ TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]
 
 
 def fill_to_target(groups: tuple[Group, ...], ranking: list[tuple[float, int, int]],
-                    macs: MacModel, target: int) -> dict[int, int]:
+                   macs: MacModel, target: int, final: int | None = None) -> dict[int, int]:
     """Take channels in ranking order until MACs <= target. A channel that would jump below
     (1 - TOLERANCE) * target is passed over and retried on the next pass; if no channel fits,
     the next one is taken anyway and the latest channels are put back while MACs stay <= target.
+    If that still lands below the window, one group at a time (the latest taken first) gets its
+    last channel back and the fill runs again without that group; the first landing wins.
+
+    ``final`` (a later, lower target: a schedule's last step) keeps the plan from closing
+    ``final``'s window: when filling on from the planned counts (same ranking) would land
+    outside [(1 - TOLERANCE) * final, final], the plan is cut back to the longest prefix of
+    its channels (bisection) from which it would not (possibly none). If the window is out of
+    reach already, the plan is kept unless it lands below the window (then none).
     """
-    state = _MacState(macs, {g.id: g.channels for g in groups})
+    zero = {g.id: 0 for g in groups}
+    size = {g.id: g.channels for g in groups}
+    taken = _fill_repaired(macs, size, ranking, target, zero, strict=True)
+    if final is None or final >= target:
+        _warn_below(macs.estimate(_counts(zero, taken)), target)
+        return _counts(zero, taken)
+    lands = _LandsAt(macs, size, ranking, final)
+    if lands(zero, taken):
+        return _counts(zero, taken)
+    if not lands(zero, []):  # out of reach already: only never go below the window
+        below = macs.estimate(_counts(zero, taken)) < (1 - TOLERANCE) * final
+        return _counts(zero, [] if below else taken)
+    ok, bad = 0, len(taken)
+    while bad - ok > 1:
+        mid = (ok + bad) // 2
+        ok, bad = (mid, bad) if lands(zero, taken[:mid]) else (ok, mid)
+    return _counts(zero, taken[:ok])
+
+
+def _counts(base: dict[int, int], taken: list[int]) -> dict[int, int]:
+    counts = dict(base)
+    for gid in taken:
+        counts[gid] += 1
+    return counts
+
+
+def _pending(ranking: list[tuple[float, int, int]], counts: dict[int, int]) -> list:
+    """The ranking's entries not yet taken (a group's channels go in rank order)."""
+    return [e for e in ranking if e[2] >= counts[e[1]]]
+
+
+class _LandsAt:
+    """Whether filling on to ``final`` from some removed channels lands in its window."""
+
+    def __init__(self, macs: MacModel, size: dict[int, int],
+                 ranking: list[tuple[float, int, int]], final: int) -> None:
+        self.macs, self.size, self.ranking, self.final = macs, size, ranking, final
+
+    def __call__(self, base: dict[int, int], taken: list[int]) -> bool:
+        counts = _counts(base, taken)
+        rest = _fill_repaired(self.macs, self.size, self.ranking, self.final, counts,
+                              strict=False)
+        total = self.macs.estimate(_counts(counts, rest))
+        return (1 - TOLERANCE) * self.final <= total <= self.final
+
+
+def _fill_repaired(macs: MacModel, size: dict[int, int], ranking: list[tuple[float, int, int]],
+                   target: int, start: dict[int, int], *, strict: bool) -> list[int]:
+    """``_fill`` from ``start``; if it lands below the window, the repair ``fill_to_target``
+    describes (a coarse channel taken early can leave only jumps too big to land)."""
+    taken = _fill(macs, size, _pending(ranking, start), target, start, strict=strict)
     floor = (1 - TOLERANCE) * target
-    pending, taken = list(ranking), []
+    if macs.estimate(_counts(start, taken)) >= floor:
+        return taken
+    for gid in dict.fromkeys(reversed(taken)):  # latest taken first
+        j = len(taken) - 1 - taken[::-1].index(gid)
+        kept = taken[:j] + taken[j + 1:]
+        base = _counts(start, kept)
+        pending = [e for e in _pending(ranking, base) if e[1] != gid]
+        more = _fill(macs, size, pending, target, base, strict=False)
+        if floor <= macs.estimate(_counts(base, more)) <= target:
+            return kept + more
+    return taken
+
+
+def _fill(macs: MacModel, size: dict[int, int], pending: list[tuple[float, int, int]],
+          target: int, start: dict[int, int], *, strict: bool) -> list[int]:
+    """The group ids of the channels the greedy fill takes from ``pending`` (in order, put-backs
+    dropped), from ``start`` (removal counts). If the target cannot be reached: an error if
+    ``strict``, else what was taken so far."""
+    state = _MacState(macs, size)
+    for gid, n in start.items():
+        for _ in range(n):
+            state.change(gid, +1)
+    floor = (1 - TOLERANCE) * target
+    pending, taken = list(pending), []
     while state.current > target:
         i = next((i for i, e in enumerate(pending)
                   if state.can_remove(e[1]) and state.after(e[1], +1) >= floor), None)
         if i is None:
             i = next((i for i, e in enumerate(pending) if state.can_remove(e[1])), None)
         if i is None:
+            if not strict:
+                return taken
             raise SurgeryError(f"cannot reach target_macs={target:,}: pruning stops at "
                                f"{state.current:,.0f} MACs (one channel stays in every group)")
-        entry = pending.pop(i)
-        taken.append(entry)
-        state.change(entry[1], +1)
-    for entry in reversed(taken):  # put back what still fits, most important first
+        taken.append(pending.pop(i)[1])
+        state.change(taken[-1], +1)
+    for j in reversed(range(len(taken))):  # put back what still fits, most important first
         if state.current >= floor:
             break
-        if state.after(entry[1], -1) <= target:
-            state.change(entry[1], -1)
-    if state.current < floor:
-        warnings.warn(f"target_macs={target:,} lands at {state.current:,.0f} MACs "
-                      f"({state.current / target:.3f}x), below the {TOLERANCE:.0%} band: no "
+        if state.after(taken[j], -1) <= target:
+            state.change(taken[j], -1)
+            del taken[j]
+    return taken
+
+
+def _warn_below(current: float, target: int) -> None:
+    floor = (1 - TOLERANCE) * target
+    if current < floor:
+        warnings.warn(f"target_macs={target:,} lands at {current:,.0f} MACs "
+                      f"({current / target:.3f}x), below the {TOLERANCE:.0%} band: no "
                       f"channel left to put back fits between {floor:,.0f} and {target:,}",
-                      stacklevel=2)
-    return state.counts
+                      stacklevel=3)
 
 
 class _MacState:

@@ -15,8 +15,9 @@ linear ``p``; one-shot prunes everything once, at ``end``. With ``ratio`` every 
 floor(fraction * ratio * C) of its dense C channels by step t (exactly floor(ratio * C) at the
 end; with ``global_ranking`` the fraction is of all channels); with ``target_macs`` the MACs
 fall by the fraction of (dense - target); before the last step, a step is skipped when it is
-smaller than the 2% MAC tolerance or when its prune would land below the final target's window
-(channels left late in the schedule can be coarse: waiting lets a later step land inside it).
+smaller than the 2% MAC tolerance, and a step's plan is cut back where it would leave no way to
+land inside the final target's 2% window (``Budget.final_macs``: channels left late in the
+schedule can be coarse, and a greedy step could strand the model between two reachable sizes).
 
 Under DDP (pass the ``DistributedDataParallel`` wrapper) the accumulated scores are all-reduced
 (averaged) before ranking, so every rank removes the same channels, and the wrapper is rebuilt
@@ -49,13 +50,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from graphs.errors import TraceError
 from graphs.trace import trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
-from surgery.plan.importance import CRITERIA
+from surgery.plan.budget import Budget, plan_model
+from surgery.plan.importance import CRITERIA, resolve
 from surgery.plan.saliency import ACCUMULATORS, criterion, make_accumulator
 from surgery.plan.target import TOLERANCE
-from surgery.prune import prune
+from surgery.rebuild.lint import lint
 from surgery.recover.optim_state import apply_with_optimizer, slice_named
 
 SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -174,8 +177,8 @@ class DynamicPruner:
             current = count_flops(self.module, self.example_inputs).total
             # a step smaller than target_macs' 2% tolerance would overshoot: wait (not at end)
             small = current - goal < TOLERANCE * current and self.t < self._todo[-1]
-            return {"target_macs": goal, "global_ranking": s.global_ranking} \
-                if goal < current and not small else None
+            return {"target_macs": goal, "global_ranking": s.global_ranking,
+                    "final_macs": s.target_macs} if goal < current and not small else None
         groups = self._groups()
         if s.global_ranking:
             dense = sum(self._dense_channels.values())
@@ -191,18 +194,22 @@ class DynamicPruner:
         return {"ratio": ratios} if ratios else None
 
     def _shrink(self, budget: dict) -> bool:
-        """Prune a copy with ``budget``; take its plan (model and optimizer, in place) unless
-        it would pass the final MAC target before the last step (then wait: the channels left
-        may be coarse, and a later, larger step may land inside the target's window)."""
+        """Plan with ``budget`` and apply it (model and optimizer, in place); False when the
+        plan removes nothing (cut back to keep the final MAC target reachable)."""
         importance = self.settings.importance
         if self.accumulator is not None:
             importance = criterion(_all_reduced(self.accumulator.totals), importance)
-        result = prune(self.module, self.example_inputs, importance=importance, **budget)
-        final = self.settings.target_macs
-        if final is not None and self.t < self._todo[-1] and \
-                count_flops(result.model, self.example_inputs).total < (1 - TOLERANCE) * final:
+        x = self.example_inputs
+        graph = self._graph()
+        layer_macs = count_flops(self.module, x).by_module if "target_macs" in budget else None
+        plan = plan_model(self.module, graph, Budget(**budget), resolve(importance), layer_macs)
+        if not any(g.removed_channels for g in plan.groups):
             return False
-        kept = apply_with_optimizer(self.module, result.plan, self.optimizer)
+        kept = apply_with_optimizer(self.module, plan, self.optimizer)
+        problems = lint(self.module, x)
+        if problems:
+            raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
+                               + "; ".join(problems[:5]))
         shapes = {n: p.shape for n, p in self.module.named_parameters()}
         if self.accumulator is not None:
             self.accumulator.map_tensors(lambda d: slice_named(d, kept, shapes))
@@ -211,8 +218,14 @@ class DynamicPruner:
             self.model = _rewrap(self.model)
         return True
 
+    def _graph(self):
+        try:
+            return trace(self.module, self.example_inputs)
+        except TraceError as exc:
+            raise SurgeryError(str(exc)) from exc
+
     def _groups(self):
-        return trace(self.module, self.example_inputs).prunable
+        return self._graph().prunable
 
 
 def _key(group) -> tuple:

@@ -243,3 +243,10 @@ def test_budget_is_a_frozen_value():
     budget = Budget(ratio=0.5)
     with pytest.raises(AttributeError):
         budget.ratio = 0.3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("settings", [{"ratio": 0.5, "final_macs": 50_000},
+                                      {"target_macs": 100_000, "final_macs": 0}])
+def test_final_macs_needs_a_positive_target(settings):
+    with pytest.raises(SurgeryError, match="final_macs .* needs target_macs"):
+        Budget(**settings)

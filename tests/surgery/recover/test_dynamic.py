@@ -147,6 +147,27 @@ def test_an_intermediate_step_that_would_pass_the_final_target_waits():
     assert opt.state[model[0].weight]["momentum_buffer"].shape == (3, 1, 3, 3)
 
 
+@pytest.mark.parametrize(("schedule", "overshot_to"), [("linear", 53_358), ("cubic", 54_208)])
+def test_greedy_steps_no_longer_strand_the_final_target(schedule, overshot_to):
+    """LeNet at init, l1 (weights frozen: lr 0), 6 steps to 20% of the MACs (56,328). Before
+    planning ahead, the last step landed at ``overshot_to`` (measured), below the window
+    [55,201, 56,328]: e.g. (linear) step 5 left (3, 9, 44, 21) channels, from which the greedy
+    fill took conv2 channels first and then had to take a conv1 channel (24,000 MACs). Now
+    every step keeps the final window reachable and the last fill repairs such a jump."""
+    torch.manual_seed(0)
+    model = LeNet()
+    target = int(0.2 * count_flops(model, X).total)
+    assert target == 56_328
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    pruner = DynamicPruner(model, X, opt, target_macs=target, importance="l1", end=6, every=1,
+                           schedule=schedule, global_ranking=True)
+    for _ in range(6):
+        pruner.step()
+    macs = [e.macs for e in pruner.events]
+    assert 0.98 * target <= macs[-1] <= target and macs[-1] != overshot_to
+    assert macs == sorted(macs, reverse=True) and macs[-1] == count_flops(model, X).total
+
+
 def test_param_groups_scheduler_and_frozen_params_survive():
     torch.manual_seed(0)
     model = LeNet()
