@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="models run at once")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="run nothing: write the report from these coverage.json files of "
-                             "earlier runs (later files win), in data file order")
+                             "earlier runs (per tool, later files win), in data file order")
     parser.add_argument("--out", default=str(HERE / "results" / "coverage.md"))
     args = parser.parse_args(argv)
     entries = load_entries()
@@ -175,8 +175,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def combine(entries: list[dict], paths: list[str]) -> list[dict]:
-    """The records of several runs, one per model (the last file's), in data file order."""
-    found = {(r["source"], r["name"]): r for p in paths for r in json.loads(Path(p).read_text())}
+    """The records of several runs, one per model, in data file order: per tool, the last
+    file's record that ran it (a run with ``--tools ours`` keeps an earlier run's tp record)."""
+    found: dict[tuple[str, str], dict] = {}
+    for p in paths:
+        for r in json.loads(Path(p).read_text()):
+            record = found.setdefault((r["source"], r["name"]), {
+                "source": r["source"], "name": r["name"], **{t: {"status": NOT_RUN}
+                                                            for t in TOOLS}})
+            record.update({t: r[t] for t in TOOLS if r[t].get("status") != NOT_RUN})
     missing = {t: {"status": NOT_RUN} for t in TOOLS}
     return [found.get((e["source"], e["name"]), {"source": e["source"], "name": e["name"],
                                                  **missing}) for e in entries]
