@@ -69,6 +69,7 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
         models[("target", f)] = result.model
         found[f] = (result.latency, time.perf_counter() - start)
         print(f"[{name} {backend} t{threads}] {f}: {result.latency}", flush=True)
+    load = os.getloadavg()[0]
     ms = timed(models, x, backend, threads, args)
     kept = {key: (count_flops(m, x).total / macs0, count_params(m) / params0, ms[key] / ms["dense"])
             for key, m in models.items()}
@@ -87,6 +88,7 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
                          "uniform_macs": u_macs, "uniform_params": u_params,
                          "extrapolated": not lats[0] <= lat <= lats[-1],
                          "measurements": search.measurements, "seconds": seconds,
+                         "load": (load, os.getloadavg()[0]), "command": args.command,
                          "curve": curve})
     return rows
 
@@ -95,14 +97,15 @@ def table(rows: list[dict]) -> str:
     header = ["model", "backend", "thr", "target ms", "measured ms (search / final)", "gap",
               "latency kept / target fraction",
               "MACs kept", "uniform L1 MACs kept", "MACs gain", "params kept",
-              "uniform params", "measurements", "prune s"]
+              "uniform params", "measurements", "prune s", "load"]
     body = [[r["model"], r["backend"], r["threads"], f"{r['target_ms']:.1f}",
              f"{r['search_ms']:.1f} / {r['final_ms']:.1f}", f"{r['gap']:+.1%}",
              f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
              f"{r['macs_kept']:.3f}", f"{r['uniform_macs']:.3f}"
              + (" (extrap.)" if r["extrapolated"] else ""),
              f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}", f"{r['params_kept']:.3f}",
-             f"{r['uniform_params']:.3f}", r["measurements"], f"{r['seconds']:.0f}"]
+             f"{r['uniform_params']:.3f}", r["measurements"], f"{r['seconds']:.0f}",
+             "{:.1f}-{:.1f}".format(*r["load"]) if "load" in r else "-"]
             for r in rows]
     return markdown_table(header, body)
 
@@ -135,7 +138,8 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
         f"median of {args.rounds} alternating rounds of {args.runs} runs, all variants of a "
         f"configuration in one process. Environment: {environment_line(1)}; {os.cpu_count()} "
-        f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."), "",
+        f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."
+        + _commands(rows)), "",
         table(rows), "",
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
          "search's own last measurement is the first number); latency kept = final / dense "
@@ -143,6 +147,13 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
          "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by "
          "the latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
          f"latency - 1. Plot: results/{args.stem}.png."), ""])
+
+
+def _commands(rows: list[dict]) -> str:
+    """The runs whose rows were reported (``--rows``), each command once; the "load" column is
+    the 1-minute load average at the start / end of each configuration's timing."""
+    runs = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
+    return " Rows from: " + "; ".join(f"`{c}`" for c in runs) + "." if runs else ""
 
 
 def write_section(text: str) -> None:
@@ -170,15 +181,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=None, help="latency tables (default ~/.cache/...)")
     p.add_argument("--stem", default="latency_target", help="results/STEM.{md,png,json}")
     p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
+    p.add_argument("--rows", nargs="+", metavar="JSON", help="run nothing: report the rows "
+                   "saved by earlier runs (results/STEM.json files), in the order given")
     args = p.parse_args(argv)
     args.command = "benchmarks/latency_target.py " + " ".join(argv or sys.argv[1:])
-    load0, start = os.getloadavg()[0], time.perf_counter()
-    rows = [r for name in args.models for backend in args.backends for t in args.threads
-            for r in config(name, backend, t, args)]
+    load0, start, out = os.getloadavg()[0], time.perf_counter(), HERE / "results"
+    rows = [r for path in args.rows or () for r in json.loads(Path(path).read_text())]
+    for name in [] if args.rows else args.models:
+        for backend in args.backends:
+            for t in args.threads:
+                rows += config(name, backend, t, args)
+                # saved after every configuration: a run stopped half-way keeps its rows
+                (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
     seconds = time.perf_counter() - start
     text = report(rows, args, seconds, f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    out = HERE / "results"
-    plot(rows, out / f"{args.stem}.png")
+    if rows:
+        plot(rows, out / f"{args.stem}.png")
     (out / f"{args.stem}.md").write_text(text)
     (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
     if not args.no_results_md:
