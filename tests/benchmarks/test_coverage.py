@@ -55,14 +55,19 @@ def test_summary_counts_per_source_and_compares_layer_fractions():
     assert "tp: TraceError: x" in table
 
 
-def test_combine_keeps_the_last_record_in_data_file_order(tmp_path):
+def test_combine_keeps_per_tool_the_last_record_that_ran_it_in_data_file_order(tmp_path):
     entries = [{"source": "s", "name": n} for n in "abc"]
+    ran = {"status": "ok"}
     (tmp_path / "1.json").write_text(json.dumps([
-        {"source": "s", "name": "c", "v": 1}, {"source": "s", "name": "a", "v": 1}]))
-    (tmp_path / "2.json").write_text(json.dumps([{"source": "s", "name": "c", "v": 2}]))
+        {"source": "s", "name": "c", "ours": {"v": 1}, "tp": {"v": 1}},
+        {"source": "s", "name": "a", "ours": {"v": 1}, "tp": ran}]))
+    (tmp_path / "2.json").write_text(json.dumps([  # a --tools ours run
+        {"source": "s", "name": "c", "ours": {"v": 2}, "tp": {"status": "not run"}}]))
     got = coverage.combine(entries, [str(tmp_path / "1.json"), str(tmp_path / "2.json")])
-    assert [(r["name"], r.get("v")) for r in got] == [("a", 1), ("b", None), ("c", 2)]
-    assert got[1]["ours"] == {"status": "not run"}
+    assert [r["name"] for r in got] == ["a", "b", "c"]
+    assert got[0]["ours"] == {"v": 1} and got[0]["tp"] == ran
+    assert got[1]["ours"] == got[1]["tp"] == {"status": "not run"}
+    assert got[2]["ours"] == {"v": 2} and got[2]["tp"] == {"v": 1}
 
 
 @pytest.mark.zoo
