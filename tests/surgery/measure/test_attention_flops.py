@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from surgery import prune
+from surgery.macs import multihead_macs
 from surgery.measure.flops import count_flops
-from surgery.measure.handles import multihead_macs
 from surgery.rebuild.attention import multihead_attention
 
 
