@@ -41,7 +41,8 @@ SMALL = {
 STREAM_REASON = {
     "vit": "embed_dim",  # nn.MultiheadAttention's embed_dim is its input and output width
     "convnext": "layer_norm",  # prunable with its layer scales, but LayerNorm statistics change
-    "swin": "unsupported op", "swin_v2": "unsupported op",  # window attention's own ops
+    "swin": "size read from these channels",  # head width C // num_heads, C the stream's
+    "swin_v2": "unsupported op",  # F.linear with a computed qkv bias (k part zeroed)
     "maxvit": "reshape",  # window/grid partition reshapes with literal sizes
 }
 
