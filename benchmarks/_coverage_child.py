@@ -42,6 +42,14 @@ def layer_channels(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
+def shrunk(covered: set, model: nn.Module, pruned: nn.Module) -> float:
+    """Fraction of Conv/Linear output channels in ``covered`` whose layer the prune made
+    narrower: a layer listed in a group but left whole does not count."""
+    before, after = layer_channels(model), layer_channels(pruned)
+    kept = {(name, i) for name, i in covered if after.get(name, before[name]) < before[name]}
+    return len(kept) / max(sum(before.values()), 1)
+
+
 def ours(entry: dict, rec: dict) -> None:
     model, x = build(entry)
     graph = trace(model, x)
@@ -58,6 +66,7 @@ def ours(entry: dict, rec: dict) -> None:
     result = prune(model, x, ratio=RATIO)
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = result.params_after / max(result.params_before, 1)
+    rec["layers"] = shrunk(covered, model, result.model)
     rec["runs"] = same_structure(outputs(result.model, x), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"
@@ -116,6 +125,7 @@ def theirs(entry: dict, rec: dict) -> None:
     tp_pruner(pruned, x, names_to(pruned, model, ignored)).step()
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = sum(p.numel() for p in pruned.parameters()) / max(before, 1)
+    rec["layers"] = shrunk(covered, model, pruned)
     rec["runs"] = same_structure(outputs(pruned, x), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"

@@ -44,8 +44,10 @@ statistics, eval mode, ratio 0.5):
   model's. "vacuous" = mean |output| < 1e-6.
 * **prunable**: fraction of channels prunable. Ours: channels of prunable groups / channels of
   all groups. **layers** (both tools, comparable): output channels of Conv/Linear layers that lie
-  in a group the tool prunes / all Conv/Linear output channels. tp ignores the Conv/Linear layers
-  whose outputs are model outputs (taken from our trace; the last one when our trace fails).
+  in a group the tool prunes / all Conv/Linear output channels; once the prune has run, only
+  layers it actually made narrower count (torch-pruning lists BEiT's qkv and proj in groups but
+  leaves them whole). tp ignores the Conv/Linear layers whose outputs are model outputs (taken
+  from our trace; the last one when our trace fails).
   "layers >= tp" in the summary counts the models both tools prune and run. HF GPT-2's layers
   are `transformers.Conv1D`, neither Conv nor Linear: its layers fraction is 0 for both.
 * Timeouts here are mostly the machine's load (2 cores shared by many jobs), not the models.
