@@ -1,7 +1,9 @@
 """One tool on one model for coverage.py: ``_coverage_child.py ours|tp ENTRY_JSON [BYTES]`` prints a JSON line.
 
 The record: captured, runs, exact (or exact_text), prunable, layers, kept, seconds, status (the
-first error, short). See coverage.HEADER for the definitions.
+first error, short). See coverage.HEADER for the definitions. An entry's ``compare_at`` names the
+submodule whose outputs are compared instead of the model's (a detector's ``head``: score
+threshold, top-k and NMS on random weights turn 1e-7 differences into other or reordered boxes).
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ from torch import nn
 
 from graphs import trace
 from graphs.datamodel import OUT
-from graphs.inputs import call_model
 from surgery import prune
-from surgery.testing.oracle import check, relative_error, tensors_of
+from surgery.testing.oracle import check, outputs_at, relative_error
 
 EXACT_TOL, RATIO, VACUOUS = 1e-4, 0.5, 1e-6
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def outputs(model: nn.Module, x) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return tensors_of(call_model(model, x))
+def outputs(model: nn.Module, x, at: str | None = None) -> list[torch.Tensor]:
+    """The float tensors the model (or its submodule ``at``) outputs on ``x``."""
+    return outputs_at(model, x, at)
 
 
 def same_structure(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -52,6 +53,7 @@ def shrunk(covered: set, model: nn.Module, pruned: nn.Module) -> float:
 
 def ours(entry: dict, rec: dict) -> None:
     model, x = build(entry)
+    at = entry.get("compare_at")
     graph = trace(model, x)
     rec["captured"] = True
     total = sum(g.channels for g in graph.groups)
@@ -61,17 +63,17 @@ def ours(entry: dict, rec: dict) -> None:
                if m.role == OUT and not m.attr and m.module in widths
                for c in m.indices for p in c}
     rec["layers"] = len(covered) / max(sum(widths.values()), 1)
-    expected = outputs(model, x)
+    expected = outputs(model, x, at)
     t0 = time.perf_counter()
     result = prune(model, x, ratio=RATIO)
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = result.params_after / max(result.params_before, 1)
     rec["layers"] = shrunk(covered, model, result.model)
-    rec["runs"] = same_structure(outputs(result.model, x), expected) and rec["kept"] < 1
+    rec["runs"] = same_structure(outputs(result.model, x, at), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"
         return
-    c = check(model, x, RATIO)
+    c = check(model, x, RATIO, at=at)
     rec["exact"] = c.removed == c.dead and c.shape_kept and c.error <= EXACT_TOL \
         and c.output_scale >= VACUOUS and bool(c.dead)
     rec["error"] = c.error

@@ -79,3 +79,19 @@ def test_child_runs_ours_and_torch_pruning_on_resnet18():
                                tool, entry], capture_output=True, text=True, check=True, cwd=ROOT)
         rec = json.loads(done.stdout.splitlines()[-1])
         assert rec["captured"] and rec["runs"] and rec["exact"], rec
+
+
+@pytest.mark.zoo
+def test_child_compares_ours_at_the_entry_compare_at_submodule():
+    # the submodule must keep its output width (a detector head: anchors x classes)
+    base = {"source": "timm", "name": "resnet18", "build": {"num_classes": 10},
+            "input": {"kind": "image", "size": 32}}
+    recs = {}
+    for at in ("fc", "no_such_module"):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_coverage_child.py"),
+                               "ours", json.dumps({**base, "compare_at": at})],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        recs[at] = json.loads(done.stdout.splitlines()[-1])
+    assert recs["fc"]["runs"] and recs["fc"]["exact"], recs["fc"]
+    assert "no_such_module" in recs["no_such_module"]["status"]  # the submodule is looked up
+    assert all(isinstance(e.get("compare_at", ""), str) for e in coverage_models.load_entries())
