@@ -109,6 +109,7 @@ def theirs(entry: dict, rec: dict) -> None:
     import torch_pruning as tp
 
     model, x = build(entry)
+    at = entry.get("compare_at")
     ignored = output_layers(model, x)
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
     rec["captured"] = True
@@ -120,7 +121,7 @@ def theirs(entry: dict, rec: dict) -> None:
             if isinstance(m, LAYERS) and dg.is_out_channel_pruning_fn(dep.handler):
                 covered.update((names[m], int(i)) for i in idxs if int(i) < widths[names[m]])
     rec["layers"] = len(covered) / max(sum(widths.values()), 1)
-    expected = outputs(model, x)
+    expected = outputs(model, x, at)
     pruned = copy.deepcopy(model)
     before = sum(p.numel() for p in pruned.parameters())
     t0 = time.perf_counter()
@@ -128,11 +129,11 @@ def theirs(entry: dict, rec: dict) -> None:
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = sum(p.numel() for p in pruned.parameters()) / max(before, 1)
     rec["layers"] = shrunk(covered, model, pruned)
-    rec["runs"] = same_structure(outputs(pruned, x), expected) and rec["kept"] < 1
+    rec["runs"] = same_structure(outputs(pruned, x, at), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"
         return
-    tp_exact(model, x, ignored, rec)
+    tp_exact(model, x, ignored, rec, at)
 
 
 def names_to(target: nn.Module, source: nn.Module, layers: list[nn.Module]) -> list[nn.Module]:
@@ -141,7 +142,8 @@ def names_to(target: nn.Module, source: nn.Module, layers: list[nn.Module]) -> l
     return [target.get_submodule(names[m]) for m in layers]
 
 
-def tp_exact(model: nn.Module, x, ignored: list[nn.Module], rec: dict) -> None:
+def tp_exact(model: nn.Module, x, ignored: list[nn.Module], rec: dict,
+             at: str | None = None) -> None:
     """Zero what tp would prune in every member of its group, prune with tp, compare.
 
     Like our oracle, groups holding a norm over the channels (LayerNorm, GroupNorm, RMSNorm) are
@@ -157,11 +159,11 @@ def tp_exact(model: nn.Module, x, ignored: list[nn.Module], rec: dict) -> None:
     for name, out, idxs in plan:
         if name is not None:
             zero(model.get_submodule(name), out, idxs)
-    expected = outputs(model, x)
+    expected = outputs(model, x, at)
     for group in tp_pruner(model, x, ignored).step(interactive=True):
         if exact_group(group):
             group.prune()
-    got = outputs(model, x)
+    got = outputs(model, x, at)
     scale = float(torch.cat([e.flatten().abs() for e in expected]).mean()) if expected else 0.0
     same = same_structure(got, expected)
     error = max((relative_error(g, e) for g, e in zip(got, expected)), default=0.0) \

@@ -42,10 +42,10 @@ statistics, eval mode, ratio 0.5):
   channels its MagnitudePruner (L1) would remove in every member of their group (producer rows,
   bias, norm affine, consumer columns), then prune with it; the output must equal the killed
   model's. "vacuous" = mean |output| < 1e-6. Where a model's entry in coverage_models.json has
-  `compare_at` (RetinaNet: `head`), ours compares that submodule's outputs instead of the
-  model's, for runs and exact: score threshold, top-k and NMS on random weights turn 1e-7
+  `compare_at` (RetinaNet, SSDlite: `head`), both tools compare that submodule's outputs
+  instead of the model's, for runs and exact: score threshold, top-k and NMS on random weights turn 1e-7
   differences into other or reordered boxes (RetinaNet: the same 300 boxes, two rows with scores
-  6e-8 apart swapped, rel. error 5e-2 at the output, 1e-6 at the head). tp compares the output.
+  6e-8 apart swapped, rel. error 5e-2 at the output, 1e-6 at the head).
 * **prunable**: fraction of channels prunable. Ours: channels of prunable groups / channels of
   all groups. **layers** (both tools, comparable): output channels of Conv/Linear layers that lie
   in a group the tool prunes / all Conv/Linear output channels; once the prune has run, only
