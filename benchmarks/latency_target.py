@@ -45,7 +45,7 @@ def timed(models: dict, x: torch.Tensor, backend: str, threads: int, args) -> di
     medians: dict = {key: [] for key in models}
     for _ in range(args.rounds):
         for key, model in models.items():
-            medians[key].append(measure_latency(model, x, runs=args.runs, warmup=2,
+            medians[key].append(measure_latency(model, x, runs=args.runs, warmup=args.warmup,
                                                 threads=threads, backend=backend).median_ms)
     return {key: statistics.median(v) for key, v in medians.items()}
 
@@ -136,7 +136,7 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         "## Pruning to a latency target (`latency_target.py`)", "",
         (f"Input 1x3x{args.size}x{args.size}, CPU; targets {args.targets} x the dense model's "
         f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
-        f"median of {args.rounds} alternating rounds of {args.runs} runs, all variants of a "
+        f"median of {args.rounds} alternating rounds of {args.runs} runs after {args.warmup} warm-up, all variants of a "
         f"configuration in one process. Environment: {environment_line(1)}; {os.cpu_count()} "
         f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."
         + _commands(rows)), "",
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs before each timing "
+                   "(as prune's own measurements: a cold first timing reads 20-30%% slow)")
     p.add_argument("--cache-dir", default=None, help="latency tables (default ~/.cache/...)")
     p.add_argument("--stem", default="latency_target", help="results/STEM.{md,png,json}")
     p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
