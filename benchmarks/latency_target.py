@@ -137,8 +137,9 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         (f"Input 1x3x{args.size}x{args.size}, CPU; targets {args.targets} x the dense model's "
         f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
         f"median of {args.rounds} alternating rounds of {args.runs} runs after {args.warmup} "
-        f"warm-up, all variants of a configuration in one process. Environment: {environment_line(1)}; {os.cpu_count()} "
-        f"CPUs, load average {load}; wall {seconds:.0f}s. Command: `{args.command}`."
+        f"warm-up, all variants of a configuration in one process. Environment: "
+        f"{environment_line(1)}; {os.cpu_count()} CPUs, load average {load}; wall "
+        f"{seconds:.0f}s. Command: `{args.command}`."
         + _commands(rows)), "",
         table(rows), "",
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
