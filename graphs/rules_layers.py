@@ -33,6 +33,7 @@ from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import IN, OUT
 from graphs.rules_weights import standardised_weight
+from graphs.sizes import group_count_follows, norm_shape_follows
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
@@ -216,9 +217,12 @@ def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) 
     if len(arg(node, 1, "normalized_shape", ())) != 1 or x.dim != len(shape) - 1:
         return ctx.reject(node, op_name(node), "normalises more than the channel dimension")
     name = owner_of(ctx, node, base, tensors)
-    if name is not None:
-        ctx.sets.approximate(x.ids, f"{op_name(node)} over the channels at node {node.name}")
-    return None if name is None else _norm_member(ctx, name, x)
+    if name is None:
+        return None
+    ctx.sets.approximate(x.ids, f"{op_name(node)} over the channels at node {node.name}")
+    if not name:  # no weights (elementwise_affine=False): normalized_shape must follow alone
+        norm_shape_follows(ctx, node, tuple(arg(node, 1, "normalized_shape")), x)
+    return _norm_member(ctx, name, x)
 
 
 def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -237,6 +241,8 @@ def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
         ctx.sets.block(x.ids, f"group_norm at node {node.name} with {groups} groups is not pruned")
     elif groups == 1:
         ctx.sets.approximate(x.ids, f"group_norm over the channels at node {node.name}")
+    if not name:  # no weights (affine=False): its sizes must follow alone
+        group_count_follows(ctx, node, groups, x)
     return _norm_member(ctx, name, x)
 
 

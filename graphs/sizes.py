@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import operator
 
-from torch import fx
+from torch import fx, nn
 
 from graphs.channels import Flow
-from graphs.context import TraceContext
+from graphs.context import TraceContext, op_name
 from graphs.datamodel import SIZE
 
 
@@ -51,6 +51,48 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
         return owner or f"a literal channel size {size}"
     ctx.sets.record(owner, SIZE, 0, y.ids, attr)
     return ""
+
+
+def norm_shape_follows(ctx: TraceContext, node: fx.Node, shape: tuple, x: Flow) -> None:
+    """Make the ``normalized_shape`` of a norm with no weights of its own follow pruning of
+    ``x``'s channels (its last dim), or block them.
+
+    ``nn.LayerNorm(C, elementwise_affine=False)`` passes its literal ``self.normalized_shape``:
+    a literal equal to one tuple attribute of the calling module becomes a SIZE member (its last
+    element), as does one equal to one int attribute; a size read from ``x``'s own width follows.
+    Any other size blocks ``x`` and the channels it was read from, with the reason.
+    """
+    size = shape[-1]
+    if not isinstance(size, fx.Node):
+        owner, attr = size_attribute(ctx, node, tuple(shape))
+        if attr:
+            ctx.sets.record(owner, SIZE, len(shape) - 1, x.ids, attr)
+            return
+
+    def check() -> None:
+        problem = size_follows(ctx, node, size, x, x)
+        if problem:
+            reason = f"{op_name(node)} at node {node.name} normalises over {problem}"
+            ctx.sets.block(x.ids, reason)
+            block_reads(ctx, size, reason)
+
+    ctx.defer(check) if isinstance(size, fx.Node) else check()
+
+
+def group_count_follows(ctx: TraceContext, node: fx.Node, groups: int, x: Flow) -> None:
+    """Make a weightless ``nn.GroupNorm`` (``affine=False``) follow pruning of ``x``'s channels:
+    ``num_channels`` (and ``num_groups`` when it is one group per channel) become SIZE members.
+    One group per channel from anything else blocks ``x``, with the reason.
+    """
+    name = node.meta.get("module", "")
+    module = ctx.root.get_submodule(name)
+    if isinstance(module, nn.GroupNorm) and module.num_channels == x.size:
+        ctx.sets.record(name, SIZE, 0, x.ids, "num_channels")
+        if groups == x.size:
+            ctx.sets.record(name, SIZE, 0, x.ids, "num_groups")
+    elif groups == x.size and groups > 1:
+        ctx.sets.block(x.ids, f"{op_name(node)} at node {node.name} has one group per channel, "
+                              f"counted by no nn.GroupNorm")
 
 
 def block_reads(ctx: TraceContext, size, reason: str) -> None:
