@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from graphs import (
     rules_attention,
+    rules_index,
     rules_layers,
     rules_matmul,
     rules_reshape,
@@ -30,6 +31,7 @@ def default_rules() -> RuleTable:
     rules_layers.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
+    rules_index.register_all(table)
     rules_reshape.register_all(table)
     rules_attention.register_all(table)
     rules_matmul.register_all(table)

@@ -275,50 +275,6 @@ LAYER_FUNCTIONS = {*CONVS, *CONV_TRANSPOSES, F.linear, F.batch_norm, F.layer_nor
 LAYERS = (_ConvNd, nn.Linear, _NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.Embedding)
 
 
-def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """A parameter used outside a layer function (layer scale, class token, position embedding):
-    its last dim longer than 1 carries channels, which it loses with the rest of its group.
-
-    Parameters of torch layers (and their subclasses) are read by the layer rules instead.
-    """
-    tensor = ctx.params.get(node.target)
-    if not isinstance(tensor, nn.Parameter) or not tensor.is_floating_point():
-        return None
-    owner, _, attr = node.target.rpartition(".")
-    module = ctx.root.get_submodule(owner)
-    if isinstance(module, LAYERS) or hasattr(module, "in_proj_weight") \
-            or any(user.target in LAYER_FUNCTIONS for user in node.users):
-        return None
-    dims = [d for d, n in enumerate(tensor.shape) if n > 1]
-    if not dims:
-        return None
-    ids = ctx.sets.fresh(tensor.shape[dims[-1]])
-    ctx.sets.record(owner, OUT, dims[-1], ids, attr)
-    return Flow(ids, dims[-1])
-
-
-def buffer_pieces(ctx: TraceContext, nodes: list, dim: int) -> list[Flow] | None:
-    """Channels along ``dim`` of modules' own float buffers that are concatenated with tracked
-    tensors along their channel dim (BEiT's ``torch.cat((self.q_bias, self.k_bias,
-    self.v_bias))`` with a zero ``k_bias`` buffer): their positions are new channels, members by
-    name that surgery slices with the rest. None (nothing recorded) unless every node is one.
-    """
-    found = []
-    for node in nodes:
-        target = node.target if isinstance(node, fx.Node) and node.op == "get_attr" else ""
-        tensor, (owner, _, attr) = ctx.params.get(target), target.rpartition(".")
-        if not isinstance(tensor, torch.Tensor) or isinstance(tensor, nn.Parameter) \
-                or not tensor.is_floating_point() or not 0 <= dim < tensor.dim() \
-                or attr not in ctx.root.get_submodule(owner)._buffers:
-            return None
-        found.append((owner, attr, tensor.shape[dim]))
-    flows = []
-    for owner, attr, size in found:
-        flows.append(Flow(ctx.sets.fresh(size), dim))
-        ctx.sets.record(owner, OUT, dim, flows[-1].ids, attr)
-    return flows
-
-
 def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """``torch.addmm(self.bias, x, self.weight)``: a linear layer with a (in, out) weight, as
     Hugging Face's GPT-2 ``Conv1D``. Its parameters are members by name (weight dims 0 and 1,

@@ -53,3 +53,9 @@ def user_source(stack_trace: str) -> str:
         if not filename.startswith(TORCH_DIR):
             return f"{filename}:{line}: {code.strip()}"
     return ""
+
+
+def at_source(node) -> str:
+    """`` (at FILE:LINE: code)`` for the user line that made ``node``, or "" if none is known."""
+    source = user_source(node.stack_trace or "")
+    return f" (at {source})" if source else ""

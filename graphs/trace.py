@@ -14,7 +14,7 @@ from graphs.datamodel import OUT, DependencyGraph
 from graphs.errors import TraceError
 from graphs.grouping import build_groups_and_sites
 from graphs.rules import default_rules
-from graphs.rules_layers import bare_parameter
+from graphs.rules_params import bare_parameter
 from graphs.table import RuleTable
 
 __all__ = ["eval_mode", "ignored_names", "run_rule", "trace"]
