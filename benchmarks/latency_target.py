@@ -138,9 +138,9 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
         f"median of {args.rounds} alternating rounds of {args.runs} runs after {args.warmup} "
         f"warm-up, all variants of a configuration in one process. Environment: "
-        f"{environment_line(1)}; {os.cpu_count()} CPUs, load average {load}; wall "
-        f"{seconds:.0f}s. Command: `{args.command}`."
-        + _commands(rows)), "",
+        f"{environment_line(1)}; {os.cpu_count()} CPUs"
+        + (_commands(rows) if args.rows else f", load average {load}; wall {seconds:.0f}s. "
+                                             f"Command: `{args.command}`.")), "",
         table(rows), "",
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
          "search's own last measurement is the first number); latency kept = final / dense "
@@ -154,7 +154,7 @@ def _commands(rows: list[dict]) -> str:
     """The runs whose rows were reported (``--rows``), each command once; the "load" column is
     the 1-minute load average at the start / end of each configuration's timing."""
     runs = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
-    return " Rows from: " + "; ".join(f"`{c}`" for c in runs) + "." if runs else ""
+    return ". Rows from: " + "; ".join(f"`{c}`" for c in runs) + "." if runs else "."
 
 
 def write_section(text: str) -> None:
