@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -65,7 +66,7 @@ def train(
     lr: float | None = None,
     optimizer: str = "sgd",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     masks: dict[str, Tensor] | None = None,
     loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> nn.Module:
@@ -74,6 +75,7 @@ def train(
     ``optimizer``: ``"sgd"`` (momentum 0.9, default lr 0.05) or ``"adam"`` (default lr 1e-3).
     ``masks`` (parameter name -> 0/1 tensor) are applied before training and after every
     optimiser step, so masked weights stay exactly zero. ``seed`` goes to ``torch.manual_seed``.
+    ``progress``: a bar per epoch; None (default) draws it only when stderr is a terminal.
     Under torch.distributed (N processes) each rank trains on its 1/N shard of the data with
     batches of ``loader.batch_size // N`` (``rank_batch_size``): every step averages the
     gradient over ``loader.batch_size`` images as one process does, and an epoch has the same
@@ -197,11 +199,15 @@ def split_note(batch_size: int, world_size: int, images: int) -> str:
             f"compare.")
 
 
-def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int, progress: bool):
-    """The loader for one epoch: reshuffle the shards, wrap in tqdm (rank 0 only)."""
+def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int,
+                   progress: bool | None):
+    """The loader for one epoch: reshuffle the shards, wrap in tqdm (rank 0 only; with
+    ``progress`` None, only when stderr is a terminal)."""
     if sampler is not None:
         sampler.set_epoch(epoch)
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if progress is None:
+        progress = sys.stderr.isatty()
     if not (progress and rank0):
         return loader
     return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
