@@ -29,11 +29,6 @@ EXACT_TOL, RATIO, VACUOUS = 1e-4, 0.5, 1e-6
 LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def outputs(model: nn.Module, x, at: str | None = None) -> list[torch.Tensor]:
-    """The float tensors the model (or its submodule ``at``) outputs on ``x``."""
-    return outputs_at(model, x, at)
-
-
 def same_structure(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return [t.shape for t in a] == [t.shape for t in b]
 
@@ -43,10 +38,11 @@ def layer_channels(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
-def shrunk(covered: set, model: nn.Module, pruned: nn.Module) -> float:
-    """Fraction of Conv/Linear output channels in ``covered`` whose layer the prune made
-    narrower: a layer listed in a group but left whole does not count."""
-    before, after = layer_channels(model), layer_channels(pruned)
+def shrunk(covered: set, before: dict[str, int], pruned: nn.Module) -> float:
+    """Fraction of Conv/Linear output channels (``before``: the dense widths) in ``covered``
+    whose layer the prune made narrower: a layer listed in a group but left whole does not
+    count."""
+    after = layer_channels(pruned)
     kept = {(name, i) for name, i in covered if after.get(name, before[name]) < before[name]}
     return len(kept) / max(sum(before.values()), 1)
 
@@ -63,13 +59,13 @@ def ours(entry: dict, rec: dict) -> None:
                if m.role == OUT and not m.attr and m.module in widths
                for c in m.indices for p in c}
     rec["layers"] = len(covered) / max(sum(widths.values()), 1)
-    expected = outputs(model, x, at)
+    expected = outputs_at(model, x, at)
     t0 = time.perf_counter()
     result = prune(model, x, ratio=RATIO)
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = result.params_after / max(result.params_before, 1)
-    rec["layers"] = shrunk(covered, model, result.model)
-    rec["runs"] = same_structure(outputs(result.model, x, at), expected) and rec["kept"] < 1
+    rec["layers"] = shrunk(covered, widths, result.model)
+    rec["runs"] = same_structure(outputs_at(result.model, x, at), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"
         return
@@ -121,15 +117,15 @@ def theirs(entry: dict, rec: dict) -> None:
             if isinstance(m, LAYERS) and dg.is_out_channel_pruning_fn(dep.handler):
                 covered.update((names[m], int(i)) for i in idxs if int(i) < widths[names[m]])
     rec["layers"] = len(covered) / max(sum(widths.values()), 1)
-    expected = outputs(model, x, at)
+    expected = outputs_at(model, x, at)
     pruned = copy.deepcopy(model)
     before = sum(p.numel() for p in pruned.parameters())
     t0 = time.perf_counter()
     tp_pruner(pruned, x, names_to(pruned, model, ignored)).step()
     rec["seconds"] = time.perf_counter() - t0
     rec["kept"] = sum(p.numel() for p in pruned.parameters()) / max(before, 1)
-    rec["layers"] = shrunk(covered, model, pruned)
-    rec["runs"] = same_structure(outputs(pruned, x, at), expected) and rec["kept"] < 1
+    rec["layers"] = shrunk(covered, widths, pruned)
+    rec["runs"] = same_structure(outputs_at(pruned, x, at), expected) and rec["kept"] < 1
     if not rec["runs"]:
         rec["status"] = "nothing pruned" if rec["kept"] >= 1 else "output structure changed"
         return
@@ -159,11 +155,11 @@ def tp_exact(model: nn.Module, x, ignored: list[nn.Module], rec: dict,
     for name, out, idxs in plan:
         if name is not None:
             zero(model.get_submodule(name), out, idxs)
-    expected = outputs(model, x, at)
+    expected = outputs_at(model, x, at)
     for group in tp_pruner(model, x, ignored).step(interactive=True):
         if exact_group(group):
             group.prune()
-    got = outputs(model, x, at)
+    got = outputs_at(model, x, at)
     scale = float(torch.cat([e.flatten().abs() for e in expected]).mean()) if expected else 0.0
     same = same_structure(got, expected)
     error = max((relative_error(g, e) for g, e in zip(got, expected)), default=0.0) \

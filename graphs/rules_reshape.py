@@ -30,7 +30,7 @@ from graphs.channels import Flow
 from graphs.context import TraceContext, arg
 from graphs.rules_shape import flatten_ids
 from graphs.sizes import block_reads, evaluate, size_follows
-from graphs.sources import user_source
+from graphs.sources import at_source
 from graphs.table import method
 
 
@@ -183,9 +183,7 @@ def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
 
 
 def _line(node: fx.Node, problem: str) -> str:
-    source = user_source(node.stack_trace or "")
-    return f"{node.target} at node {node.name} has {problem}" + (f" (at {source})" if source
-                                                                 else "")
+    return f"{node.target} at node {node.name} has {problem}{at_source(node)}"
 
 
 def register_all(table) -> None:

@@ -76,7 +76,10 @@ def norm_shape_follows(ctx: TraceContext, node: fx.Node, shape: tuple, x: Flow) 
             ctx.sets.block(x.ids, reason)
             block_reads(ctx, size, reason)
 
-    ctx.defer(check) if isinstance(size, fx.Node) else check()
+    if isinstance(size, fx.Node):
+        ctx.defer(check)
+    else:
+        check()
 
 
 def group_count_follows(ctx: TraceContext, node: fx.Node, groups: int, x: Flow) -> None:
