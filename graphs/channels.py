@@ -45,13 +45,13 @@ class Record:
 @dataclass(frozen=True)
 class Site:
     """An op with MACs outside any layer (``datamodel.OpSite``) and the element ids along the
-    output dim ``dim`` where its channels sit."""
+    output dim ``dim`` where its channels sit (None: on a dim the op contracts away)."""
 
     node: str
     op: str
     module: str
     shapes: tuple[tuple[int, ...], ...]
-    dim: int
+    dim: int | None
     ids: np.ndarray
 
 

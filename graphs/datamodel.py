@@ -79,9 +79,10 @@ class Unsupported:
 @dataclass(frozen=True)
 class OpSite:
     """An op with MACs of its own outside any weight layer (batched matmul, attention) whose
-    output carries coupled channels on a batch dim (attention heads), so its MACs scale with
-    the kept positions there: ``size`` positions along output dim ``dim``, of which each channel
-    of group ``g`` holds ``w`` for every ``(g, w)`` in ``channels``.
+    operands carry coupled channels (attention heads on a batch dim, a matmul's rows, columns
+    or contracted dim), so its MACs scale with the kept positions there: ``size`` positions
+    along output dim ``dim`` (None: the contracted dim), of which each channel of group ``g``
+    holds ``w`` for every ``(g, w)`` in ``channels``.
 
     Example:
         >>> site = OpSite("sdpa", "scaled_dot_product_attention", "attn",
@@ -94,7 +95,7 @@ class OpSite:
     op: str  # the function or method name: "scaled_dot_product_attention", "matmul", ...
     module: str  # the module whose forward called it ("" at top level)
     shapes: tuple[tuple[int, ...], ...]  # the tensor operands' shapes, in argument order
-    dim: int  # the output dim the channels sit on
+    dim: int | None  # the output dim the channels sit on; None: contracted away (a @ w, k)
     size: int  # positions along it
     channels: tuple[tuple[int, int], ...]  # (group id, positions per channel of the group)
 

@@ -56,12 +56,48 @@ def _untracked_over(ctx: TraceContext, values, pos: int, out_rank: int) -> bool:
 
 
 def matmul(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Batched matmul: channels on a batch dim pass (coupled across both operands)."""
+    """Batched matmul ``a @ b`` with shapes (..., m, k) @ (..., k, n). Channels on a batch dim
+    pass (coupled across both operands). Channels on a's rows ``m`` or b's columns ``n`` pass to
+    the output's, the other operand carrying none. Channels on the contracted ``k`` of both
+    operands are coupled and contracted away (``q @ self.w_g`` with a bare (k, 1) weight):
+    exact, since a dead channel adds nothing to the sum."""
     a, b, out = node.args[0], node.args[1], ctx.shape(node)
-    if out is None or len(out) < 3 or any(len(ctx.shape(v) or ()) < 2 for v in (a, b)):
+    shapes = [ctx.shape(v) or () for v in (a, b)]
+    if out is None or len(out) < 2 or any(len(s) < 2 for s in shapes):
         return ctx.reject(node, "matmul", "channels on a matrix dim") if ctx.input_flows(node) \
             else None
+    flows = [ctx.flow(v) for v in (a, b)]
+    where = [_matrix_dim(f, s, own) for f, s, own in zip(flows, shapes, ((-2, -1), (-1, -2)))]
+    if "contracted" in where:
+        if where != ["contracted", "contracted"] or flows[0].size != flows[1].size:
+            return ctx.reject(node, "matmul", "channels on a contracted dim of one operand only")
+        ctx.sets.union(flows[0].ids, flows[1].ids)
+        return _site(ctx, node, None, flows[0])
+    free = [(i, d) for i, d in enumerate(where) if isinstance(d, int)]
+    if free:
+        (i, d), = free
+        if flows[1 - i] is not None:
+            return ctx.reject(node, "matmul", "operands carry channels on different dims")
+        return _site(ctx, node, len(out) + d, flows[i])
     return _couple_batch(ctx, node, [a, b], out, "matmul", last=2)
+
+
+def _matrix_dim(f: Flow | None, shape: tuple, own: tuple[int, int]):
+    """Where channels ``f`` sit on an operand of ``shape``: None (none or a batch dim),
+    "contracted", or the output dim they become counted from the end (-2 rows, -1 columns).
+    ``own`` is (the operand's free dim, its contracted dim), from the end."""
+    if f is None or f.dim < len(shape) - 2:
+        return None
+    return "contracted" if f.dim - len(shape) == own[1] else own[0]
+
+
+def _site(ctx: TraceContext, node: fx.Node, dim: int | None, f: Flow) -> Flow | None:
+    """Record the op's MACs as scaling with channels ``f`` (on output dim ``dim``, or
+    contracted away when None) and return the output's flow."""
+    shapes = tuple(ctx.shape(v) for v in node.args[:2] if ctx.shape(v) is not None)
+    ctx.sets.sites.append(Site(node.name, op_name(node), node.meta.get("module", ""), shapes,
+                               dim, f.ids))
+    return None if dim is None else Flow(f.ids, dim)
 
 
 def _couple_batch(ctx, node, values, out, name: str, last: int, gqa: bool = False):

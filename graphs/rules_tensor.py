@@ -122,6 +122,16 @@ def _over_channels(ctx: TraceContext, node: fx.Node, x: Flow, keepdim: bool) -> 
     return None
 
 
+def normalize(ctx: TraceContext, node: fx.Node) -> Flow | None:
+    """``F.normalize``: each vector along ``dim`` divided by its p-norm. The channels pass, also
+    when ``dim`` is theirs: a dead (zero) channel adds nothing to a p-norm, so removing it is
+    exact (unlike a mean over the channels)."""
+    x, before, after = ctx.flow(node.args[0]), ctx.shape(node.args[0]), ctx.shape(node)
+    if x is None or before != after:
+        return None if x is None else ctx.reject(node, "normalize", "changes the shape")
+    return x
+
+
 def like(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """zeros_like/new_zeros and friends: a tensor of x's shape keeps x's layout; of another
     shape it carries no channels."""
@@ -146,5 +156,6 @@ def register_all(table) -> None:
                     torch.rand_like, torch.randn_like]
                    + method("new_zeros", "new_ones", "new_full", "new_empty"), like)
     table.register([torch.roll] + method("roll"), roll)
+    table.register(F.normalize, normalize)
     table.register(UNARY + UNARY_METHODS, unary)
     table.register(REDUCTIONS + REDUCTION_METHODS, reduction)
