@@ -67,7 +67,7 @@ def epoch(model, opt, sched, loader, pruner=None, loss_fn=None) -> None:
 
 
 def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
-        train_loader, test_loader) -> dict:
+        train_loader, test_loader, max_ratio: float = 1.0) -> dict:
     torch.manual_seed(seed)
     train_loader.generator.manual_seed(seed)
     model = build(model_name)
@@ -75,7 +75,7 @@ def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
     per_epoch = len(train_loader)
     if method == "at-init":
         prune_at_init(model, X, train_loader, "seven", target_macs=target, global_ranking=True,
-                      inplace=True)
+                      inplace=True, max_ratio=max_ratio)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
     pruner = None
@@ -83,32 +83,35 @@ def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
         pruner = DynamicPruner(model, X, opt, target_macs=target, importance=method[7:],
                                start=per_epoch, end=(epochs - ft_epochs) * per_epoch,
                                every=max(per_epoch // 4, 1), scheduler=sched,
-                               global_ranking=True)
+                               global_ranking=True, max_ratio=max_ratio)
     loss_fn = None
     for e in range(epochs):
         if method.startswith("post") and e == epochs - ft_epochs:
             teacher = copy.deepcopy(model).eval()
             prune_with_optimizer(model, X, opt, target_macs=target, importance="l1",
-                                 global_ranking=True)
+                                 global_ranking=True, max_ratio=max_ratio)
             loss_fn = distill_loss(teacher) if method == "post+kd" else None
         epoch(model, opt, sched, train_loader, pruner, loss_fn)
-    return {"model": model_name, "method": method, "seed": seed,
+    return {"model": model_name, "method": method, "seed": seed, "max_ratio": max_ratio,
             "macs_kept": count_flops(model, X).total / count_flops(build(model_name), X).total,
             "accuracy": evaluate(model, test_loader)}
 
 
 def summarise(rows: list[dict], epochs: int, ft_epochs: int) -> str:
-    header = ["model", "method", "MACs removed", "accuracy mean", "spread (min..max)", "seeds"]
+    header = ["model", "max ratio", "method", "MACs removed", "accuracy mean",
+              "spread (min..max)", "seeds"]
     body = []
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for model, cap in dict.fromkeys((r["model"], r.get("max_ratio", 1.0)) for r in rows):
         for method in METHODS:
-            mine = [r for r in rows if r["model"] == model and r["method"] == method]
+            mine = [r for r in rows if r["model"] == model and r["method"] == method
+                    and r.get("max_ratio", 1.0) == cap]
             if not mine:
                 continue
             acc = [r["accuracy"] * 100 for r in mine]
             removed = statistics.mean(1 - r["macs_kept"] for r in mine)
-            body.append([model, method, f"{removed:.1%}", f"{statistics.mean(acc):.2f}%",
-                         f"{min(acc):.1f}..{max(acc):.1f}", str(len(mine))])
+            body.append([model, f"{cap:g}", method, f"{removed:.1%}",
+                         f"{statistics.mean(acc):.2f}%", f"{min(acc):.1f}..{max(acc):.1f}",
+                         str(len(mine))])
     return (markdown_table(header, body) + f"\n\n{epochs} epochs in total for every method; "
             f"post-training prunes after {epochs - ft_epochs} and fine-tunes {ft_epochs}; "
             f"during-training prunes (cubic) from epoch 1 to {epochs - ft_epochs}.\n")
@@ -120,17 +123,18 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    panels = list(dict.fromkeys((r["model"], r.get("max_ratio", 1.0)) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (model, cap) in zip(axes[0], panels):
         for i, method in enumerate(METHODS):
             acc = [r["accuracy"] * 100 for r in rows if r["model"] == model
-                   and r["method"] == method]
+                   and r["method"] == method and r.get("max_ratio", 1.0) == cap]
             ax.scatter([i] * len(acc), acc, alpha=0.6)
             if acc:
                 ax.plot([i - 0.2, i + 0.2], [statistics.mean(acc)] * 2, color="k")
         ax.set_xticks(range(len(METHODS)), METHODS, rotation=20)
-        ax.set(title=f"{model}: {1 - KEEP[model]:.0%} MACs removed", ylabel="test accuracy (%)")
+        ax.set(title=f"{model}: {1 - KEEP[model]:.0%} MACs removed, max ratio {cap:g}",
+               ylabel="test accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-ratio", type=float, default=0.8,
+                        help="the most of one group's channels any method removes; rows of "
+                        "other values in the results file are kept")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_loader, test_loader = loaders(load_mnist(), batch_size=64, seed=0)
@@ -152,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 t0 = time.perf_counter()
                 rows.append(run(model, method, seed, args.epochs, args.ft_epochs,
-                                train_loader, test_loader))
+                                train_loader, test_loader, args.max_ratio))
                 print(f"{model} {method:14s} seed {seed}: {rows[-1]['accuracy']:.2%} "
                       f"(MACs kept {rows[-1]['macs_kept']:.1%}, "
                       f"{time.perf_counter() - t0:.0f} s)", flush=True)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "accuracy_dynamic.json").write_text(json.dumps(rows, indent=1))
+    path = out / "accuracy_dynamic.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in earlier if r.get("max_ratio", 1.0) != args.max_ratio] + rows
+    path.write_text(json.dumps(rows, indent=1))
     plot(rows, out / "accuracy_dynamic.png")
     table = summarise(rows, args.epochs, args.ft_epochs)
     print(table)

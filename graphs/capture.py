@@ -311,10 +311,13 @@ class Recorder(TorchFunctionMode):
             for h in handles:
                 h.remove()
 
+    # Hooks take ``*rest``: torch registers a hook and its with_kwargs flag in two steps, so a
+    # forward running in another thread meanwhile may call it without kwargs (it returns then).
     def _enter(self, name: str):
-        def hook(module, args, kwargs):
+        def hook(module, *rest):
             if threading.get_ident() != self.thread:
                 return  # a plain forward of the same model in another thread
+            args, kwargs = rest
             if not self.quiet and self.leaf(module):
                 node = self.graph.call_module(name, self.arg(tuple(args)), self.arg(kwargs))
                 node.stack_trace = innermost_user_frame()
@@ -326,9 +329,10 @@ class Recorder(TorchFunctionMode):
         return hook
 
     def _leave(self, name: str):
-        def hook(module, args, kwargs, out):
+        def hook(module, *rest):
             if threading.get_ident() != self.thread:
                 return
+            out = rest[-1]
             self.stack.pop()
             if self.quiet:
                 self.quiet -= 1

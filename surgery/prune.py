@@ -91,7 +91,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
           inplace: bool = False, global_ranking: bool = False,
           target_macs: int | None = None, target_latency_ms: float | None = None,
           backend: str = "eager", device: str = "cpu", threads: int = 1,
-          cache_dir: str | None = None) -> PruneResult:
+          cache_dir: str | None = None, max_ratio: float = 1.0) -> PruneResult:
     """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
 
     Returns a new smaller model (the given one is untouched unless ``inplace=True``).
@@ -100,7 +100,9 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     ``surgery.plan.budget``. ``target_latency_ms=T`` prunes until the model measured on
     ``backend`` ("eager", "onnxruntime", "compile"), ``device`` and ``threads`` runs in <= T ms
     (``surgery.plan.latency_target``; tables cached under ``cache_dir``, default
-    ~/.cache/model-surgery); ``result.latency`` says where it landed.
+    ~/.cache/model-surgery); ``result.latency`` says where it landed. ``max_ratio`` caps the
+    fraction of any group's channels removed (useful with ``global_ranking`` and
+    ``target_macs``, which may otherwise leave a layer one channel wide).
 
     Example:
         >>> import torch
@@ -109,7 +111,8 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
     """
-    budget = Budget(ratio, global_ranking, target_macs, round_to, target_latency_ms)  # checks
+    budget = Budget(ratio, global_ranking, target_macs, round_to, target_latency_ms,
+                    max_ratio=max_ratio)  # checks
     criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore)

@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank all channels together instead of per group")
+    p.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
+                   help="remove at most this fraction of any group's channels (with --global "
+                   "or --target-macs, keeps a layer from going down to one channel)")
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
     p.add_argument("--round-to", type=int, default=1, help="keep multiples of N channels")
     p.add_argument("--dry-run", action="store_true",
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
     latency = None if args.target_latency is None else parse_latency(args.target_latency)
     model, x = model_and_input(args)
     result = prune(model, x, ratio=ratio, target_macs=target_macs,
-                   global_ranking=args.global_ranking,
+                   global_ranking=args.global_ranking, max_ratio=args.max_ratio,
                    importance=args.importance, ignore=args.ignore, round_to=args.round_to,
                    target_latency_ms=latency, backend=args.backend, threads=args.threads)
     macs = count_flops(model, x).total, count_flops(result.model, x).total

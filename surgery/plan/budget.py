@@ -18,6 +18,11 @@ ones). Four modes:
   last target), the plan is cut back where it would leave no way to land within 2% of that
   later target (``surgery.plan.target.fill_to_target``).
 
+In every mode ``max_ratio`` (torch-pruning's ``max_pruning_ratio``) caps what one group loses
+at floor(max_ratio * C) channels: a global ranking otherwise may strip a wide layer whose
+channels score low after normalisation down to one channel (LeNet's fc1), a bottleneck that
+fine-tuning cannot recover. A mapping {group id: fraction} gives the cap per group.
+
 Example:
     >>> import torch
     >>> from graphs import trace
@@ -58,6 +63,7 @@ class Budget:
     round_to: int = 1
     target_latency_ms: float | None = None
     final_macs: int | None = None  # with target_macs: a later target to keep reachable
+    max_ratio: float | Mapping[int, float] = 1.0  # the most of one group's channels that go
 
     def __post_init__(self) -> None:
         """Every check of the settings, once: a Budget that exists makes sense."""
@@ -88,6 +94,18 @@ class Budget:
                                f"target_macs and must be positive, got {self.final_macs!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise SurgeryError(f"round_to must be a positive integer, got {self.round_to!r}")
+        caps = self.max_ratio.values() if isinstance(self.max_ratio, Mapping) else \
+            [self.max_ratio]
+        if any(isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1
+               for c in caps) or caps == [0]:
+            raise SurgeryError(f"max_ratio must be in (0, 1] (per group: [0, 1]), "
+                               f"got {self.max_ratio!r}")
+
+    def most(self, group: Group) -> int:
+        """The most channels ``group`` may lose: floor(max_ratio * C), at most C - 1."""
+        cap = self.max_ratio.get(group.id, 1.0) if isinstance(self.max_ratio, Mapping) \
+            else self.max_ratio
+        return min(group.channels - 1, math.floor(cap * group.channels + 1e-9))
 
     def needs_all_scores(self) -> bool:
         return self.global_ranking or self.target_macs is not None
@@ -137,8 +155,10 @@ def plan_model(model: nn.Module, graph: DependencyGraph, budget: Budget,
 def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, torch.Tensor],
                    budget: Budget, layer_macs: Mapping[str, int] | None = None
                    ) -> dict[int, int]:
-    """Group id -> number of channels to remove, for every prunable group."""
+    """Group id -> number of channels to remove, for every prunable group (at most
+    ``budget.most(group)``)."""
     groups = graph.prunable
+    most = {g.id: budget.most(g) for g in groups}
     if budget.target_latency_ms is not None:
         raise SurgeryError("target_latency_ms is planned by surgery.plan.latency_target (it "
                            "measures the model): call surgery.prune(..., target_latency_ms=T)")
@@ -147,15 +167,15 @@ def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, t
             raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "
                                "layer_macs=count_flops(model, x).by_module")
         macs = MacModel(model, layer_macs, groups, graph.sites)
-        return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking),
+        return fill_to_target(groups, _ranking(groups, scores, budget.global_ranking, most),
                               macs, budget.target_macs, budget.final_macs)
-    if isinstance(budget.ratio, Mapping):
-        ratios = per_group_ratios(groups, budget.ratio)
-        return {g.id: channels_to_remove(g.channels, ratios.get(g.id, 0.0), budget.round_to)
-                for g in groups}
     if budget.global_ranking:
-        return _global_counts(groups, scores, budget.ratio, budget.round_to)
-    return {g.id: channels_to_remove(g.channels, budget.ratio, budget.round_to) for g in groups}
+        return _global_counts(groups, _ranking(groups, scores, True, most), budget.ratio,
+                              budget.round_to)
+    ratios = per_group_ratios(groups, budget.ratio) if isinstance(budget.ratio, Mapping) else \
+        {g.id: budget.ratio for g in groups}
+    return {g.id: min(channels_to_remove(g.channels, ratios.get(g.id, 0.0), budget.round_to),
+                      round_removal(g.channels, most[g.id], budget.round_to)) for g in groups}
 
 
 def per_group_ratios(groups: tuple[Group, ...], ratios: Mapping[str | int, float]
@@ -186,30 +206,27 @@ def _normalised(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _ranking(groups: tuple[Group, ...], scores: dict[int, torch.Tensor],
-             global_ranking: bool) -> list[tuple[float, int, int]]:
-    """(key, group id, rank within the group), lowest key first; channel identity is left to
-    ``plan_group``, which removes the k lowest-scored channels of a group."""
+             global_ranking: bool, most: Mapping[int, int]) -> list[tuple[float, int, int]]:
+    """(key, group id, rank within the group), lowest key first, for the ``most[g]``
+    lowest-scored channels of each group; channel identity is left to ``plan_group``, which
+    removes the k lowest-scored channels of a group."""
     keys = []
     for g in groups:
         s = scores[g.id].double()
         norm = _normalised(s).tolist()
         ordered = sorted(range(g.channels), key=lambda c: (float(s[c]), c))
-        for rank, c in enumerate(ordered):
+        for rank, c in enumerate(ordered[:most[g.id]]):
             key = norm[c] if global_ranking else (rank + 1) / g.channels
             keys.append((key, g.id, rank))
     return sorted(keys)
 
 
-def _global_counts(groups: tuple[Group, ...], scores: dict[int, torch.Tensor],
+def _global_counts(groups: tuple[Group, ...], ranking: list[tuple[float, int, int]],
                    ratio: float, round_to: int) -> dict[int, int]:
-    total = sum(g.channels for g in groups)
-    budget = math.floor(ratio * total + 1e-9)
+    """The globally lowest floor(ratio * all channels) of ``ranking`` (which leaves each
+    group at least one channel)."""
+    budget = math.floor(ratio * sum(g.channels for g in groups) + 1e-9)
     counts = {g.id: 0 for g in groups}
-    size = {g.id: g.channels for g in groups}
-    for _, gid, _ in _ranking(groups, scores, global_ranking=True):
-        if budget == 0:
-            break
-        if counts[gid] < size[gid] - 1:
-            counts[gid] += 1
-            budget -= 1
-    return {gid: round_removal(size[gid], n, round_to) for gid, n in counts.items()}
+    for _, gid, _ in ranking[:budget]:
+        counts[gid] += 1
+    return {g.id: round_removal(g.channels, counts[g.id], round_to) for g in groups}

@@ -123,7 +123,8 @@ def _fill(macs: MacModel, size: dict[int, int], pending: list[tuple[float, int, 
             if not strict:
                 return taken
             raise SurgeryError(f"cannot reach target_macs={target:,}: pruning stops at "
-                               f"{state.current:,.0f} MACs (one channel stays in every group)")
+                               f"{state.current:,.0f} MACs (every group keeps one channel, or "
+                               f"1 - max_ratio of them)")
         taken.append(pending.pop(i)[1])
         state.change(taken[-1], +1)
     for j in reversed(range(len(taken))):  # put back what still fits, most important first

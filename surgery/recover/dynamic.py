@@ -18,6 +18,8 @@ fall by the fraction of (dense - target); before the last step, a step is skippe
 smaller than the 2% MAC tolerance, and a step's plan is cut back where it would leave no way to
 land inside the final target's 2% window (``Budget.final_macs``: channels left late in the
 schedule can be coarse, and a greedy step could strand the model between two reachable sizes).
+``max_ratio`` caps what a group loses over the whole schedule at that fraction of its dense
+channels (see ``surgery.plan.budget``).
 
 Under DDP (pass the ``DistributedDataParallel`` wrapper) the accumulated scores are all-reduced
 (averaged) before ranking, so every rank removes the same channels, and the wrapper is rebuilt
@@ -80,10 +82,14 @@ class Settings:
     end: int = 1
     every: int = 1
     global_ranking: bool = False
+    max_ratio: float = 1.0
 
     def check(self) -> None:
         if (self.ratio is None) == (self.target_macs is None):
             raise SurgeryError("give exactly one of ratio= and target_macs=")
+        if isinstance(self.max_ratio, bool) or not isinstance(self.max_ratio, (int, float)) \
+                or not 0 < self.max_ratio <= 1:
+            raise SurgeryError(f"max_ratio must be in (0, 1], got {self.max_ratio!r}")
         if self.ratio is not None and not 0 <= self.ratio < 1:
             raise SurgeryError(f"ratio must be in [0, 1), got {self.ratio!r}")
         if self.schedule not in SCHEDULES:
@@ -130,9 +136,9 @@ class DynamicPruner:
                  *, ratio: float | None = None, target_macs: int | None = None,
                  importance: str = "seven", schedule: str = "cubic", start: int = 0,
                  end: int = 1, every: int = 1, scheduler: Any = None,
-                 global_ranking: bool = False) -> None:
+                 global_ranking: bool = False, max_ratio: float = 1.0) -> None:
         self.settings = Settings(ratio, target_macs, importance, schedule, start, end, every,
-                                 global_ranking)
+                                 global_ranking, max_ratio)
         self.settings.check()
         if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
             raise SurgeryError("the scheduler is bound to another optimizer")
@@ -163,6 +169,8 @@ class DynamicPruner:
             return False
         fraction = self.settings.fraction(self.t)
         budget = self._budget(fraction)
+        if budget is not None and self.settings.max_ratio < 1:
+            budget["max_ratio"] = self._caps()
         pruned = budget is not None and self._shrink(budget)
         self.events.append(Event(self.t, fraction, count_flops(self.module,
                                                                self.example_inputs).total,
@@ -192,6 +200,16 @@ class DynamicPruner:
             if remove > 0:
                 ratios[g.id] = remove / g.channels
         return {"ratio": ratios} if ratios else None
+
+    def _caps(self) -> dict[int, float]:
+        """Group id -> the fraction of its current channels that may still go, so that no
+        group loses more than ``max_ratio`` of its dense channels over the whole schedule."""
+        caps = {}
+        for g in self._groups():
+            dense = self._dense_channels.get(_key(g), g.channels)
+            allowed = int(self.settings.max_ratio * dense + 1e-9) - (dense - g.channels)
+            caps[g.id] = max(allowed, 0) / g.channels
+        return caps
 
     def _shrink(self, budget: dict) -> bool:
         """Plan with ``budget`` and apply it (model and optimizer, in place); False when the

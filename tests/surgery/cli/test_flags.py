@@ -39,6 +39,13 @@ def test_target_macs_with_a_prefix(capsys):
     assert 98_000 <= int(line.split()[2].replace(",", "")) <= 100_000
 
 
+def test_max_ratio_caps_each_group(capsys):
+    assert main(["prune", "lenet", "--ratio", "0.9", "--max-ratio", "0.5", "--dry-run"]) == 0
+    assert "group 3 (fc1, fc2): 120 -> 60 channels" in capsys.readouterr().out
+    assert main(["prune", "lenet", "--ratio", "0.5", "--max-ratio", "0", "--dry-run"]) == 2
+    assert "max_ratio must be in (0, 1]" in capsys.readouterr().err
+
+
 def test_bad_count_is_refused(capsys):
     assert main(["prune", "lenet", "--target-macs", "lots", "--dry-run"]) == 2
     assert "expected a positive count like 1.5G, 800M" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from graphs import trace
 from surgery import SurgeryError, lint, prune
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_flops
-from surgery.plan.budget import Budget, MacModel
+from surgery.plan.budget import Budget, MacModel, removal_counts
 from surgery.testing.oracle import kill, randomize_norms, relative_error
 
 X = torch.randn(2, 1, 28, 28)
@@ -250,3 +250,37 @@ def test_budget_is_a_frozen_value():
 def test_final_macs_needs_a_positive_target(settings):
     with pytest.raises(SurgeryError, match="final_macs .* needs target_macs"):
         Budget(**settings)
+
+
+def skewed_scores(graph):
+    """fc1's channels: one strong, the rest near zero (a layer after L1 training), so a
+    global ranking of mean-normalised scores takes every weak one first."""
+    scores = {g.id: torch.rand(g.channels, generator=torch.Generator().manual_seed(g.id)) + 1
+              for g in graph.prunable}
+    fc1 = next(g for g in graph.prunable if g.channels == 120)
+    scores[fc1.id] = torch.full((120,), 1e-3)
+    scores[fc1.id][0] = 100.0
+    return fc1, scores
+
+
+@pytest.mark.parametrize("budget", [{"ratio": 0.5, "global_ranking": True},
+                                    {"target_macs": 200_000, "global_ranking": True},
+                                    {"ratio": 0.9}])
+def test_max_ratio_caps_what_one_group_loses(budget):
+    model = lenet()
+    graph = trace(model, X)
+    fc1, scores = skewed_scores(graph)
+    layer_macs = count_flops(model, X).by_module
+    free = removal_counts(model, graph, scores, Budget(**budget), layer_macs)
+    capped = removal_counts(model, graph, scores, Budget(**budget, max_ratio=0.5), layer_macs)
+    assert free[fc1.id] > 60 and capped[fc1.id] == 60  # floor(0.5 * 120)
+    assert all(capped[g.id] <= g.channels // 2 for g in graph.prunable)
+    if "target_macs" in budget:  # the cap moves the cut elsewhere: the target is still met
+        result = prune(model, X, **budget, max_ratio=0.5)
+        assert 0.98 * 200_000 <= count_flops(result.model, X).total <= 200_000  # X: batch 2
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, -0.1, True, "0.5", {1: 2.0}])
+def test_max_ratio_out_of_range_is_an_error(bad):
+    with pytest.raises(SurgeryError, match="max_ratio"):
+        Budget(ratio=0.5, max_ratio=bad)

@@ -306,3 +306,16 @@ def test_ddp_under_torchrun_prunes_the_same_channels_on_every_rank(tmp_path):
     assert ranks[0]["exp_avg"].shape == ranks[0]["fc1.weight"].shape == (60, 128)
     for key, value in ranks[0].items():
         assert torch.equal(value, ranks[1][key]), key
+
+
+def test_max_ratio_caps_each_group_over_the_whole_schedule():
+    torch.manual_seed(0)
+    model = LeNet()
+    dense = widths(model)
+    target = int(0.4 * count_flops(model, X).total)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    pruner = DynamicPruner(model, X, opt, target_macs=target, importance="l1", end=6, every=2,
+                           global_ranking=True, max_ratio=0.5)
+    run(pruner, batches(6))
+    assert len(pruner.events) == 3 and 0.98 * target <= count_flops(model, X).total <= target
+    assert all(w >= d - d // 2 for w, d in zip(widths(model), dense))
