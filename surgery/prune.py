@@ -32,6 +32,7 @@ from surgery.plan.latency_target import (
     search,
 )
 from surgery.plan.plan import Plan
+from surgery.plan.target import MacModel
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import lint
 
@@ -164,8 +165,19 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
     tables = build_tables(model, graph.prunable, shapes, lambda m, i: time(m, i).p10_ms, path)
     dense = time(model, x).median_ms
     found = search({g: scores[g] for g in tables}, TableLatency(dense, tables),
-                   settings.target_ms, measure, settings.measure_every, dense_ms=dense)
+                   settings.target_ms, measure, settings.measure_every, dense_ms=dense,
+                   weights=_capacity(model, x, graph, tables))
     return plan_from_widths(graph, scores, found.widths, criterion.name), found
+
+
+def _capacity(model: nn.Module, x: Any, graph: DependencyGraph, gids: Iterable[int]
+              ) -> dict[int, float]:
+    """Group id -> the MACs one of its channels carries, relative to the mean over ``gids``:
+    the latency search's weight of a channel's importance."""
+    macs = MacModel(model, count_flops(model, x).by_module, graph.prunable, graph.sites)
+    per = {g: macs.channel_macs(g) for g in gids}
+    mean = sum(per.values()) / max(len(per), 1)
+    return {g: n / mean for g, n in per.items()} if mean > 0 else {}
 
 
 __all__ = ["PruneResult", "prune"]

@@ -2,8 +2,10 @@
 
 The search is greedy over a ``LatencyModel`` (``surgery.plan.latency_model``): each step moves
 one group to its next allowed width, the group whose removed channels carry the least
-importance (L1 or another criterion, divided by the group's mean so groups compare) per
-predicted millisecond saved. The real model is measured every ``measure_every`` steps and
+importance (L1 or another criterion, divided by the group's mean so groups compare, times the
+group's ``weights``: ``surgery.prune`` passes the MACs one channel carries, relative to the
+mean, so a channel's worth counts its share of the model's capacity as a summed per-weight
+saliency does) per predicted millisecond saved. The real model is measured every ``measure_every`` steps and
 whenever the prediction reaches the target; each measurement rescales the prediction (measured
 / predicted), so the table shapes the choice and the measurements decide when to stop. After
 the target is met, the latest steps are put back while the calibrated prediction stays under
@@ -82,14 +84,17 @@ class LatencySearch:
 
 def search(scores: Mapping[int, torch.Tensor], model: LatencyModel, target_ms: float,
            measure: Measure, measure_every: int = 8, max_measurements: int = 40,
-           dense_ms: float | None = None) -> LatencySearch:
+           dense_ms: float | None = None, weights: Mapping[int, float] | None = None
+           ) -> LatencySearch:
     """Widths per group with measured latency <= ``target_ms`` (see the module docstring).
 
     ``scores``: group id -> channel scores; groups the model offers no smaller width stay full.
-    ``dense_ms``: the unpruned model's measured latency, if already known.
+    ``dense_ms``: the unpruned model's measured latency, if already known. ``weights``: group
+    id -> multiplier of its channels' normalised importance (default 1).
     """
     full = {g: len(s) for g, s in scores.items()}
-    costs = {g: _chunk_costs(s) for g, s in scores.items()}
+    weights = weights or {}
+    costs = {g: [c * weights.get(g, 1.0) for c in _chunk_costs(s)] for g, s in scores.items()}
     widths = dict(full)
     dense = measure(widths) if dense_ms is None else dense_ms
     runs, scale, taken = int(dense_ms is None), dense / model.predict(widths), []

@@ -85,6 +85,26 @@ def test_search_takes_the_cheapest_importance_per_ms():
     assert found.widths == {1: 6, 2: 8, 3: 8}
 
 
+def test_search_weighs_importance_per_group():
+    fake = FakeLatency(10.0, {1: 0.5, 2: 0.1}, {1: 8, 2: 8})
+    scores = {1: torch.ones(8), 2: torch.ones(8)}
+    assert search(scores, fake, 9.5, fake.predict).widths == {1: 6, 2: 8}
+    # group 1's channels carry 10x the MACs of group 2's: 10 importance per 0.5 ms there,
+    # 1 per 0.1 ms in group 2, which goes instead (to its smallest width, 2: -0.6 ms)
+    found = search(scores, fake, 9.5, fake.predict, weights={1: 10.0, 2: 1.0})
+    assert found.widths == {1: 8, 2: 2} and found.measured_ms == 9.4
+
+
+def test_capacity_weights_are_macs_per_channel_over_the_mean(tmp_path):
+    from surgery.prune import _capacity
+    model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+    graph = trace(model, x)
+    weights = _capacity(model, x, graph, [g.id for g in graph.prunable])
+    per = {1: 86400 // 6 + 153600 // 6, 2: 153600 // 16 + 256 // 16 * 120, 3: 340, 4: 130}
+    mean = sum(per.values()) / 4
+    assert weights == pytest.approx({g: n / mean for g, n in per.items()})
+
+
 def test_search_stops_on_the_measurement_not_the_prediction():
     fake = FakeLatency(10.0, {1: 0.25, 2: 0.25}, {1: 8, 2: 8})
     measured = []
