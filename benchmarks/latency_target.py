@@ -89,6 +89,7 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
                          "extrapolated": not lats[0] <= lat <= lats[-1],
                          "measurements": search.measurements, "seconds": seconds,
                          "load": (load, os.getloadavg()[0]), "command": args.command,
+                         "uniform_ratios": args.uniform,
                          "curve": curve})
     return rows
 
@@ -101,13 +102,31 @@ def table(rows: list[dict]) -> str:
     body = [[r["model"], r["backend"], r["threads"], f"{r['target_ms']:.1f}",
              f"{r['search_ms']:.1f} / {r['final_ms']:.1f}", f"{r['gap']:+.1%}",
              f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
-             f"{r['macs_kept']:.3f}", f"{r['uniform_macs']:.3f}"
-             + (" (extrap.)" if r["extrapolated"] else ""),
-             f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}", f"{r['params_kept']:.3f}",
+             f"{r['macs_kept']:.3f}",
+             "outside the curve" if r["extrapolated"] else f"{r['uniform_macs']:.3f}",
+             "-" if r["extrapolated"] else f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}",
+             f"{r['params_kept']:.3f}",
              f"{r['uniform_params']:.3f}", r["measurements"], f"{r['seconds']:.0f}",
              "{:.1f}-{:.1f}".format(*r["load"]) if "load" in r else "-"]
             for r in rows]
-    return markdown_table(header, body)
+    return markdown_table(header, body) + "\n\n" + summary(rows)
+
+
+def summary(rows: list[dict]) -> str:
+    """Per model: rows whose final latency lands within 5% of the target, and rows keeping
+    >= 15% more MACs than uniform L1 at the same latency (rows outside the uniform curve,
+    where interpolation would clamp, are not counted)."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        inside = [r for r in mine if not r["extrapolated"]]
+        gains = [r["macs_kept"] / r["uniform_macs"] - 1 for r in inside]
+        lines.append(f"- {model}: within 5% of the target on "
+                     f"{sum(abs(r['gap']) <= 0.05 for r in mine)} of {len(mine)} rows; MACs gain "
+                     f">= +15% on {sum(g >= 0.15 for g in gains)} of {len(inside)} rows inside "
+                     f"the uniform curve" + (f" (median {statistics.median(gains):+.1%})"
+                                             if gains else ""))
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -135,7 +154,7 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
     return "\n".join([
         "## Pruning to a latency target (`latency_target.py`)", "",
         (f"Input 1x3x{args.size}x{args.size}, CPU; targets {args.targets} x the dense model's "
-        f"measured latency; uniform L1 reference at ratios {args.uniform}. Final latencies: "
+        f"measured latency; uniform L1 reference at ratios {_ratios(rows, args)}. Final latencies: "
         f"median of {args.rounds} alternating rounds of {args.runs} runs after {args.warmup} "
         f"warm-up, all variants of a configuration in one process. Environment: "
         f"{environment_line(1)}; {os.cpu_count()} CPUs"
@@ -148,6 +167,16 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
          "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by "
          "the latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
          f"latency - 1. Plot: results/{args.stem}.png."), ""])
+
+
+def _ratios(rows: list[dict], args) -> str:
+    """The uniform ratios of this run, or of the reported runs (rows saved before they were
+    recorded had 0.1-0.6)."""
+    if not args.rows:
+        return str(args.uniform)
+    found = dict.fromkeys(str(r.get("uniform_ratios", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+                          for r in rows)
+    return " / ".join(found)
 
 
 def _commands(rows: list[dict]) -> str:
@@ -175,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--targets", nargs="+", type=float, default=[0.8, 0.65, 0.5])
-    p.add_argument("--uniform", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    p.add_argument("--uniform", nargs="+", type=float,
+                   default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)

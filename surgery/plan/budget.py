@@ -72,9 +72,11 @@ class Budget:
             raise SurgeryError("give exactly one of ratio= and target_macs= (command line: "
                                "pass --ratio R or --target-macs N) or target_latency_ms= "
                                "(--target-latency T)")
-        if self.target_latency_ms is not None and (self.round_to != 1 or self.global_ranking):
+        if self.target_latency_ms is not None and (self.round_to != 1 or self.global_ranking
+                                                   or self.max_ratio != 1.0):
             raise SurgeryError("target_latency_ms takes channel counts from the measured table "
-                               "and ranks globally: leave round_to and global_ranking unset")
+                               "and ranks globally: leave round_to, global_ranking and "
+                               "max_ratio unset")
         if isinstance(self.ratio, Mapping):
             if self.global_ranking:
                 raise SurgeryError("per-layer ratios and global_ranking exclude each other")

@@ -2,14 +2,15 @@
 
 The search is greedy over a ``LatencyModel`` (``surgery.plan.latency_model``): each step moves
 one group to its next allowed width, the group whose removed channels carry the least
-importance (L1 or another criterion, divided by the group's mean so groups compare, times the
-group's ``weights``: ``surgery.prune`` passes the MACs one channel carries, relative to the
-mean, so a channel's worth counts its share of the model's capacity as a summed per-weight
-saliency does) per predicted millisecond saved. The real model is measured every ``measure_every`` steps and
-whenever the prediction reaches the target; each measurement rescales the prediction (measured
-/ predicted), so the table shapes the choice and the measurements decide when to stop. After
-the target is met, the latest steps are put back while the calibrated prediction stays under
-the target, and the result is measured again (kept only if still <= target).
+importance per predicted millisecond saved. Importance is L1 or another criterion, divided by
+the group's mean so groups compare, times the group's ``weights`` (``surgery.prune`` passes the
+MACs one channel carries, relative to the mean: a channel's share of the model's capacity
+counts, as in a saliency summed over its weights). The real model is measured every
+``measure_every`` steps and whenever the prediction reaches the target; each measurement
+rescales the prediction (measured / predicted), so the table shapes the choice and the
+measurements decide when to stop. After the target is met, the latest steps are put back while
+the calibrated prediction stays under the target, and the result is measured again (kept only
+if still <= target).
 
 ``measure(widths) -> ms`` is passed in by the caller (``surgery.prune`` rebuilds the model and
 times it on the backend), so this module stays below the rebuild and measure packages.

@@ -166,6 +166,8 @@ def test_budget_takes_one_target():
         Budget(ratio=0.5, target_latency_ms=3.0)
     with pytest.raises(SurgeryError, match="round_to"):
         Budget(target_latency_ms=3.0, round_to=8)
+    with pytest.raises(SurgeryError, match="max_ratio unset"):
+        Budget(target_latency_ms=3.0, max_ratio=0.8)
 
 
 @pytest.mark.parametrize("text, ms", [("12ms", 12.0), ("12", 12.0), ("0.012s", 12.0),
