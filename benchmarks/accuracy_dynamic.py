@@ -93,28 +93,36 @@ def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
             loss_fn = distill_loss(teacher) if method == "post+kd" else None
         epoch(model, opt, sched, train_loader, pruner, loss_fn)
     return {"model": model_name, "method": method, "seed": seed, "max_ratio": max_ratio,
+            "epochs": epochs, "ft_epochs": ft_epochs,
             "macs_kept": count_flops(model, X).total / count_flops(build(model_name), X).total,
             "accuracy": evaluate(model, test_loader)}
 
 
-def summarise(rows: list[dict], epochs: int, ft_epochs: int) -> str:
-    header = ["model", "max ratio", "method", "MACs removed", "accuracy mean",
-              "spread (min..max)", "seeds"]
+def _setting(r: dict) -> tuple:
+    """(model, max ratio, epochs, fine-tune epochs) of a row (rows saved before these were
+    recorded: 8 and 3)."""
+    return r["model"], r.get("max_ratio", 1.0), r.get("epochs", 8), r.get("ft_epochs", 3)
+
+
+def summarise(rows: list[dict]) -> str:
+    header = ["model", "max ratio", "epochs (fine-tune)", "method", "MACs removed",
+              "accuracy mean", "spread (min..max)", "seeds"]
     body = []
-    for model, cap in dict.fromkeys((r["model"], r.get("max_ratio", 1.0)) for r in rows):
+    for setting in dict.fromkeys(_setting(r) for r in rows):
+        model, cap, epochs, ft = setting
         for method in METHODS:
-            mine = [r for r in rows if r["model"] == model and r["method"] == method
-                    and r.get("max_ratio", 1.0) == cap]
+            mine = [r for r in rows if _setting(r) == setting and r["method"] == method]
             if not mine:
                 continue
             acc = [r["accuracy"] * 100 for r in mine]
             removed = statistics.mean(1 - r["macs_kept"] for r in mine)
-            body.append([model, f"{cap:g}", method, f"{removed:.1%}",
+            body.append([model, f"{cap:g}", f"{epochs} ({ft})", method, f"{removed:.1%}",
                          f"{statistics.mean(acc):.2f}%", f"{min(acc):.1f}..{max(acc):.1f}",
                          str(len(mine))])
-    return (markdown_table(header, body) + f"\n\n{epochs} epochs in total for every method; "
-            f"post-training prunes after {epochs - ft_epochs} and fine-tunes {ft_epochs}; "
-            f"during-training prunes (cubic) from epoch 1 to {epochs - ft_epochs}.\n")
+    return (markdown_table(header, body) + "\n\nEvery method of a row's setting trains the "
+            "same epochs in total; post-training prunes after epochs - fine-tune and "
+            "fine-tunes the rest; during-training prunes (cubic) from epoch 1 to epochs - "
+            "fine-tune.\n")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -123,17 +131,19 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((r["model"], r.get("max_ratio", 1.0)) for r in rows))
+    panels = list(dict.fromkeys(_setting(r) for r in rows))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
-    for ax, (model, cap) in zip(axes[0], panels):
+    for ax, setting in zip(axes[0], panels):
+        model, cap = setting[:2]
         for i, method in enumerate(METHODS):
-            acc = [r["accuracy"] * 100 for r in rows if r["model"] == model
-                   and r["method"] == method and r.get("max_ratio", 1.0) == cap]
+            acc = [r["accuracy"] * 100 for r in rows if _setting(r) == setting
+                   and r["method"] == method]
             ax.scatter([i] * len(acc), acc, alpha=0.6)
             if acc:
                 ax.plot([i - 0.2, i + 0.2], [statistics.mean(acc)] * 2, color="k")
         ax.set_xticks(range(len(METHODS)), METHODS, rotation=20)
-        ax.set(title=f"{model}: {1 - KEEP[model]:.0%} MACs removed, max ratio {cap:g}",
+        ax.set(title=f"{model}: {1 - KEEP[model]:.0%} MACs removed, max ratio {cap:g}, "
+                     f"{setting[2]} epochs",
                ylabel="test accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-ratio", type=float, default=0.8,
                         help="the most of one group's channels any method removes; rows of "
-                        "other values in the results file are kept")
+                        "other settings (model, max ratio, epochs) in the results file are kept")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_loader, test_loader = loaders(load_mnist(), batch_size=64, seed=0)
@@ -167,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     path = out / "accuracy_dynamic.json"
     earlier = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in earlier if r.get("max_ratio", 1.0) != args.max_ratio] + rows
+    mine = {_setting(r) for r in rows}  # this run replaces earlier rows of its settings
+    rows = [r for r in earlier if _setting(r) not in mine] + rows
     path.write_text(json.dumps(rows, indent=1))
     plot(rows, out / "accuracy_dynamic.png")
-    table = summarise(rows, args.epochs, args.ft_epochs)
+    table = summarise(rows)
     print(table)
     section = ("## Prune after, during or before training (MNIST subset)\n\nWritten by "
                "`benchmarks/accuracy_dynamic.py` (see its docstring). Test set 1,000 images "
