@@ -104,6 +104,10 @@ def _setting(r: dict) -> tuple:
     return r["model"], r.get("max_ratio", 1.0), r.get("epochs", 8), r.get("ft_epochs", 3)
 
 
+def _run_key(r: dict) -> tuple:
+    return _setting(r) + (r["method"], r["seed"])
+
+
 def summarise(rows: list[dict]) -> str:
     header = ["model", "max ratio", "epochs (fine-tune)", "method", "MACs removed",
               "accuracy mean", "spread (min..max)", "seeds"]
@@ -154,18 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["lenet"], choices=sorted(KEEP))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+n-1")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-ratio", type=float, default=0.8,
                         help="the most of one group's channels any method removes; rows of "
-                        "other settings (model, max ratio, epochs) in the results file are kept")
+                        "other runs (model, max ratio, epochs, method, seed) in the results "
+                        "file are kept")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train_loader, test_loader = loaders(load_mnist(), batch_size=64, seed=0)
     rows = []
     for model in args.models:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in args.methods:
                 t0 = time.perf_counter()
                 rows.append(run(model, method, seed, args.epochs, args.ft_epochs,
@@ -177,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     path = out / "accuracy_dynamic.json"
     earlier = json.loads(path.read_text()) if path.exists() else []
-    mine = {_setting(r) for r in rows}  # this run replaces earlier rows of its settings
-    rows = [r for r in earlier if _setting(r) not in mine] + rows
+    mine = {_run_key(r) for r in rows}  # a rerun replaces earlier rows of the same run
+    rows = [r for r in earlier if _run_key(r) not in mine] + rows
     path.write_text(json.dumps(rows, indent=1))
     plot(rows, out / "accuracy_dynamic.png")
     table = summarise(rows)
