@@ -2,7 +2,8 @@
 
 Every method trains for the same --epochs with the same optimizer (SGD, momentum 0.9, lr 0.05,
 cosine-annealed over all epochs, batch 64) on the 4,000-image MNIST subset split, and ends at the
-same MAC target (global ranking, ``target_macs``):
+same MAC target (global ranking, ``target_macs``, no group losing more than --max-ratio of
+its dense channels, default 0.8; rows of earlier runs are kept in the results file):
 
 - ``post`` (post-training): dense for epochs - --ft-epochs, one prune (l1), then fine-tune with the
   optimizer carried (``prune_with_optimizer``); ``post+kd``: the same, fine-tuned with the dense
