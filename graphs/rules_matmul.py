@@ -72,13 +72,13 @@ def matmul(ctx: TraceContext, node: fx.Node) -> Flow | None:
         if where != ["contracted", "contracted"] or flows[0].size != flows[1].size:
             return ctx.reject(node, "matmul", "channels on a contracted dim of one operand only")
         ctx.sets.union(flows[0].ids, flows[1].ids)
-        return _site(ctx, node, None, flows[0])
+        return _site(ctx, node, [a, b], None, flows[0])
     free = [(i, d) for i, d in enumerate(where) if isinstance(d, int)]
     if free:
         (i, d), = free
         if flows[1 - i] is not None:
             return ctx.reject(node, "matmul", "operands carry channels on different dims")
-        return _site(ctx, node, len(out) + d, flows[i])
+        return _site(ctx, node, [a, b], len(out) + d, flows[i])
     return _couple_batch(ctx, node, [a, b], out, "matmul", last=2)
 
 
@@ -91,10 +91,11 @@ def _matrix_dim(f: Flow | None, shape: tuple, own: tuple[int, int]):
     return "contracted" if f.dim - len(shape) == own[1] else own[0]
 
 
-def _site(ctx: TraceContext, node: fx.Node, dim: int | None, f: Flow) -> Flow | None:
-    """Record the op's MACs as scaling with channels ``f`` (on output dim ``dim``, or
-    contracted away when None) and return the output's flow."""
-    shapes = tuple(ctx.shape(v) for v in node.args[:2] if ctx.shape(v) is not None)
+def _site(ctx: TraceContext, node: fx.Node, values: list, dim: int | None, f: Flow
+          ) -> Flow | None:
+    """Record the op (operands ``values``) as a site whose MACs scale with channels ``f`` (on
+    output dim ``dim``, or contracted away when None) and return the output's flow."""
+    shapes = tuple(ctx.shape(v) for v in values if ctx.shape(v) is not None)
     ctx.sets.sites.append(Site(node.name, op_name(node), node.meta.get("module", ""), shapes,
                                dim, f.ids))
     return None if dim is None else Flow(f.ids, dim)
@@ -115,10 +116,7 @@ def _couple_batch(ctx, node, values, out, name: str, last: int, gqa: bool = Fals
     if _untracked_over(ctx, values, pos, len(out)):
         ctx.sets.block(first.ids, f"{name} at node {node.name} mixes heads with an untracked "
                                   f"tensor")
-    shapes = tuple(ctx.shape(v) for v in values if ctx.shape(v) is not None)
-    ctx.sets.sites.append(Site(node.name, op_name(node), node.meta.get("module", ""), shapes,
-                               pos, first.ids))
-    return Flow(first.ids, pos)
+    return _site(ctx, node, values, pos, first)
 
 
 def _union_heads(ctx: TraceContext, q: Flow, kv: Flow, gqa: bool) -> None:

@@ -96,12 +96,7 @@ class Budget:
                                f"target_macs and must be positive, got {self.final_macs!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise SurgeryError(f"round_to must be a positive integer, got {self.round_to!r}")
-        caps = self.max_ratio.values() if isinstance(self.max_ratio, Mapping) else \
-            [self.max_ratio]
-        if any(isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1
-               for c in caps) or caps == [0]:
-            raise SurgeryError(f"max_ratio must be in (0, 1] (per group: [0, 1]), "
-                               f"got {self.max_ratio!r}")
+        check_max_ratio(self.max_ratio)
 
     def most(self, group: Group) -> int:
         """The most channels ``group`` may lose: floor(max_ratio * C), at most C - 1."""
@@ -118,6 +113,14 @@ class Budget:
             return float(self.ratio)
         total = sum(g.channels for g in graph.prunable)
         return round(sum(counts.values()) / max(total, 1), 6)
+
+
+def check_max_ratio(value: Any) -> None:
+    """``max_ratio``: a fraction in (0, 1], or {group id: fraction in [0, 1]}."""
+    caps = list(value.values()) if isinstance(value, Mapping) else [value]
+    if any(isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1
+           for c in caps) or value == 0:
+        raise SurgeryError(f"max_ratio must be in (0, 1] (per group: [0, 1]), got {value!r}")
 
 
 def _check_ratio(value: Any, what: str) -> None:

@@ -194,8 +194,8 @@ class MacModel:
         >>> from surgery.measure.flops import count_flops
         >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
         >>> macs = MacModel(model, count_flops(model, x).by_module, trace(model, x).prunable)
-        >>> macs.estimate({}), macs.estimate({1: 3})
-        (281640, 161640)
+        >>> macs.estimate({}), macs.estimate({1: 3}), macs.channel_macs(3)
+        (281640, 161640, 340)
     """
 
     def __init__(self, model: nn.Module, layer_macs: Mapping[str, int],
@@ -243,18 +243,7 @@ class MacModel:
 
     def channel_macs(self, gid: int) -> int:
         """MACs one channel of group ``gid`` carries in the dense model (what removing it
-        saves), e.g. LeNet's fc1 (group 3): 256 in + 84 out = 340.
-
-        Example:
-            >>> import torch
-            >>> from graphs import trace
-            >>> from surgery.io.models import LeNet
-            >>> from surgery.measure.flops import count_flops
-            >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
-            >>> macs = MacModel(model, count_flops(model, x).by_module, trace(model, x).prunable)
-            >>> macs.channel_macs(3)
-            340
-        """
+        saves), e.g. LeNet's fc1 (group 3, the class example): 256 in + 84 out = 340."""
         return self.estimate({}) - self.estimate({gid: 1})
 
     def layer_macs(self, name: str, removed: dict[tuple[str, int], int]) -> float:

@@ -56,7 +56,7 @@ from graphs.errors import TraceError
 from graphs.trace import trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
-from surgery.plan.budget import Budget, plan_model
+from surgery.plan.budget import Budget, check_max_ratio, plan_model
 from surgery.plan.importance import CRITERIA, resolve
 from surgery.plan.saliency import ACCUMULATORS, criterion, make_accumulator
 from surgery.plan.target import TOLERANCE
@@ -87,9 +87,7 @@ class Settings:
     def check(self) -> None:
         if (self.ratio is None) == (self.target_macs is None):
             raise SurgeryError("give exactly one of ratio= and target_macs=")
-        if isinstance(self.max_ratio, bool) or not isinstance(self.max_ratio, (int, float)) \
-                or not 0 < self.max_ratio <= 1:
-            raise SurgeryError(f"max_ratio must be in (0, 1], got {self.max_ratio!r}")
+        check_max_ratio(self.max_ratio)
         if self.ratio is not None and not 0 <= self.ratio < 1:
             raise SurgeryError(f"ratio must be in [0, 1), got {self.ratio!r}")
         if self.schedule not in SCHEDULES:
@@ -169,8 +167,6 @@ class DynamicPruner:
             return False
         fraction = self.settings.fraction(self.t)
         budget = self._budget(fraction)
-        if budget is not None and self.settings.max_ratio < 1:
-            budget["max_ratio"] = self._caps()
         pruned = budget is not None and self._shrink(budget)
         self.events.append(Event(self.t, fraction, count_flops(self.module,
                                                                self.example_inputs).total,
@@ -201,11 +197,11 @@ class DynamicPruner:
                 ratios[g.id] = remove / g.channels
         return {"ratio": ratios} if ratios else None
 
-    def _caps(self) -> dict[int, float]:
+    def _caps(self, groups) -> dict[int, float]:
         """Group id -> the fraction of its current channels that may still go, so that no
         group loses more than ``max_ratio`` of its dense channels over the whole schedule."""
         caps = {}
-        for g in self._groups():
+        for g in groups:
             dense = self._dense_channels.get(_key(g), g.channels)
             allowed = int(self.settings.max_ratio * dense + 1e-9) - (dense - g.channels)
             caps[g.id] = max(allowed, 0) / g.channels
@@ -219,6 +215,8 @@ class DynamicPruner:
             importance = criterion(_all_reduced(self.accumulator.totals), importance)
         x = self.example_inputs
         graph = self._graph()
+        if self.settings.max_ratio < 1:
+            budget = {**budget, "max_ratio": self._caps(graph.prunable)}
         layer_macs = count_flops(self.module, x).by_module if "target_macs" in budget else None
         plan = plan_model(self.module, graph, Budget(**budget), resolve(importance), layer_macs)
         if not any(g.removed_channels for g in plan.groups):
