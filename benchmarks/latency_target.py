@@ -58,6 +58,8 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     models, found = {"dense": dense}, {}
     for ratio in args.uniform:
         models[("uniform", ratio)] = prune(dense, x, ratio=ratio).model
+        if args.round_to > 1:
+            models[("rounded", ratio)] = prune(dense, x, ratio=ratio, round_to=args.round_to).model
     for f in args.targets:
         start = time.perf_counter()
         try:
@@ -74,6 +76,7 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     kept = {key: (count_flops(m, x).total / macs0, count_params(m) / params0, ms[key] / ms["dense"])
             for key, m in models.items()}
     curve = sorted(kept[k] for k in models if k == "dense" or k[0] == "uniform")
+    rounded = sorted(kept[k] for k in models if k == "dense" or k[0] == "rounded")
     rows = []
     for f, (search, seconds) in found.items():
         macs, params, lat = kept[("target", f)]
@@ -90,15 +93,33 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
                          "measurements": search.measurements, "seconds": seconds,
                          "load": (load, os.getloadavg()[0]), "command": args.command,
                          "uniform_ratios": args.uniform,
-                         "curve": curve})
+                         "curve": curve, **_rounded(rounded, lat, args.round_to)})
     return rows
+
+
+def _rounded(curve: list, lat: float, round_to: int) -> dict:
+    """MACs kept by uniform L1 with widths rounded to multiples of ``round_to``, interpolated
+    at latency ``lat`` (None outside that curve); {} when not run."""
+    if round_to <= 1:
+        return {}
+    lats = [c[2] for c in curve]
+    inside = lats[0] <= lat <= lats[-1]
+    return {"round_to": round_to, "rounded_curve": curve,
+            "rounded_macs": float(np.interp(lat, lats, [c[0] for c in curve])) if inside else None}
+
+
+def _rounded_gain(r: dict) -> str:
+    if r.get("rounded_macs") is None:
+        return "-"
+    return f"{r['macs_kept'] / r['rounded_macs'] - 1:+.1%}"
 
 
 def table(rows: list[dict]) -> str:
     header = ["model", "backend", "thr", "target ms", "measured ms (search / final)", "gap",
               "latency kept / target fraction",
               "MACs kept", "uniform L1 MACs kept", "MACs gain", "params kept",
-              "uniform params", "measurements", "prune s", "load"]
+              "uniform params", "MACs gain vs uniform round_to", "measurements", "prune s",
+              "load", "dense drift"]
     body = [[r["model"], r["backend"], r["threads"], f"{r['target_ms']:.1f}",
              f"{r['search_ms']:.1f} / {r['final_ms']:.1f}", f"{r['gap']:+.1%}",
              f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
@@ -106,27 +127,48 @@ def table(rows: list[dict]) -> str:
              "outside the curve" if r["extrapolated"] else f"{r['uniform_macs']:.3f}",
              "-" if r["extrapolated"] else f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}",
              f"{r['params_kept']:.3f}",
-             f"{r['uniform_params']:.3f}", r["measurements"], f"{r['seconds']:.0f}",
-             "{:.1f}-{:.1f}".format(*r["load"]) if "load" in r else "-"]
+             f"{r['uniform_params']:.3f}",
+             f"{_rounded_gain(r)} ({r['round_to']})" if "round_to" in r else "not run",
+             r["measurements"], f"{r['seconds']:.0f}",
+             "{:.1f}-{:.1f}".format(*r["load"]) if "load" in r else "-", f"{drift(r):+.1%}"]
             for r in rows]
     return markdown_table(header, body) + "\n\n" + summary(rows)
 
 
+def drift(row: dict) -> float:
+    """How much the dense model's time moved between its first timing (the target's basis)
+    and the final alternating rounds: the machine's own drift over the configuration."""
+    return row["dense_ms"] * row["fraction"] / row["target_ms"] - 1
+
+
 def summary(rows: list[dict]) -> str:
-    """Per model: rows whose final latency lands within 5% of the target, and rows keeping
-    >= 15% more MACs than uniform L1 at the same latency (rows outside the uniform curve,
-    where interpolation would clamp, are not counted)."""
+    """Per model: rows whose final latency lands within 5% of the target (all rows, and rows
+    whose dense model drifted at most 5%), and rows keeping >= 15% more MACs than uniform L1
+    at the same latency (rows outside the uniform curve, where interpolation would clamp, are
+    not counted)."""
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
+        steady = [r for r in mine if abs(drift(r)) <= 0.05]
         inside = [r for r in mine if not r["extrapolated"]]
         gains = [r["macs_kept"] / r["uniform_macs"] - 1 for r in inside]
         lines.append(f"- {model}: within 5% of the target on "
-                     f"{sum(abs(r['gap']) <= 0.05 for r in mine)} of {len(mine)} rows; MACs gain "
+                     f"{sum(abs(r['gap']) <= 0.05 for r in mine)} of {len(mine)} rows ("
+                     f"{sum(abs(r['gap']) <= 0.05 for r in steady)} of {len(steady)} where the "
+                     f"dense model drifted <= 5%); MACs gain "
                      f">= +15% on {sum(g >= 0.15 for g in gains)} of {len(inside)} rows inside "
                      f"the uniform curve" + (f" (median {statistics.median(gains):+.1%})"
-                                             if gains else ""))
+                                             if gains else "") + _rounded_summary(mine))
     return "\n".join(lines)
+
+
+def _rounded_summary(rows: list[dict]) -> str:
+    gains = [r["macs_kept"] / r["rounded_macs"] - 1 for r in rows if r.get("rounded_macs")]
+    if not gains:
+        return ""
+    return (f"; vs uniform L1 with round_to {rows[0]['round_to']}: >= +15% on "
+            f"{sum(g >= 0.15 for g in gains)} of {len(gains)} rows inside its curve (median "
+            f"{statistics.median(gains):+.1%})")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -138,6 +180,10 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if (r["model"], r["backend"], r["threads"]) == key]
         curve = mine[0]["curve"]
         ax.plot([c[2] for c in curve], [c[0] for c in curve], "o-", label="uniform L1")
+        if "rounded_curve" in mine[0]:
+            rc = mine[0]["rounded_curve"]
+            ax.plot([c[2] for c in rc], [c[0] for c in rc], "^--",
+                    label=f"uniform L1, round_to {mine[0]['round_to']}")
         ax.plot([r["lat_kept"] for r in mine], [r["macs_kept"] for r in mine], "s",
                 color="C3", label="latency target")
         for r in mine:
@@ -164,9 +210,13 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
          "search's own last measurement is the first number); latency kept = final / dense "
          "timed in the same alternating rounds, against the target's fraction of the dense "
-         "time measured before pruning (less exposed to load drift). MACs gain = MACs kept by "
-         "the latency-targeted model / MACs kept by uniform L1 interpolated at the same measured "
-         f"latency - 1. Plot: results/{args.stem}.png."), ""])
+         "time measured before pruning (cancels a drift of the whole machine after the search, "
+         "not one before or during it). MACs gain = MACs kept by the latency-targeted model / "
+         "MACs kept by uniform L1 interpolated at the same measured "
+         "latency - 1 (and the same against uniform L1 with widths rounded to a multiple, "
+         "when --round-to is given). dense drift = the dense model's time in the final rounds "
+         "/ its first timing - 1 (the machine's own drift; the target is a fraction of the "
+         f"first timing). Plot: results/{args.stem}.png."), ""])
 
 
 def _ratios(rows: list[dict], args) -> str:
@@ -206,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[0.8, 0.65, 0.5])
     p.add_argument("--uniform", nargs="+", type=float,
                    default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    p.add_argument("--round-to", type=int, default=1, help="also a uniform L1 reference with "
+                   "widths rounded to multiples of this (8: the widths vendors' kernels favour)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)

@@ -128,6 +128,21 @@ def test_search_puts_back_what_still_fits():
     assert found.widths == {1: 8} and found.measured_ms == 8.0
 
 
+def test_search_recovers_from_noisy_readings():
+    # greedy order: group 1 (1 ms per 2 channels) before group 2 (0.5 ms per 2 channels)
+    fake = FakeLatency(10.0, {1: 0.5, 2: 0.25}, {1: 8, 2: 8})
+    factors = iter([1.25, 1.0, 1.1, 1.0, 1.0])  # the dense and one put-back reading are slow
+
+    def noisy(widths):
+        return next(factors) * fake.predict(widths)
+
+    found = search({1: torch.ones(8), 2: torch.ones(8)}, fake, 8.0, noisy, measure_every=8)
+    # the slow dense reading drove it to {1: 2, 2: 4} (6 ms, 25% under); the first put-back
+    # read 8.8 ms and was refused; calibrated by it, {1: 2, 2: 8} (7 ms), then {1: 4, 2: 8}
+    assert found.widths == {1: 4, 2: 8} and found.measured_ms == 8.0
+    assert found.measurements == 5
+
+
 def test_search_refuses_an_unreachable_target():
     fake = FakeLatency(10.0, {1: 1.0}, {1: 8})
     with pytest.raises(SurgeryError, match="cannot reach"):
