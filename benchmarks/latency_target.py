@@ -80,16 +80,14 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     rows = []
     for f, (search, seconds) in found.items():
         macs, params, lat = kept[("target", f)]
-        lats = [c[2] for c in curve]
-        u_macs = float(np.interp(lat, lats, [c[0] for c in curve]))
-        u_params = float(np.interp(lat, lats, [c[1] for c in curve]))
+        u_macs, u_params, inside = _at_latency(curve, lat)
         rows.append({"model": name, "backend": backend, "threads": threads, "fraction": f,
                          "target_ms": search.target_ms, "search_ms": search.measured_ms,
                          "final_ms": ms[("target", f)], "dense_ms": ms["dense"],
                          "gap": (ms[("target", f)] - search.target_ms) / search.target_ms,
                          "macs_kept": macs, "params_kept": params, "lat_kept": lat,
                          "uniform_macs": u_macs, "uniform_params": u_params,
-                         "extrapolated": not lats[0] <= lat <= lats[-1],
+                         "extrapolated": not inside,
                          "measurements": search.measurements, "seconds": seconds,
                          "load": (load, os.getloadavg()[0]), "command": args.command,
                          "uniform_ratios": args.uniform,
@@ -97,15 +95,22 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     return rows
 
 
+def _at_latency(curve: list, lat: float) -> tuple[float, float, bool]:
+    """MACs and params kept by a reference curve of (MACs, params, latency) kept, interpolated
+    at latency ``lat``, and whether ``lat`` lies inside it (``np.interp`` clamps outside)."""
+    lats = [c[2] for c in curve]
+    return (float(np.interp(lat, lats, [c[0] for c in curve])),
+            float(np.interp(lat, lats, [c[1] for c in curve])), lats[0] <= lat <= lats[-1])
+
+
 def _rounded(curve: list, lat: float, round_to: int) -> dict:
     """MACs kept by uniform L1 with widths rounded to multiples of ``round_to``, interpolated
     at latency ``lat`` (None outside that curve); {} when not run."""
     if round_to <= 1:
         return {}
-    lats = [c[2] for c in curve]
-    inside = lats[0] <= lat <= lats[-1]
+    macs, _, inside = _at_latency(curve, lat)
     return {"round_to": round_to, "rounded_curve": curve,
-            "rounded_macs": float(np.interp(lat, lats, [c[0] for c in curve])) if inside else None}
+            "rounded_macs": macs if inside else None}
 
 
 def _rounded_gain(r: dict) -> str:
