@@ -14,6 +14,7 @@ from surgery.io.export import export_onnx, export_program
 from surgery.io.saving import load, save
 from surgery.measure.flops import FlopCount, count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
+from surgery.measure.paired import compare_latency
 from surgery.plan.plan import Plan
 from surgery.prune import PruneResult, prune
 from surgery.rebuild.apply import apply_plan
@@ -28,6 +29,7 @@ __all__ = [
            "PruneResult",
            "SurgeryError",
            "apply_plan",
+           "compare_latency",
            "count_flops",
            "count_params",
            "export_onnx",

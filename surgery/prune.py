@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -15,7 +15,8 @@ from graphs.inputs import split_inputs
 from graphs.trace import eval_mode, trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
-from surgery.measure.latency import Latency, measure_latency
+from surgery.measure.latency import measure_latency
+from surgery.measure.paired import PairedTimer
 from surgery.measure.report import Report, build_report, report_from_plan
 from surgery.plan.budget import Budget, plan_model
 from surgery.plan.importance import Criterion, Importance, resolve
@@ -146,27 +147,33 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
                   settings: LatencyTarget) -> tuple[Plan, LatencySearch]:
     """Measure per-group tables (cached) and search widths until the measured model meets
     the target; the measurement times the rebuilt model on the chosen backend."""
-    def time(module: nn.Module, inputs: Any) -> Latency:
+    def block_ms(module: nn.Module, inputs: Any) -> float:
+        # blocks last a few ms, shorter than a scheduler slice: their fast 10th percentile
+        # is their cost on an idle machine
         return measure_latency(module, inputs, settings.device, runs=settings.runs, warmup=3,
-                               threads=settings.threads, backend=settings.backend)
+                               threads=settings.threads, backend=settings.backend).p10_ms
 
     def measure(widths: dict[int, int]) -> float:
         pruned = copy.deepcopy(model)
         apply_plan(pruned, plan_from_widths(graph, scores, widths, criterion.name))
-        return time(pruned, x).median_ms
+        return paired.measure(pruned)
 
     scores = {g.id: criterion.criterion(model, g) for g in graph.prunable}
     args, kwargs = split_inputs(x)
     with eval_mode(model):
         shapes = input_shapes(model, x, lambda: model(*args, **kwargs))
     path = cache_path(settings.cache_dir, settings.backend, settings.device, settings.threads)
-    # blocks last a few ms, shorter than a scheduler slice: their fast 10th percentile is
-    # their cost on an idle machine; the whole model is judged by its median
-    tables = build_tables(model, graph.prunable, shapes, lambda m, i: time(m, i).p10_ms, path)
-    dense = time(model, x).median_ms
+    tables = build_tables(model, graph.prunable, shapes, block_ms, path)
+    # the whole model is judged by its median, timed in turn with the dense model: a drift
+    # of the machine's speed cancels in their ratio, scaled by the dense median pooled over
+    # the whole search
+    paired = PairedTimer(model, x, settings.device, runs=settings.runs, warmup=3,
+                         threads=settings.threads, backend=settings.backend)
+    dense = paired.calibrate()
     found = search({g: scores[g] for g in tables}, TableLatency(dense, tables),
                    settings.target_ms, measure, settings.measure_every, dense_ms=dense,
                    weights=_capacity(model, x, graph, tables))
+    found = replace(found, dense_ms=paired.reference_ms)  # pooled over the whole search
     return plan_from_widths(graph, scores, found.widths, criterion.name), found
 
 

@@ -14,7 +14,9 @@ if still <= target); while the kept model is more than 5% under the target this 
 to three measurements, each calibrated by the last.
 
 ``measure(widths) -> ms`` is passed in by the caller (``surgery.prune`` rebuilds the model and
-times it on the backend), so this module stays below the rebuild and measure packages.
+times it on the backend run by run in turn with the dense model, ``surgery.measure.paired``:
+its ratio to the dense model times the dense median pooled over the search), so this module
+stays below the rebuild and measure packages.
 
 Example:
     >>> import torch
