@@ -4,14 +4,14 @@ uniform L1 pruning that lands at the same measured latency.
 Usage:
     .venv/bin/python benchmarks/latency_target.py                  # 3 models x eager/ort x 1/2 t
     .venv/bin/python benchmarks/latency_target.py --models mobilenet_v2 --backends eager \\
-        --threads 1 --targets 0.7 --rounds 3                        # a reduced run
+        --threads 1 --targets 0.7 --runs 20                         # a reduced run
 
 Per (model, backend, threads): the dense model is timed; each target is a fraction of that
 time; ``surgery.prune(..., target_latency_ms=T, backend=..., threads=...)`` prunes to it (its
 tables are cached under --cache-dir). Uniform L1 pruning at --uniform ratios gives the
-reference curve. Then every variant (dense, latency-targeted, uniform) is timed in --rounds
-alternating rounds of --runs runs in this one process; a variant's latency is the median of
-its round medians. "uniform at equal latency" interpolates the uniform curve's MACs and
+reference curve. Then every variant (dense, latency-targeted, uniform) is timed in this one
+process for --runs cycles, each variant run once per cycle in turn (``compare_latency``); a
+variant's latency is its median. "uniform at equal latency" interpolates the uniform curve's MACs and
 params kept at the latency-targeted model's measured latency. Load average is recorded.
 Writes results/latency_target.{md,png,json} and the latency_target section of RESULTS.md.
 """
@@ -33,7 +33,7 @@ from builders import build_model
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from surgery import SurgeryError, count_flops, count_params, measure_latency, prune
+from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0"]
@@ -41,13 +41,10 @@ MARKERS = ("<!-- latency_target:start -->", "<!-- latency_target:end -->")
 
 
 def timed(models: dict, x: torch.Tensor, backend: str, threads: int, args) -> dict:
-    """Key -> median over alternating rounds of each round's median ms."""
-    medians: dict = {key: [] for key in models}
-    for _ in range(args.rounds):
-        for key, model in models.items():
-            medians[key].append(measure_latency(model, x, runs=args.runs, warmup=args.warmup,
-                                                threads=threads, backend=backend).median_ms)
-    return {key: statistics.median(v) for key, v in medians.items()}
+    """Key -> median ms over --runs cycles, each model run once per cycle in turn."""
+    lats = compare_latency(list(models.values()), x, runs=args.runs, warmup=args.warmup,
+                           threads=threads, backend=backend)
+    return {key: lat.median_ms for key, lat in zip(models, lats)}
 
 
 def config(name: str, backend: str, threads: int, args) -> list[dict]:
@@ -80,37 +77,53 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     rows = []
     for f, (search, seconds) in found.items():
         macs, params, lat = kept[("target", f)]
-        u_macs, u_params, inside = _at_latency(curve, lat)
-        rows.append({"model": name, "backend": backend, "threads": threads, "fraction": f,
-                         "target_ms": search.target_ms, "search_ms": search.measured_ms,
-                         "final_ms": ms[("target", f)], "dense_ms": ms["dense"],
-                         "gap": (ms[("target", f)] - search.target_ms) / search.target_ms,
-                         "macs_kept": macs, "params_kept": params, "lat_kept": lat,
-                         "uniform_macs": u_macs, "uniform_params": u_params,
-                         "extrapolated": not inside,
-                         "measurements": search.measurements, "seconds": seconds,
-                         "load": (load, os.getloadavg()[0]), "command": args.command,
-                         "uniform_ratios": args.uniform,
-                         "curve": curve, **_rounded(rounded, lat, args.round_to)})
+        rows.append(rescore({
+            "model": name, "backend": backend, "threads": threads, "fraction": f,
+            "target_ms": search.target_ms, "search_ms": search.measured_ms,
+            "final_ms": ms[("target", f)], "dense_ms": ms["dense"],
+            "gap": (ms[("target", f)] - search.target_ms) / search.target_ms,
+            "search_dense_ms": search.dense_ms,
+            "paired_gap": lat * search.dense_ms / search.target_ms - 1,
+            "macs_kept": macs, "params_kept": params, "lat_kept": lat,
+            "measurements": search.measurements, "seconds": seconds,
+            "load": (load, os.getloadavg()[0]), "command": args.command,
+            "uniform_ratios": args.uniform, "timing": _timing(args), "curve": curve,
+            **({"round_to": args.round_to, "rounded_curve": rounded} if args.round_to > 1
+               else {})}))
     return rows
 
 
+def rescore(row: dict) -> dict:
+    """``row`` with the references' MACs and params at its measured latency, from the curves
+    it stores (rows saved by earlier versions are scored the same way)."""
+    u_macs, u_params, inside = _at_latency(row["curve"], row["lat_kept"])
+    row = {**row, "uniform_macs": u_macs, "uniform_params": u_params, "extrapolated": not inside}
+    if "rounded_curve" in row:
+        macs, _, inside = _at_latency(row["rounded_curve"], row["lat_kept"])
+        row["rounded_macs"] = macs if inside else None
+    return row
+
+
+def frontier(curve: list) -> list:
+    """The (MACs, params, latency) kept points no faster point beats on MACs, by latency: the
+    best a reference does at each latency. A reference curve need not be monotone: on
+    onnxruntime, uniform L1 at ratio 0.1 (odd channel counts) ran 1.4-1.5x slower than the dense
+    model while keeping 83% of its MACs."""
+    best, kept = -1.0, []
+    for point in sorted(curve, key=lambda c: (c[2], -c[0])):
+        if point[0] > best:
+            kept.append(point)
+            best = point[0]
+    return kept
+
+
 def _at_latency(curve: list, lat: float) -> tuple[float, float, bool]:
-    """MACs and params kept by a reference curve of (MACs, params, latency) kept, interpolated
-    at latency ``lat``, and whether ``lat`` lies inside it (``np.interp`` clamps outside)."""
-    lats = [c[2] for c in curve]
-    return (float(np.interp(lat, lats, [c[0] for c in curve])),
-            float(np.interp(lat, lats, [c[1] for c in curve])), lats[0] <= lat <= lats[-1])
-
-
-def _rounded(curve: list, lat: float, round_to: int) -> dict:
-    """MACs kept by uniform L1 with widths rounded to multiples of ``round_to``, interpolated
-    at latency ``lat`` (None outside that curve); {} when not run."""
-    if round_to <= 1:
-        return {}
-    macs, _, inside = _at_latency(curve, lat)
-    return {"round_to": round_to, "rounded_curve": curve,
-            "rounded_macs": macs if inside else None}
+    """MACs and params kept by a reference at latency ``lat``, interpolated along its
+    ``frontier``, and whether ``lat`` lies inside it (``np.interp`` clamps outside)."""
+    front = frontier(curve)
+    lats = [c[2] for c in front]
+    return (float(np.interp(lat, lats, [c[0] for c in front])),
+            float(np.interp(lat, lats, [c[1] for c in front])), lats[0] <= lat <= lats[-1])
 
 
 def _rounded_gain(r: dict) -> str:
@@ -121,12 +134,14 @@ def _rounded_gain(r: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     header = ["model", "backend", "thr", "target ms", "measured ms (search / final)", "gap",
+              "paired gap",
               "latency kept / target fraction",
               "MACs kept", "uniform L1 MACs kept", "MACs gain", "params kept",
               "uniform params", "MACs gain vs uniform round_to", "measurements", "prune s",
               "load", "dense drift"]
     body = [[r["model"], r["backend"], r["threads"], f"{r['target_ms']:.1f}",
              f"{r['search_ms']:.1f} / {r['final_ms']:.1f}", f"{r['gap']:+.1%}",
+             f"{r['paired_gap']:+.1%}" if "paired_gap" in r else "-",
              f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
              f"{r['macs_kept']:.3f}",
              "outside the curve" if r["extrapolated"] else f"{r['uniform_macs']:.3f}",
@@ -142,7 +157,7 @@ def table(rows: list[dict]) -> str:
 
 def drift(row: dict) -> float:
     """How much the dense model's time moved between its first timing (the target's basis)
-    and the final alternating rounds: the machine's own drift over the configuration."""
+    and the final timing: the machine's own drift over the configuration."""
     return row["dense_ms"] * row["fraction"] / row["target_ms"] - 1
 
 
@@ -163,8 +178,17 @@ def summary(rows: list[dict]) -> str:
                      f"dense model drifted <= 5%); MACs gain "
                      f">= +15% on {sum(g >= 0.15 for g in gains)} of {len(inside)} rows inside "
                      f"the uniform curve" + (f" (median {statistics.median(gains):+.1%})"
-                                             if gains else "") + _rounded_summary(mine))
+                                             if gains else "") + _paired_summary(mine)
+                     + _rounded_summary(mine))
     return "\n".join(lines)
+
+
+def _paired_summary(rows: list[dict]) -> str:
+    paired = [r["paired_gap"] for r in rows if "paired_gap" in r]
+    if not paired:
+        return ""
+    return (f"; paired gap within 5% on {sum(abs(g) <= 0.05 for g in paired)} of {len(paired)} "
+            f"rows")
 
 
 def _rounded_summary(rows: list[dict]) -> str:
@@ -183,12 +207,15 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
         mine = [r for r in rows if (r["model"], r["backend"], r["threads"]) == key]
-        curve = mine[0]["curve"]
-        ax.plot([c[2] for c in curve], [c[0] for c in curve], "o-", label="uniform L1")
+        references = [("curve", "o", "C0", "uniform L1")]
         if "rounded_curve" in mine[0]:
-            rc = mine[0]["rounded_curve"]
-            ax.plot([c[2] for c in rc], [c[0] for c in rc], "^--",
-                    label=f"uniform L1, round_to {mine[0]['round_to']}")
+            references.append(("rounded_curve", "^", "C1",
+                               f"uniform L1, round_to {mine[0]['round_to']}"))
+        for key_, marker, color, label in references:  # points, and their frontier as a line
+            points, front = mine[0][key_], frontier(mine[0][key_])
+            ax.plot([c[2] for c in points], [c[0] for c in points], marker, color=color,
+                    alpha=0.5)
+            ax.plot([c[2] for c in front], [c[0] for c in front], "-", color=color, label=label)
         ax.plot([r["lat_kept"] for r in mine], [r["macs_kept"] for r in mine], "s",
                 color="C3", label="latency target")
         for r in mine:
@@ -206,22 +233,39 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         "## Pruning to a latency target (`latency_target.py`)", "",
         (f"Input 1x3x{args.size}x{args.size}, CPU; targets {args.targets} x the dense model's "
         f"measured latency; uniform L1 reference at ratios {_ratios(rows, args)}. Final latencies: "
-        f"median of {args.rounds} alternating rounds of {args.runs} runs after {args.warmup} "
-        f"warm-up, all variants of a configuration in one process. Environment: "
+        f"{_timings(rows, args)}, all variants of a configuration in one process. Environment: "
         f"{environment_line(1)}; {os.cpu_count()} CPUs"
         + (_commands(rows) if args.rows else f", load average {load}; wall {seconds:.0f}s. "
                                              f"Command: `{args.command}`.")), "",
         table(rows), "",
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
-         "search's own last measurement is the first number); latency kept = final / dense "
-         "timed in the same alternating rounds, against the target's fraction of the dense "
+         "search's own last measurement is the first number). paired gap = (final / dense "
+         "timed in the same cycles) x the dense time the search measured (pooled over its "
+         "measurements) / target - 1: the final model's speed relative to the dense model, at "
+         "the machine speed the search saw; it cancels a drift of the whole machine between the "
+         "search and the final timing, and is '-' for rows timed before it was recorded. "
+         "latency kept = final / dense "
+         "timed in the same final timing, against the target's fraction of the dense "
          "time measured before pruning (cancels a drift of the whole machine after the search, "
          "not one before or during it). MACs gain = MACs kept by the latency-targeted model / "
          "MACs kept by uniform L1 interpolated at the same measured "
          "latency - 1 (and the same against uniform L1 with widths rounded to a multiple, "
-         "when --round-to is given). dense drift = the dense model's time in the final rounds "
+         "when --round-to is given). dense drift = the dense model's time in the final timing "
          "/ its first timing - 1 (the machine's own drift; the target is a fraction of the "
          f"first timing). Plot: results/{args.stem}.png."), ""])
+
+
+def _timings(rows: list[dict], args) -> str:
+    """How the final latencies were timed: this run's setting, or each reported run's."""
+    if not args.rows:
+        return _timing(args)
+    return " / ".join(dict.fromkeys(r.get("timing", "median of 3 alternating rounds of 10 "
+                                          "runs after 10 warm-up") for r in rows))
+
+
+def _timing(args) -> str:
+    return (f"median of {args.runs} cycles after {args.warmup} warm-up cycles, each variant "
+            f"run once per cycle in turn")
 
 
 def _ratios(rows: list[dict], args) -> str:
@@ -264,10 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--round-to", type=int, default=1, help="also a uniform L1 reference with "
                    "widths rounded to multiples of this (8: the widths vendors' kernels favour)")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs before each timing "
-                   "(as prune's own measurements: a cold first timing reads 20-30%% slow)")
+    p.add_argument("--runs", type=int, default=30, help="timed cycles; each variant runs once "
+                   "per cycle, in turn, so a drift of the machine's speed slows all alike")
+    p.add_argument("--warmup", type=int, default=5, help="untimed cycles before the timed ones "
+                   "(a cold first timing reads 20-30%% slow)")
     p.add_argument("--cache-dir", default=None, help="latency tables (default ~/.cache/...)")
     p.add_argument("--stem", default="latency_target", help="results/STEM.{md,png,json}")
     p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
@@ -276,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.command = "benchmarks/latency_target.py " + " ".join(argv or sys.argv[1:])
     load0, start, out = os.getloadavg()[0], time.perf_counter(), HERE / "results"
-    rows = [r for path in args.rows or () for r in json.loads(Path(path).read_text())]
+    rows = [rescore(r) for path in args.rows or () for r in json.loads(Path(path).read_text())]
     for name in [] if args.rows else args.models:
         for backend in args.backends:
             for t in args.threads:
