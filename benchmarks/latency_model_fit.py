@@ -8,10 +8,11 @@ Usage:
 Per (model, backend, threads) in the rows: the full-width blocks' summed time over the dense
 time (each conv sits in two groups' blocks, so additive tables count it twice), and, at each
 uniform L1 ratio with widths rounded to --round-to, the latency kept that the tables predict
-against the one measured (the row's rounded curve). Two predictions: "additive" (what
-``TableLatency`` does: dense minus each group's block saving) and "per-layer product" (each
-conv's share of its blocks' time, by MACs, scaled by the product of its groups' block speed-ups:
-halving both dims of a conv keeps 1/4 of it, not 0). Prints a markdown table.
+against the one measured (the row's rounded curve). Two predictions: "additive" (``TableLatency``
+without layers: dense minus each group's block saving) and "per-layer product"
+(``TableLatency(layers=layer_shares(...))``: each conv's share of its blocks' time, by MACs,
+scaled by the product of its groups' block speed-ups: halving both dims keeps 1/4 of it, not 0;
+``prune`` uses it on onnxruntime). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from graphs import trace
 from surgery import count_flops, prune
 from surgery.plan.latency_model import (
     TableLatency,
-    _layers,
     build_tables,
     cache_path,
     input_shapes,
+    layer_shares,
 )
 
 
@@ -52,8 +53,9 @@ def fit(name: str, rows: list[dict], cache_dir: str, round_to: int) -> list[list
         tables = build_tables(model, graph.prunable, shapes, _not_cached,
                               cache_path(cache_dir, key[0], "cpu", key[1]))
         dense = row["search_dense_ms"]
-        additive, product = TableLatency(dense, tables).predict, _product(
-            model, graph, shapes, flops.by_module, tables, dense)
+        layers = layer_shares(model, graph.prunable, shapes, tables, flops.by_module)
+        additive, product = (TableLatency(dense, tables).predict,
+                             TableLatency(dense, tables, layers).predict)
         pairs = _measured(plans, row["rounded_curve"], tables)
         blocks = sum(max(t.values()) for t in tables.values()) / dense
         out.append([name, *key, f"{blocks:.2f}x", len(pairs)]
@@ -78,33 +80,6 @@ def _measured(plans: dict, curve: list, tables: dict) -> list[tuple[dict, float]
 def _rmse(predict, pairs: list, dense: float) -> float:
     errors = [predict(widths) / dense - measured for widths, measured in pairs]
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else float("nan")
-
-
-def _product(model, graph, shapes, layer_macs, tables, dense):
-    """Predict by conv: its ms (MACs share of each block it is in, averaged) times one minus the
-    product of its groups' block speed-ups."""
-    groups = {g.id: g for g in graph.prunable}
-    share, members = {}, {}
-    for gid, table in tables.items():
-        layers = _layers(model, groups[gid], shapes)
-        total = sum(layer_macs.get(layer.module, 0) for layer in layers) or 1
-        for layer in layers:
-            share.setdefault(layer.module, []).append(
-                max(table.values()) * layer_macs.get(layer.module, 0) / total)
-            members.setdefault(layer.module, []).append(gid)
-
-    def speed(gid: int, width: int) -> float:
-        table = tables[gid]
-        xs = sorted(table)
-        return float(np.interp(width, xs, [table[w] for w in xs])) / table[max(table)]
-
-    def predict(widths: dict) -> float:
-        saved = 0.0
-        for module, gids in members.items():
-            kept = float(np.prod([speed(g, widths.get(g, max(tables[g]))) for g in gids]))
-            saved += float(np.mean(share[module])) * (1 - kept)
-        return dense - saved
-    return predict
 
 
 def main(argv: list[str] | None = None) -> None:

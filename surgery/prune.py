@@ -25,6 +25,7 @@ from surgery.plan.latency_model import (
     build_tables,
     cache_path,
     input_shapes,
+    layer_shares,
 )
 from surgery.plan.latency_target import (
     LatencySearch,
@@ -170,18 +171,25 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
     paired = PairedTimer(model, x, settings.device, runs=settings.runs, warmup=3,
                          threads=settings.threads, backend=settings.backend)
     dense = paired.calibrate()
-    found = search({g: scores[g] for g in tables}, TableLatency(dense, tables),
+    layer_macs = count_flops(model, x).by_module
+    # onnxruntime fuses norms and activations into the convs: there a conv's two groups
+    # combine as a product of speed-ups (benchmarks/latency_model_fit.py: RMSE 0.06-0.10 vs
+    # 0.26-0.28 on MobileNetV2, 0.02-0.04 vs 0.30-0.33 on ResNet-50); eager runs them as ops
+    # of their own that no table holds, and the additive tables fit it better
+    layers = layer_shares(model, graph.prunable, shapes, tables, layer_macs) \
+        if settings.backend == "onnxruntime" else None
+    found = search({g: scores[g] for g in tables}, TableLatency(dense, tables, layers),
                    settings.target_ms, measure, settings.measure_every, dense_ms=dense,
-                   weights=_capacity(model, x, graph, tables))
+                   weights=_capacity(model, layer_macs, graph, tables))
     found = replace(found, dense_ms=paired.reference_ms)  # pooled over the whole search
     return plan_from_widths(graph, scores, found.widths, criterion.name), found
 
 
-def _capacity(model: nn.Module, x: Any, graph: DependencyGraph, gids: Iterable[int]
-              ) -> dict[int, float]:
+def _capacity(model: nn.Module, layer_macs: dict[str, int], graph: DependencyGraph,
+              gids: Iterable[int]) -> dict[int, float]:
     """Group id -> the MACs one of its channels carries, relative to the mean over ``gids``:
     the latency search's weight of a channel's importance."""
-    macs = MacModel(model, count_flops(model, x).by_module, graph.prunable, graph.sites)
+    macs = MacModel(model, layer_macs, graph.prunable, graph.sites)
     per = {g: macs.channel_macs(g) for g in gids}
     mean = sum(per.values()) / max(len(per), 1)
     return {g: n / mean for g, n in per.items()} if mean > 0 else {}

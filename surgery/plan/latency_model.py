@@ -5,7 +5,9 @@ A ``LatencyModel`` answers ``predict(widths) -> ms`` (group id -> channels kept)
 ``TableLatency`` is the measured one: per group, the layers the group touches (conv and linear
 layers, at their real input shapes, the group's dim at each candidate width, the other dims
 full) are timed together as one block on the deployment backend; the whole model's measured
-latency minus each group's saving is the prediction. Only the widths that are faster than
+latency minus the savings is the prediction: each group's block saving added up, or, with
+``layer_shares``, each conv's share of its blocks scaled by the product of its two groups'
+speed-ups (a conv cut on both dims saves less than two full savings). Only the widths that are faster than
 every larger width measured are offered (the backend's fast channel counts), so the search
 never picks a width that is slower than a wider one. Timing goes through a ``timer(module,
 inputs) -> ms`` the caller passes (``surgery.measure.latency`` lives above this package);
@@ -69,27 +71,47 @@ class FakeLatency:
 
 @dataclass(frozen=True)
 class TableLatency:
-    """Measured: ``base_ms`` (the whole dense model) minus, per group, the block time saved.
+    """Measured: ``base_ms`` (the whole dense model) minus the time saved.
 
     ``tables[g]`` maps a width to the measured time of group ``g``'s block at that width.
+    Without ``layers`` the saving is additive: each group's block time saved. A conv is in the
+    blocks of both groups that cut it (outputs and inputs), each timed with the other dim
+    full, so cutting both counts two full savings. With ``layers`` (module -> (its ms, the
+    groups cutting it), ``layer_shares``) each layer keeps the product of its groups' block
+    speed-ups (block ms at the width / at full width): halving both dims keeps a quarter.
 
     Example:
         >>> t = TableLatency(5.0, {1: {8: 2.0, 6: 2.1, 4: 1.0, 2: 0.6}})  # 6 is slower than 8
         >>> t.predict({1: 4}), t.widths(1)
         (4.0, (8, 4, 2))
+        >>> tables = {1: {8: 2.0, 4: 1.0}, 2: {8: 2.0, 4: 1.0}}
+        >>> TableLatency(5.0, tables).predict({1: 4, 2: 4})  # additive: 5 - 1 - 1
+        3.0
+        >>> TableLatency(5.0, tables, {"conv": (2.0, (1, 2))}).predict({1: 4, 2: 4})
+        3.5
     """
 
     base_ms: float
     tables: Mapping[int, Mapping[int, float]]
+    layers: Mapping[str, tuple[float, tuple[int, ...]]] | None = None
 
     def predict(self, widths: Mapping[int, int]) -> float:
+        if self.layers is not None:
+            saved = sum(ms * (1 - float(np.prod([self._speed(g, widths) for g in gids])))
+                        for ms, gids in self.layers.values())
+            return round(self.base_ms - saved, 9)
         saved = 0.0
         for gid, table in self.tables.items():
-            full = max(table)
-            if gid in widths and widths[gid] != full:
-                xs = sorted(table)
-                saved += table[full] - float(np.interp(widths[gid], xs, [table[x] for x in xs]))
+            saved += table[max(table)] * (1 - self._speed(gid, widths))
         return round(self.base_ms - saved, 9)
+
+    def _speed(self, gid: int, widths: Mapping[int, int]) -> float:
+        """Group ``gid``'s block time at its width in ``widths`` / at full width (1: full)."""
+        table = self.tables.get(gid)
+        if not table or widths.get(gid, max(table)) == max(table) or table[max(table)] <= 0:
+            return 1.0
+        xs = sorted(table)
+        return float(np.interp(widths[gid], xs, [table[x] for x in xs])) / table[max(table)]
 
     def widths(self, gid: int) -> tuple[int, ...]:
         """The fast widths: each strictly faster than every larger width measured."""
@@ -186,6 +208,38 @@ def _block(model: nn.Module, layers: Sequence[_Layer], removed: int
         built.append(new.eval())
         inputs.append(torch.randn(*shape, generator=torch.Generator().manual_seed(0)))
     return _Block(built).eval(), tuple(inputs)
+
+
+def layer_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, tuple[int, ...]],
+                 tables: Mapping[int, Mapping[int, float]], layer_macs: Mapping[str, int]
+                 ) -> dict[str, tuple[float, tuple[int, ...]]]:
+    """Module -> (its ms, the groups with a table that cut it): for ``TableLatency(layers=)``.
+    A layer's ms is its MACs' share of each full-width block it is in, averaged over those
+    blocks.
+
+    Example:
+        >>> from graphs import trace
+        >>> from surgery.io.models import LeNet
+        >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+        >>> graph = trace(model, x)
+        >>> macs = {"conv1": 1, "conv2": 3, "fc1": 1, "fc2": 1, "fc3": 1}
+        >>> tables = {g.id: {g.channels: 2.0} for g in graph.prunable}
+        >>> layer_shares(model, graph.prunable, {n: (1,) for n in macs}, tables, macs)["conv2"]
+        (1.5, (1, 2))
+    """
+    shares: dict[str, list[float]] = {}
+    cutting: dict[str, list[int]] = {}
+    for g in groups:
+        if g.id not in tables:
+            continue
+        layers = _layers(model, g, shapes)
+        total = sum(layer_macs.get(x.module, 0) for x in layers)
+        for x in layers:
+            full_ms = tables[g.id][max(tables[g.id])]
+            shares.setdefault(x.module, []).append(
+                full_ms * layer_macs.get(x.module, 0) / total if total else 0.0)
+            cutting.setdefault(x.module, []).append(g.id)
+    return {m: (float(np.mean(ms)), tuple(cutting[m])) for m, ms in shares.items()}
 
 
 def input_shapes(model: nn.Module, example_inputs: object, run: Callable[[], object]

@@ -2,6 +2,7 @@
 model, the CLI parses units. No assertion here depends on how fast anything ran."""
 
 import importlib
+import importlib.util
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torchvision
 
 from graphs import trace
-from surgery import SurgeryError, lint, prune
+from surgery import SurgeryError, count_flops, lint, prune
 from surgery.cli import main
 from surgery.io.models import LeNet
 from surgery.plan.budget import Budget
@@ -20,10 +21,12 @@ from surgery.plan.latency_model import (
     cache_path,
     candidate_widths,
     input_shapes,
+    layer_shares,
 )
 from surgery.plan.latency_target import parse_latency, plan_from_widths, search
 
 X = torch.zeros(1, 1, 28, 28)
+HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def weight_timer(calls):
@@ -100,10 +103,33 @@ def test_capacity_weights_are_macs_per_channel_over_the_mean(tmp_path):
     from surgery.prune import _capacity
     model, x = LeNet(), torch.zeros(1, 1, 28, 28)
     graph = trace(model, x)
-    weights = _capacity(model, x, graph, [g.id for g in graph.prunable])
+    weights = _capacity(model, count_flops(model, x).by_module, graph,
+                        [g.id for g in graph.prunable])
     per = {1: 86400 // 6 + 153600 // 6, 2: 153600 // 16 + 256 // 16 * 120, 3: 340, 4: 130}
     mean = sum(per.values()) / 4
     assert weights == pytest.approx({g: n / mean for g, n in per.items()})
+
+
+def test_layer_shares_split_blocks_by_macs_and_name_both_groups():
+    # LeNet: conv2 is cut by group 1 (inputs) and group 2 (outputs); fc1 by 2 and 3
+    model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+    graph = trace(model, x)
+    macs = count_flops(model, x).by_module
+    tables = {g.id: {g.channels: 10.0, g.channels // 2: 6.0} for g in graph.prunable}
+    shares = layer_shares(model, graph.prunable, {n: (1,) for n in macs}, tables, macs)
+    assert shares["conv2"][1] == (1, 2) and shares["fc1"][1] == (2, 3)
+    in_block_2 = macs["conv2"] / (macs["conv2"] + macs["fc1"]) * 10.0
+    in_block_1 = macs["conv2"] / (macs["conv1"] + macs["conv2"]) * 10.0
+    assert shares["conv2"][0] == pytest.approx((in_block_1 + in_block_2) / 2)
+
+
+def test_product_model_keeps_a_quarter_when_both_dims_halve():
+    tables = {1: {8: 4.0, 4: 2.0}, 2: {8: 4.0, 4: 2.0}}
+    product = TableLatency(10.0, tables, {"conv": (4.0, (1, 2)), "head": (2.0, (2,))})
+    assert product.predict({1: 4, 2: 8}) == 8.0  # conv keeps half
+    assert product.predict({1: 4, 2: 4}) == 6.0  # conv keeps a quarter (-3), head half (-1)
+    assert TableLatency(10.0, tables).predict({1: 4, 2: 4}) == 6.0  # additive: -2 -2
+    assert product.widths(1) == (8, 4)
 
 
 def test_search_stops_on_the_measurement_not_the_prediction():
@@ -187,16 +213,25 @@ class ParamsTimer:
         return self.measured[-1]
 
 
-def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["eager", pytest.param("onnxruntime", marks=pytest.mark.skipif(
+    not HAS_ORT, reason="onnx / onnxruntime not installed"))])
+def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, backend):
     # surgery.prune is also the name of the function: patch the module itself
-    monkeypatch.setattr(importlib.import_module("surgery.prune"), "PairedTimer", ParamsTimer)
+    module = importlib.import_module("surgery.prune")
+    monkeypatch.setattr(module, "PairedTimer", ParamsTimer)
+    models = []
+    monkeypatch.setattr(module, "TableLatency",
+                        lambda *args: models.append(TableLatency(*args)) or models[-1])
     model = LeNet().eval()
     dense = sum(p.numel() for p in model.parameters()) / 1000
-    result = prune(model, X, target_latency_ms=dense / 2, cache_dir=tmp_path, threads=1)
+    result = prune(model, X, target_latency_ms=dense / 2, cache_dir=tmp_path, threads=1,
+                   backend=backend)
     kept = sum(p.numel() for p in result.model.parameters()) / 1000
     assert result.latency.measured_ms == pytest.approx(kept) and kept <= dense / 2
     assert result.latency.dense_ms == pytest.approx(dense * 1.1)  # pooled over the search
     assert lint(result.model, X) == []
+    # onnxruntime: each conv's two groups combine as a product; eager: the tables add up
+    assert (models[0].layers is not None) == (backend == "onnxruntime")
 
 
 def test_depthwise_and_linear_blocks_build(tmp_path):
