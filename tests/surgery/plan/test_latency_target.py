@@ -222,6 +222,9 @@ def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, 
     models = []
     monkeypatch.setattr(module, "TableLatency",
                         lambda *args: models.append(TableLatency(*args)) or models[-1])
+    # reproducible tables (real block timings would make the offered widths vary)
+    monkeypatch.setattr(module, "build_tables", lambda model, groups, shapes, _timer, path:
+                        build_tables(model, groups, shapes, weight_timer([]), path))
     model = LeNet().eval()
     dense = sum(p.numel() for p in model.parameters()) / 1000
     result = prune(model, X, target_latency_ms=dense / 2, cache_dir=tmp_path, threads=1,
