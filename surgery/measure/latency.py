@@ -118,7 +118,7 @@ def measure_latency(
     dev = _check_args(device, runs, warmup, threads, backend)
     with _num_threads(threads) as used_threads, eval_mode(model):
         runner = _make_runner(model, example_inputs, dev, backend, used_threads)
-        times = _time_runs(runner, dev, runs, warmup, progress)
+        times = interleaved([runner], dev, runs, warmup, progress)[0]
     median, p10, p90 = summarize_ms(times)
     return Latency(median, p10, p90, runs, used_threads, str(dev), backend)
 
@@ -217,23 +217,26 @@ def _to(x: object, dev: torch.device) -> object:
     return x.to(dev) if isinstance(x, torch.Tensor) else x
 
 
-def _time_runs(
-    runner: Callable[[], object], dev: torch.device, runs: int, warmup: int, progress: bool
-) -> list[float]:
-    """Call ``runner`` ``warmup`` times untimed, then ``runs`` times timed (ms)."""
+def interleaved(
+    runners: Sequence[Callable[[], object]], dev: torch.device, runs: int, warmup: int,
+    progress: bool = False,
+) -> list[list[float]]:
+    """Milliseconds per runner: ``warmup`` untimed cycles, then ``runs`` timed cycles, each
+    calling every runner once in turn (one runner: plain warm-up then timed runs)."""
     timer = _cuda_time_ms if dev.type == "cuda" else _cpu_time_ms
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in runners]
     on_device = torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()
     with on_device, torch.inference_mode(), tqdm(
-        total=warmup + runs, desc="latency", unit="run", disable=not progress
+        total=warmup + runs, desc="latency", unit="cycle", disable=not progress
     ) as bar:
-        for _ in range(warmup):
-            runner()
-            bar.update()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        for _ in range(runs):
-            times.append(timer(runner))
+        for cycle in range(warmup + runs):
+            if cycle == warmup and dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            for runner, mine in zip(runners, times):
+                if cycle < warmup:
+                    runner()
+                else:
+                    mine.append(timer(runner))
             bar.update()
     return times
 

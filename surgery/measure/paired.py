@@ -27,25 +27,21 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, nullcontext
+from collections.abc import Sequence
+from contextlib import ExitStack
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from graphs.capture import eval_mode
 from surgery.measure.latency import (
     Latency,
     _check_args,
-    _cpu_time_ms,
-    _cuda_time_ms,
     _make_runner,
     _num_threads,
+    interleaved,
     summarize_ms,
 )
-
-Runner = Callable[[], object]
 
 
 def compare_latency(models: Sequence[nn.Module], example_inputs: object,
@@ -73,35 +69,15 @@ def compare_latency(models: Sequence[nn.Module], example_inputs: object,
     return [Latency(*summarize_ms(t), runs, used, str(dev), backend) for t in times]
 
 
-def interleaved(runners: Sequence[Runner], dev: torch.device, runs: int, warmup: int,
-                progress: bool = False) -> list[list[float]]:
-    """Milliseconds per runner: ``warmup`` untimed cycles, then ``runs`` timed cycles, each
-    calling every runner once in turn."""
-    timer = _cuda_time_ms if dev.type == "cuda" else _cpu_time_ms
-    times: list[list[float]] = [[] for _ in runners]
-    on_device = torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()
-    with on_device, torch.inference_mode(), tqdm(total=warmup + runs, desc="latency",
-                                                 unit="cycle", disable=not progress) as bar:
-        for cycle in range(warmup + runs):
-            for runner, mine in zip(runners, times):
-                if cycle < warmup:
-                    runner()
-                else:
-                    mine.append(timer(runner))
-            if cycle + 1 == warmup and dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            bar.update()
-    return times
-
-
 class PairedTimer:
     """Estimates models' latency against a reference timed alongside them.
 
     ``measure(model)`` times ``model`` and the reference in turn for ``runs`` cycles and
     returns (model median / reference median in those runs) x ``reference_ms``, the median
     of every reference run so far (``calibrate`` adds reference-only runs). The reference is
-    copied once (its runner, an ONNX export for "onnxruntime", is built once); the models
-    measured are copied too, so the caller's modules are never changed.
+    copied once (its runner, an ONNX export for "onnxruntime", is built once); a measured
+    model is timed in eval mode and its flags restored, so the caller's modules are never
+    changed.
 
     Example:
         >>> from surgery.io.models import LeNet
@@ -117,7 +93,10 @@ class PairedTimer:
         self._inputs, self._runs, self._warmup = example_inputs, runs, warmup
         self._threads, self._backend = threads, backend
         self._pool: list[float] = []
-        self._reference = self._runner(reference)
+        net = copy.deepcopy(reference).eval()  # its runner outlives this call: a copy
+        with _num_threads(threads) as used:
+            self._reference = _make_runner(net, example_inputs, self._dev, backend, used,
+                                           spin=False)
 
     @property
     def reference_ms(self) -> float:
@@ -132,14 +111,10 @@ class PairedTimer:
 
     def measure(self, model: nn.Module) -> float:
         """``model``'s estimated median ms (its ratio to the reference in shared cycles)."""
-        runner = self._runner(model)
-        with _num_threads(self._threads):
+        with _num_threads(self._threads) as used, eval_mode(model):
+            runner = _make_runner(model, self._inputs, self._dev, self._backend, used,
+                                  spin=False)
             mine, ref = interleaved([runner, self._reference], self._dev, self._runs,
                                     self._warmup)
         self._pool += ref
         return summarize_ms(mine)[0] / summarize_ms(ref)[0] * summarize_ms(self._pool)[0]
-
-    def _runner(self, model: nn.Module) -> Runner:
-        net = copy.deepcopy(model).eval()
-        with _num_threads(self._threads) as used:
-            return _make_runner(net, self._inputs, self._dev, self._backend, used, spin=False)

@@ -108,10 +108,11 @@ class TableLatency:
     def _speed(self, gid: int, widths: Mapping[int, int]) -> float:
         """Group ``gid``'s block time at its width in ``widths`` / at full width (1: full)."""
         table = self.tables.get(gid)
-        if not table or widths.get(gid, max(table)) == max(table) or table[max(table)] <= 0:
+        full = max(table) if table else None
+        if full is None or widths.get(gid, full) == full or table[full] <= 0:
             return 1.0
         xs = sorted(table)
-        return float(np.interp(widths[gid], xs, [table[x] for x in xs])) / table[max(table)]
+        return float(np.interp(widths[gid], xs, [table[x] for x in xs])) / table[full]
 
     def widths(self, gid: int) -> tuple[int, ...]:
         """The fast widths: each strictly faster than every larger width measured."""
@@ -234,8 +235,8 @@ def layer_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str,
             continue
         layers = _layers(model, g, shapes)
         total = sum(layer_macs.get(x.module, 0) for x in layers)
+        full_ms = tables[g.id][max(tables[g.id])]
         for x in layers:
-            full_ms = tables[g.id][max(tables[g.id])]
             shares.setdefault(x.module, []).append(
                 full_ms * layer_macs.get(x.module, 0) / total if total else 0.0)
             cutting.setdefault(x.module, []).append(g.id)

@@ -10,8 +10,9 @@ from torch import nn
 
 from surgery.errors import SurgeryError
 from surgery.io.models import LeNet
-from surgery.measure import paired
-from surgery.measure.paired import PairedTimer, compare_latency, interleaved
+from surgery.measure import latency
+from surgery.measure.latency import interleaved
+from surgery.measure.paired import PairedTimer, compare_latency
 
 X = torch.zeros(1, 1, 28, 28)
 HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
@@ -25,7 +26,7 @@ class Clock:
         self.calls: list[str] = []
 
     def __deepcopy__(self, memo: dict) -> Clock:
-        return self  # one machine: the timer's copies of the models share it
+        return self  # one machine: the timer's copy of the reference shares it
 
 
 class Costly(nn.Module):
@@ -43,7 +44,7 @@ class Costly(nn.Module):
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    monkeypatch.setattr(paired, "_cpu_time_ms", lambda runner: float(runner()))
+    monkeypatch.setattr(latency, "_cpu_time_ms", lambda runner: float(runner()))
     return Clock()
 
 
