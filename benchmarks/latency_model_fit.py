@@ -6,13 +6,17 @@ Usage:
         --rows benchmarks/results/latency_target_s6.json
 
 Per (model, backend, threads) in the rows: the full-width blocks' summed time over the dense
-time (each conv sits in two groups' blocks, so additive tables count it twice), and, at each
-uniform L1 ratio with widths rounded to --round-to, the latency kept that the tables predict
-against the one measured (the row's rounded curve). Two predictions: "additive" (``TableLatency``
-without layers: dense minus each group's block saving) and "per-layer product"
-(``TableLatency(layers=layer_shares(...))``: each conv's share of its blocks' time, by MACs,
-scaled by the product of its groups' block speed-ups: halving both dims keeps 1/4 of it, not 0;
-``prune`` uses it on onnxruntime). Prints a markdown table.
+time (each conv sits in two groups' blocks, so additive tables count it twice), the layers'
+time over it (``layer_shares``: each conv's share of its blocks' time, by MACs), and, at each
+uniform L1 ratio with widths rounded to --round-to, the latency kept that each model predicts
+against the one measured (the row's rounded curve). The models: "additive" (``TableLatency``
+without layers: dense minus each group's block saving); "per-layer product"
+(``TableLatency(layers=...)``: each conv scaled by the product of its groups' block speed-ups,
+halving both dims keeps 1/4 of it, not 0); "+ rest" (``rest_shares``: the dense time outside
+the layers, norms and activations, shrinking with the channels); "+ fitted rest" (the share of
+that rest which shrinks, fitted by ``fit_rest`` to the measured point at ratio 0.5 and scored
+on the other points: what ``prune`` uses, fitted there to one measured probe). Prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from builders import build_model
 
 from graphs import trace
 from surgery import count_flops, prune
+from surgery.plan.latency_layers import fit_rest, layer_shares, rest_shares
 from surgery.plan.latency_model import (
     TableLatency,
     build_tables,
     cache_path,
     input_shapes,
-    layer_shares,
 )
 
 
@@ -54,12 +58,19 @@ def fit(name: str, rows: list[dict], cache_dir: str, round_to: int) -> list[list
                               cache_path(cache_dir, key[0], "cpu", key[1]))
         dense = row["search_dense_ms"]
         layers = layer_shares(model, graph.prunable, shapes, tables, flops.by_module)
-        additive, product = (TableLatency(dense, tables).predict,
-                             TableLatency(dense, tables, layers).predict)
+        rest = rest_shares(model, graph.prunable, shapes, layers, flops.by_module, dense)
         pairs = _measured(plans, row["rounded_curve"], tables)
+        product = TableLatency(dense, tables, layers)
+        probe = _probe(plans, pairs)
+        fitted = fit_rest(product, rest, probe[0], probe[1] * dense) if probe and rest else product
+        predictors = (TableLatency(dense, tables).predict, product.predict,
+                      TableLatency(dense, tables, layers, rest).predict)
         blocks = sum(max(t.values()) for t in tables.values()) / dense
-        out.append([name, *key, f"{blocks:.2f}x", len(pairs)]
-                   + [f"{_rmse(predict, pairs, dense):.3f}" for predict in (additive, product)])
+        convs = sum(ms for ms, _ in layers.values()) / dense
+        held_out = [p for p in pairs if probe is None or p[0] is not probe[0]]
+        out.append([name, *key, f"{blocks:.2f}x", f"{convs:.2f}x", len(pairs)]
+                   + [f"{_rmse(predict, pairs, dense):.3f}" for predict in predictors]
+                   + [f"{_rmse(fitted.predict, held_out, dense):.3f}"])
     return out
 
 
@@ -75,6 +86,12 @@ def _measured(plans: dict, curve: list, tables: dict) -> list[tuple[dict, float]
         if abs(point[0] - macs) <= 0.005:
             pairs.append(({g: w for g, w in widths.items() if g in tables}, point[2]))
     return pairs
+
+
+def _probe(plans: dict, pairs: list) -> tuple[dict, float] | None:
+    """The measured uniform point at ratio 0.5 (prune's probe is each group near half width)."""
+    half = plans.get(0.5)
+    return next(((w, m) for w, m in pairs if half and w.items() <= half[0].items()), None)
 
 
 def _rmse(predict, pairs: list, dense: float) -> float:
@@ -97,10 +114,13 @@ def main(argv: list[str] | None = None) -> None:
         for name in dict.fromkeys(r["model"] for r in rows):
             mine = [r for r in rows if r["model"] == name]
             body += fit(name, mine, args.cache_dir, mine[0]["round_to"])
-    print(markdown_table(["model", "backend", "threads", "full blocks / dense", "points",
-                          "rmse additive", "rmse per-layer product"], body))
+    print(markdown_table(["model", "backend", "threads", "full blocks / dense", "layers / dense",
+                          "points", "rmse additive", "rmse per-layer product",
+                          "rmse product + rest", "rmse product + fitted rest"], body))
     print("\nrmse: of predicted minus measured latency kept (dense = 1), over the uniform L1 "
-          "ratios with rounded widths.")
+          "ratios with rounded widths; the fitted rest is fitted to the point at ratio 0.5 "
+          "(as prune fits it to a probe with each group near half width) and scored on the "
+          "other points.")
 
 
 if __name__ == "__main__":

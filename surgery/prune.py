@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,12 +20,17 @@ from surgery.measure.paired import PairedTimer
 from surgery.measure.report import Report, build_report, report_from_plan
 from surgery.plan.budget import Budget, plan_model
 from surgery.plan.importance import Criterion, Importance, resolve
+from surgery.plan.latency_layers import (
+    fit_rest,
+    layer_shares,
+    probe_widths,
+    rest_shares,
+)
 from surgery.plan.latency_model import (
     TableLatency,
     build_tables,
     cache_path,
     input_shapes,
-    layer_shares,
 )
 from surgery.plan.latency_target import (
     LatencySearch,
@@ -172,17 +177,33 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
                          threads=settings.threads, backend=settings.backend)
     dense = paired.calibrate()
     layer_macs = count_flops(model, x).by_module
-    # onnxruntime fuses norms and activations into the convs: there a conv's two groups
-    # combine as a product of speed-ups (benchmarks/latency_model_fit.py: RMSE 0.06-0.10 vs
-    # 0.26-0.28 on MobileNetV2, 0.02-0.04 vs 0.30-0.33 on ResNet-50); eager runs them as ops
-    # of their own that no table holds, and the additive tables fit it better
-    layers = layer_shares(model, graph.prunable, shapes, tables, layer_macs) \
-        if settings.backend == "onnxruntime" else None
-    found = search({g: scores[g] for g in tables}, TableLatency(dense, tables, layers),
-                   settings.target_ms, measure, settings.measure_every, dense_ms=dense,
+    latency, probes = _fitted_latency(model, graph, shapes, tables, layer_macs, dense, measure)
+    found = search({g: scores[g] for g in tables}, latency, settings.target_ms, measure,
+                   settings.measure_every, dense_ms=dense,
                    weights=_capacity(model, layer_macs, graph, tables))
-    found = replace(found, dense_ms=paired.reference_ms)  # pooled over the whole search
+    # the dense time pooled over the whole search; the probe counts as a measurement
+    found = replace(found, dense_ms=paired.reference_ms,
+                    measurements=found.measurements + probes)
     return plan_from_widths(graph, scores, found.widths, criterion.name), found
+
+
+def _fitted_latency(model: nn.Module, graph: DependencyGraph, shapes: dict, tables: dict,
+                    layer_macs: dict[str, int], dense: float,
+                    measure: Callable[[dict[int, int]], float]) -> tuple[TableLatency, int]:
+    """The latency model the search follows, and how many plans it measured to fit it.
+
+    Each conv keeps the product of its two groups' block speed-ups; the rest of the dense
+    time (norms, activations, adds: ops of their own on eager, fused into the convs by
+    onnxruntime) shrinks with the channels by a share fitted to one measured plan, every
+    group near half width (benchmarks/latency_model_fit.py: RMSE of latency kept over uniform
+    plans 0.009-0.037 on eager, against 0.035-0.16 for additive tables)."""
+    layers = layer_shares(model, graph.prunable, shapes, tables, layer_macs)
+    latency = TableLatency(dense, tables, layers)
+    rest = rest_shares(model, graph.prunable, shapes, layers, layer_macs, dense)
+    if not rest:  # the layers' blocks already account for the whole dense time
+        return latency, 0
+    probe = probe_widths(latency)
+    return fit_rest(latency, rest, probe, measure(probe)), 1
 
 
 def _capacity(model: nn.Module, layer_macs: dict[str, int], graph: DependencyGraph,

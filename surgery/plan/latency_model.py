@@ -6,8 +6,9 @@ A ``LatencyModel`` answers ``predict(widths) -> ms`` (group id -> channels kept)
 layers, at their real input shapes, the group's dim at each candidate width, the other dims
 full) are timed together as one block on the deployment backend; the whole model's measured
 latency minus the savings is the prediction: each group's block saving added up, or, with
-``layer_shares``, each conv's share of its blocks scaled by the product of its two groups'
-speed-ups (a conv cut on both dims saves less than two full savings). Only the widths that are faster than
+``surgery.plan.latency_layers``, each conv's share of its blocks scaled by the product of its
+two groups' speed-ups (a conv cut on both dims saves less than two full savings), plus the
+time between the layers that shrinks with the channels. Only the widths that are faster than
 every larger width measured are offered (the backend's fast channel counts), so the search
 never picks a width that is slower than a wider one. Timing goes through a ``timer(module,
 inputs) -> ms`` the caller passes (``surgery.measure.latency`` lives above this package);
@@ -79,6 +80,8 @@ class TableLatency:
     full, so cutting both counts two full savings. With ``layers`` (module -> (its ms, the
     groups cutting it), ``layer_shares``) each layer keeps the product of its groups' block
     speed-ups (block ms at the width / at full width): halving both dims keeps a quarter.
+    ``rest`` (group id -> ms, ``surgery.plan.latency_layers.rest_shares``) is time outside the
+    layers that shrinks in proportion to the group's width (norms, activations between them).
 
     Example:
         >>> t = TableLatency(5.0, {1: {8: 2.0, 6: 2.1, 4: 1.0, 2: 0.6}})  # 6 is slower than 8
@@ -89,20 +92,25 @@ class TableLatency:
         3.0
         >>> TableLatency(5.0, tables, {"conv": (2.0, (1, 2))}).predict({1: 4, 2: 4})
         3.5
+        >>> TableLatency(5.0, tables, {"conv": (2.0, (1, 2))}, {1: 1.0}).predict({1: 4, 2: 4})
+        3.0
     """
 
     base_ms: float
     tables: Mapping[int, Mapping[int, float]]
     layers: Mapping[str, tuple[float, tuple[int, ...]]] | None = None
+    rest: Mapping[int, float] | None = None
 
     def predict(self, widths: Mapping[int, int]) -> float:
         if self.layers is not None:
             saved = sum(ms * (1 - float(np.prod([self._speed(g, widths) for g in gids])))
                         for ms, gids in self.layers.values())
-            return round(self.base_ms - saved, 9)
-        saved = 0.0
-        for gid, table in self.tables.items():
-            saved += table[max(table)] * (1 - self._speed(gid, widths))
+        else:
+            saved = sum(table[max(table)] * (1 - self._speed(gid, widths))
+                        for gid, table in self.tables.items())
+        for gid, ms in (self.rest or {}).items():
+            full = max(self.tables[gid])
+            saved += ms * (1 - widths.get(gid, full) / full)
         return round(self.base_ms - saved, 9)
 
     def _speed(self, gid: int, widths: Mapping[int, int]) -> float:
@@ -145,7 +153,7 @@ def candidate_widths(channels: int, fractions: Sequence[float] = FRACTIONS) -> t
 
 
 @dataclass(frozen=True)
-class _Layer:
+class LayerCut:
     """A conv or linear layer of one group: its module name, the dims the group cuts (dim ->
     positions per channel) and its input shape in the real forward."""
 
@@ -154,14 +162,15 @@ class _Layer:
     shape: tuple[int, ...]
 
 
-def _layers(model: nn.Module, group: Group, shapes: Mapping[str, tuple[int, ...]]
-            ) -> list[_Layer]:
+def group_layers(model: nn.Module, group: Group, shapes: Mapping[str, tuple[int, ...]]
+                 ) -> list[LayerCut]:
+    """The conv and linear layers a group cuts, with the dims it cuts and their input shapes."""
     cuts: dict[str, dict[int, int]] = {}
     for m in group.members:
         module = model.get_submodule(m.module)
         if not m.attr and m.module in shapes and _resized(module, {}) is not None:
             cuts.setdefault(m.module, {})[m.dim] = len(m.indices[0])
-    return [_Layer(name, tuple(sorted(cut.items())), shapes[name]) for name, cut in cuts.items()]
+    return [LayerCut(name, tuple(sorted(cut.items())), shapes[name]) for name, cut in cuts.items()]
 
 
 def _resized(module: nn.Module, sizes: Mapping[int, int]) -> nn.Module | None:
@@ -195,7 +204,7 @@ class _Block(nn.Module):
         return tuple(layer(x) for layer, x in zip(self.layers, inputs))
 
 
-def _block(model: nn.Module, layers: Sequence[_Layer], removed: int
+def _block(model: nn.Module, layers: Sequence[LayerCut], removed: int
            ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     built, inputs = [], []
     for layer in layers:
@@ -209,38 +218,6 @@ def _block(model: nn.Module, layers: Sequence[_Layer], removed: int
         built.append(new.eval())
         inputs.append(torch.randn(*shape, generator=torch.Generator().manual_seed(0)))
     return _Block(built).eval(), tuple(inputs)
-
-
-def layer_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, tuple[int, ...]],
-                 tables: Mapping[int, Mapping[int, float]], layer_macs: Mapping[str, int]
-                 ) -> dict[str, tuple[float, tuple[int, ...]]]:
-    """Module -> (its ms, the groups with a table that cut it): for ``TableLatency(layers=)``.
-    A layer's ms is its MACs' share of each full-width block it is in, averaged over those
-    blocks.
-
-    Example:
-        >>> from graphs import trace
-        >>> from surgery.io.models import LeNet
-        >>> model, x = LeNet(), torch.zeros(1, 1, 28, 28)
-        >>> graph = trace(model, x)
-        >>> macs = {"conv1": 1, "conv2": 3, "fc1": 1, "fc2": 1, "fc3": 1}
-        >>> tables = {g.id: {g.channels: 2.0} for g in graph.prunable}
-        >>> layer_shares(model, graph.prunable, {n: (1,) for n in macs}, tables, macs)["conv2"]
-        (1.5, (1, 2))
-    """
-    shares: dict[str, list[float]] = {}
-    cutting: dict[str, list[int]] = {}
-    for g in groups:
-        if g.id not in tables:
-            continue
-        layers = _layers(model, g, shapes)
-        total = sum(layer_macs.get(x.module, 0) for x in layers)
-        full_ms = tables[g.id][max(tables[g.id])]
-        for x in layers:
-            shares.setdefault(x.module, []).append(
-                full_ms * layer_macs.get(x.module, 0) / total if total else 0.0)
-            cutting.setdefault(x.module, []).append(g.id)
-    return {m: (float(np.mean(ms)), tuple(cutting[m])) for m, ms in shares.items()}
 
 
 def input_shapes(model: nn.Module, example_inputs: object, run: Callable[[], object]
@@ -283,7 +260,7 @@ def build_tables(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str,
     cache = json.loads(path.read_text()) if path.exists() else {}
     tables, fresh = {}, False
     for g in groups:
-        layers = _layers(model, g, shapes)
+        layers = group_layers(model, g, shapes)
         if not layers:
             continue
         key = _key(model, layers, g.channels)
@@ -302,6 +279,6 @@ def build_tables(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str,
     return tables
 
 
-def _key(model: nn.Module, layers: Sequence[_Layer], channels: int) -> str:
+def _key(model: nn.Module, layers: Sequence[LayerCut], channels: int) -> str:
     spec = [(repr(_resized(model.get_submodule(x.module), {})), x.cut, x.shape) for x in layers]
     return hashlib.sha1(repr((spec, channels, candidate_widths(channels))).encode()).hexdigest()

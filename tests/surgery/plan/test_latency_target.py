@@ -14,6 +14,12 @@ from surgery import SurgeryError, count_flops, lint, prune
 from surgery.cli import main
 from surgery.io.models import LeNet
 from surgery.plan.budget import Budget
+from surgery.plan.latency_layers import (
+    fit_rest,
+    layer_shares,
+    probe_widths,
+    rest_shares,
+)
 from surgery.plan.latency_model import (
     FakeLatency,
     TableLatency,
@@ -21,7 +27,6 @@ from surgery.plan.latency_model import (
     cache_path,
     candidate_widths,
     input_shapes,
-    layer_shares,
 )
 from surgery.plan.latency_target import parse_latency, plan_from_widths, search
 
@@ -132,6 +137,35 @@ def test_product_model_keeps_a_quarter_when_both_dims_halve():
     assert product.widths(1) == (8, 4)
 
 
+def test_rest_is_the_time_outside_the_layers_split_by_outputs():
+    model, x = LeNet(), torch.zeros(1, 1, 28, 28)
+    graph, macs = trace(model, x), count_flops(model, x).by_module
+    layers = {"conv1": (1.0, (1,)), "conv2": (2.0, (1, 2)), "fc1": (1.0, (2, 3)),
+              "fc2": (0.5, (3, 4)), "fc3": (0.5, (4,))}
+    rest = rest_shares(model, graph.prunable, {n: (1,) for n in layers}, layers, macs, 12.0)
+    # outputs: conv1 6x24x24, conv2 16x8x8, fc1 120, fc2 84, fc3 10 (no group cuts fc3's)
+    outputs = {1: 3456, 2: 1024, 3: 120, 4: 84}
+    assert rest == pytest.approx({g: 7.0 * n / 4694 for g, n in outputs.items()})
+    assert rest_shares(model, graph.prunable, {}, layers, macs, 5.0) == {}  # layers take it all
+    tables = {g: {w: 1.0 for w in (4 * n, 3 * n, 2 * n)} for g, n in {1: 2, 2: 4}.items()}
+    assert TableLatency(12.0, tables, {}, {1: 3.0}).predict({1: 4}) == 10.5  # half of 3 ms
+
+
+def test_rest_share_is_fitted_to_the_probe_and_clipped():
+    tables = {1: {16: 4.0, 12: 3.5, 9: 2.0, 8: 2.1, 4: 1.0}, 2: {8: 2.0, 4: 1.0}}
+    model = TableLatency(20.0, tables, {"a": (4.0, (1,)), "b": (2.0, (2,))})
+    probe = probe_widths(model)
+    assert probe == {1: 9, 2: 4}  # 8 is slower than 9: not offered
+    without = model.predict(probe)
+    rest = {1: 4.0, 2: 2.0}
+    full = TableLatency(20.0, tables, model.layers, rest).predict(probe)
+    half = fit_rest(model, rest, probe, (without + full) / 2)
+    assert half.rest == pytest.approx({1: 2.0, 2: 1.0})
+    assert half.predict(probe) == pytest.approx((without + full) / 2)
+    assert fit_rest(model, rest, probe, without + 1).rest == {1: 0.0, 2: 0.0}  # slower: none
+    assert fit_rest(model, rest, probe, full - 1).rest == rest  # faster: at most all of it
+
+
 def test_search_stops_on_the_measurement_not_the_prediction():
     fake = FakeLatency(10.0, {1: 0.25, 2: 0.25}, {1: 8, 2: 8})
     measured = []
@@ -194,12 +228,16 @@ def test_prune_with_a_latency_target_plumbs_through(tmp_path):
 
 
 class ParamsTimer:
-    """A stand-in for surgery.measure.paired.PairedTimer: 1 ms per 1,000 parameters; the
-    dense reference reads 10% slower in its last timing (a drifting machine)."""
+    """A stand-in for surgery.measure.paired.PairedTimer: 1 ms per 1,000 parameters plus a
+    fixed ``overhead_ms`` (a cost outside the layers that pruning does not shrink); the dense
+    reference reads 10% slower in its last timing (a drifting machine)."""
 
-    def __init__(self, reference, *args, **kwargs):
-        self.dense = sum(p.numel() for p in reference.parameters()) / 1000
-        self.measured = []
+    def __init__(self, reference, overhead_ms):
+        self.overhead, self.measured = overhead_ms, []
+        self.dense = self._ms(reference)
+
+    def _ms(self, model):
+        return sum(p.numel() for p in model.parameters()) / 1000 + self.overhead
 
     def calibrate(self):
         return self.dense
@@ -209,32 +247,44 @@ class ParamsTimer:
         return self.dense * 1.1
 
     def measure(self, model):
-        self.measured.append(sum(p.numel() for p in model.parameters()) / 1000)
+        self.measured.append(self._ms(model))
         return self.measured[-1]
 
 
 @pytest.mark.parametrize("backend", ["eager", pytest.param("onnxruntime", marks=pytest.mark.skipif(
     not HAS_ORT, reason="onnx / onnxruntime not installed"))])
-def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, backend):
+@pytest.mark.parametrize("overhead_ms", [0.0, 20.0])
+def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, backend,
+                                                         overhead_ms):
     # surgery.prune is also the name of the function: patch the module itself
     module = importlib.import_module("surgery.prune")
-    monkeypatch.setattr(module, "PairedTimer", ParamsTimer)
-    models = []
-    monkeypatch.setattr(module, "TableLatency",
-                        lambda *args: models.append(TableLatency(*args)) or models[-1])
+    timers, followed = [], []
+    monkeypatch.setattr(module, "PairedTimer", lambda reference, *args, **kwargs:
+                        timers.append(ParamsTimer(reference, overhead_ms)) or timers[-1])
+    monkeypatch.setattr(module, "search", lambda scores, latency, *args, **kwargs:
+                        followed.append(latency) or search(scores, latency, *args, **kwargs))
     # reproducible tables (real block timings would make the offered widths vary)
     monkeypatch.setattr(module, "build_tables", lambda model, groups, shapes, _timer, path:
                         build_tables(model, groups, shapes, weight_timer([]), path))
     model = LeNet().eval()
-    dense = sum(p.numel() for p in model.parameters()) / 1000
-    result = prune(model, X, target_latency_ms=dense / 2, cache_dir=tmp_path, threads=1,
+    dense = sum(p.numel() for p in model.parameters()) / 1000 + overhead_ms
+    target = dense - 0.5 * (dense - overhead_ms)
+    result = prune(model, X, target_latency_ms=target, cache_dir=tmp_path, threads=1,
                    backend=backend)
-    kept = sum(p.numel() for p in result.model.parameters()) / 1000
-    assert result.latency.measured_ms == pytest.approx(kept) and kept <= dense / 2
+    kept = sum(p.numel() for p in result.model.parameters()) / 1000 + overhead_ms
+    assert result.latency.measured_ms == pytest.approx(kept) and kept <= target
     assert result.latency.dense_ms == pytest.approx(dense * 1.1)  # pooled over the search
     assert lint(result.model, X) == []
-    # onnxruntime: each conv's two groups combine as a product; eager: the tables add up
-    assert (models[0].layers is not None) == (backend == "onnxruntime")
+    # each conv's two groups combine as a product; time outside the layers is fitted to one
+    # probe (the first plan measured, counted as a measurement): the model predicts it
+    latency = followed[0]
+    assert latency.layers is not None
+    assert result.latency.measurements == len(timers[0].measured)
+    if overhead_ms:
+        assert latency.rest and max(latency.rest.values()) < overhead_ms / 10
+        assert latency.predict(probe_widths(latency)) == pytest.approx(timers[0].measured[0])
+    else:
+        assert latency.rest is None
 
 
 def test_depthwise_and_linear_blocks_build(tmp_path):
