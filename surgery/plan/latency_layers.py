@@ -91,9 +91,9 @@ def rest_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, 
     total = sum(outputs.values())
     if rest <= 0 or total <= 0:
         return {}
-    out = {}
+    out, cutting = {}, {gid for _, gids in layers.values() for gid in gids}
     for g in groups:
-        if g.id in {gid for _, gids in layers.values() for gid in gids}:
+        if g.id in cutting:
             made = sum(outputs.get(x.module, 0) for x in group_layers(model, g, shapes)
                        if any(d == 0 for d, _ in x.cut))
             out[g.id] = rest * made / total
