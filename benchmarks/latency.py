@@ -6,9 +6,9 @@ Usage:
     .venv/bin/python benchmarks/latency.py --quick    # 64x64, 3 ratios, fewer runs (~1-2 min)
 
 Timing is interleaved: in each of --rounds rounds every variant of a model (the original and
-each pruned one) is timed with measure_latency (--runs runs after --warmup), and a variant's
-latency is the median of its round medians, so slow drifts of a shared machine hit all
-variants alike. Writes results/latency.{md,png,json} (--quick: results/latency_quick.*).
+each pruned one) is timed run by run in turn with compare_latency (--runs cycles after
+--warmup, each variant once per cycle), and a variant's latency is the median of its round
+medians, so drifts of a shared machine hit all variants alike. Writes results/latency.{md,png,json} (--quick: results/latency_quick.*).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from graphs.errors import TraceError
-from surgery import SurgeryError, count_flops, count_params, measure_latency, prune
+from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["resnet18", "resnet50", "mobilenet_v2"]
@@ -67,9 +67,9 @@ def time_interleaved(models: dict, x: torch.Tensor, args: argparse.Namespace) ->
     """Key -> (median of round medians, spread of round medians) in ms."""
     medians: dict = {key: [] for key in models}
     for _ in range(args.rounds):
-        for key, model in models.items():
-            lat = measure_latency(model, x, args.device, runs=args.runs, warmup=args.warmup,
-                                  threads=args.threads)
+        lats = compare_latency(list(models.values()), x, args.device, runs=args.runs,
+                               warmup=args.warmup, threads=args.threads)
+        for key, lat in zip(models, lats):
             medians[key].append(lat.median_ms)
     return {key: (statistics.median(v), max(v) - min(v)) for key, v in medians.items()}
 
@@ -198,8 +198,9 @@ def report_text(rows: list[dict], args: argparse.Namespace, seconds: float, load
         "# MACs kept vs latency kept" + (" (quick: a smoke test, not a result)" if args.quick
                                           else ""), "",
         (f"Input 1x3x{args.size}x{args.size}, {args.device}, eager. Latency of a variant = "
-         f"median of {args.rounds} interleaved rounds, each the median of {args.runs} runs after "
-         f"{args.warmup} warm-up; round spread = max - min of the round medians (noise)."),
+         f"median of {args.rounds} rounds, each the median of {args.runs} runs after "
+         f"{args.warmup} warm-up, all variants of a model run once per cycle in turn; round "
+         f"spread = max - min of the round medians (noise)."),
         (f"Environment: {environment_line(args.threads)}; {os.cpu_count()} CPUs, load average "
          f"{load}. Wall time {seconds:.0f}s. Plot: {args.stem}.png, data: {args.stem}.json."), "",
         points_table(rows), "",
