@@ -8,7 +8,8 @@ Usage:
 Timing is interleaved: in each of --rounds rounds every variant of a model (the original and
 each pruned one) is timed run by run in turn with compare_latency (--runs cycles after
 --warmup, each variant once per cycle), and a variant's latency is the median of its round
-medians, so drifts of a shared machine hit all variants alike. Writes results/latency.{md,png,json} (--quick: results/latency_quick.*).
+medians, so drifts of a shared machine hit all variants alike. Writes
+results/latency.{md,png,json} (--quick: results/latency_quick.*).
 """
 
 from __future__ import annotations
