@@ -47,10 +47,16 @@ def at_latency(curve: list, lat: float) -> tuple[float, float, bool]:
             float(np.interp(lat, lats, [c[1] for c in front])), lats[0] <= lat <= lats[-1])
 
 
+def _gain(row: dict, reference: str) -> float:
+    """MACs kept by the latency-targeted model over a reference's (``uniform_macs`` or
+    ``rounded_macs``) at the same latency, - 1."""
+    return row["macs_kept"] / row[reference] - 1
+
+
 def _rounded_gain(r: dict) -> str:
     if r.get("rounded_macs") is None:
         return "-"
-    return f"{r['macs_kept'] / r['rounded_macs'] - 1:+.1%}"
+    return f"{_gain(r, 'rounded_macs'):+.1%}"
 
 
 def table(rows: list[dict]) -> str:
@@ -66,7 +72,7 @@ def table(rows: list[dict]) -> str:
              f"{r['lat_kept']:.3f} / {r['fraction']:g} ({r['lat_kept'] / r['fraction'] - 1:+.1%})",
              f"{r['macs_kept']:.3f}",
              "outside the curve" if r["extrapolated"] else f"{r['uniform_macs']:.3f}",
-             "-" if r["extrapolated"] else f"{r['macs_kept'] / r['uniform_macs'] - 1:+.1%}",
+             "-" if r["extrapolated"] else f"{_gain(r, 'uniform_macs'):+.1%}",
              f"{r['params_kept']:.3f}",
              f"{r['uniform_params']:.3f}",
              f"{_rounded_gain(r)} ({r['round_to']})" if "round_to" in r else "not run",
@@ -80,7 +86,7 @@ def table(rows: list[dict]) -> str:
 def drift(row: dict) -> float:
     """How much the dense model's time moved between its first timing (the target's basis)
     and the final timing: the machine's own drift over the configuration."""
-    return row["dense_ms"] * row["fraction"] / row["target_ms"] - 1
+    return _moved(row, row["dense_ms"])
 
 
 def search_drift(row: dict) -> float | None:
@@ -88,7 +94,12 @@ def search_drift(row: dict) -> float | None:
     saved before it was recorded)."""
     if "search_dense_ms" not in row:
         return None
-    return row["search_dense_ms"] * row["fraction"] / row["target_ms"] - 1
+    return _moved(row, row["search_dense_ms"])
+
+
+def _moved(row: dict, dense_ms: float) -> float:
+    """``dense_ms`` over the dense model's first timing (target / fraction), - 1."""
+    return dense_ms * row["fraction"] / row["target_ms"] - 1
 
 
 def steady(row: dict) -> bool:
@@ -108,7 +119,7 @@ def summary(rows: list[dict]) -> str:
         mine = [r for r in rows if r["model"] == model]
         held = [r for r in mine if steady(r)]
         inside = [r for r in mine if not r["extrapolated"]]
-        gains = [r["macs_kept"] / r["uniform_macs"] - 1 for r in inside]
+        gains = [_gain(r, "uniform_macs") for r in inside]
         lines.append(f"- {model}: within 5% of the target on "
                      f"{sum(abs(r['gap']) <= 0.05 for r in mine)} of {len(mine)} rows ("
                      f"{sum(abs(r['gap']) <= 0.05 for r in held)} of {len(held)} where the "
@@ -129,7 +140,7 @@ def _paired_summary(rows: list[dict]) -> str:
 
 
 def _rounded_summary(rows: list[dict]) -> str:
-    gains = [r["macs_kept"] / r["rounded_macs"] - 1 for r in rows if r.get("rounded_macs")]
+    gains = [_gain(r, "rounded_macs") for r in rows if r.get("rounded_macs")]
     if not gains:
         return ""
     return (f"; vs uniform L1 with round_to {rows[0]['round_to']}: >= +15% on "

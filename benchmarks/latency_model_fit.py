@@ -40,6 +40,8 @@ from surgery.plan.latency_model import (
     input_shapes,
 )
 
+PROBE_RATIO = 0.5  # the uniform point "+ fitted rest" is fitted to, and left out of its score
+
 
 def fit(name: str, rows: list[dict], cache_dir: str, round_to: int) -> list[list]:
     model, x = build_model(name).eval(), input_for(name, 224)
@@ -59,15 +61,16 @@ def fit(name: str, rows: list[dict], cache_dir: str, round_to: int) -> list[list
         dense = row["search_dense_ms"]
         layers = layer_shares(model, graph.prunable, shapes, tables, flops.by_module)
         rest = rest_shares(model, graph.prunable, shapes, layers, flops.by_module, dense)
-        pairs = _measured(plans, row["rounded_curve"], tables)
+        measured = _measured(plans, row["rounded_curve"], tables)
+        pairs = list(measured.values())
         product = TableLatency(dense, tables, layers)
-        probe = _probe(plans, pairs)
+        probe = measured.get(PROBE_RATIO)  # prune's probe is each group near half width
         fitted = fit_rest(product, rest, probe[0], probe[1] * dense) if probe and rest else product
         predictors = (TableLatency(dense, tables).predict, product.predict,
                       TableLatency(dense, tables, layers, rest).predict)
         blocks = sum(max(t.values()) for t in tables.values()) / dense
         convs = sum(ms for ms, _ in layers.values()) / dense
-        held_out = [p for p in pairs if probe is None or p[0] is not probe[0]]
+        held_out = [p for ratio, p in measured.items() if ratio != PROBE_RATIO]
         out.append([name, *key, f"{blocks:.2f}x", f"{convs:.2f}x", len(pairs)]
                    + [f"{_rmse(predict, pairs, dense):.3f}" for predict in predictors]
                    + [f"{_rmse(fitted.predict, held_out, dense):.3f}"])
@@ -78,20 +81,15 @@ def _not_cached(*_args: object) -> float:
     raise SystemExit("a table is not in --cache-dir: run latency_target.py with it first")
 
 
-def _measured(plans: dict, curve: list, tables: dict) -> list[tuple[dict, float]]:
-    """(widths, measured latency kept) for the uniform plans whose MACs match a curve point."""
-    pairs = []
-    for widths, macs in plans.values():
+def _measured(plans: dict, curve: list, tables: dict) -> dict[float, tuple[dict, float]]:
+    """Ratio -> (widths, measured latency kept) for the uniform plans whose MACs match a curve
+    point."""
+    out = {}
+    for ratio, (widths, macs) in plans.items():
         point = min(curve, key=lambda c: abs(c[0] - macs))
         if abs(point[0] - macs) <= 0.005:
-            pairs.append(({g: w for g, w in widths.items() if g in tables}, point[2]))
-    return pairs
-
-
-def _probe(plans: dict, pairs: list) -> tuple[dict, float] | None:
-    """The measured uniform point at ratio 0.5 (prune's probe is each group near half width)."""
-    half = plans.get(0.5)
-    return next(((w, m) for w, m in pairs if half and w.items() <= half[0].items()), None)
+            out[ratio] = ({g: w for g, w in widths.items() if g in tables}, point[2])
+    return out
 
 
 def _rmse(predict, pairs: list, dense: float) -> float:
