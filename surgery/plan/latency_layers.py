@@ -26,14 +26,12 @@ import numpy as np
 from torch import nn
 
 from graphs.datamodel import Group
-from surgery.plan.latency_model import CONVS, TableLatency, group_layers
-
-Layers = Mapping[str, tuple[float, tuple[int, ...]]]  # module -> (its ms, groups cutting it)
+from surgery.plan.latency_model import CONVS, Layers, TableLatency, group_layers
 
 
 def layer_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, tuple[int, ...]],
                  tables: Mapping[int, Mapping[int, float]], layer_macs: Mapping[str, int]
-                 ) -> dict[str, tuple[float, tuple[int, ...]]]:
+                 ) -> Layers:
     """Module -> (its ms, the groups with a table that cut it): for ``TableLatency(layers=)``.
     A layer's ms is its MACs' share of each full-width block it is in, averaged over those
     blocks.

@@ -42,6 +42,7 @@ FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)  # the widths timed, as k
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PROBED = (3 / 4, 1 / 2)  # fractions also timed one channel below the multiple
 DEFAULT_CACHE = Path.home() / ".cache" / "model-surgery"
+Layers = Mapping[str, tuple[float, tuple[int, ...]]]  # module -> (its ms, groups cutting it)
 
 
 class LatencyModel(Protocol):
@@ -98,7 +99,7 @@ class TableLatency:
 
     base_ms: float
     tables: Mapping[int, Mapping[int, float]]
-    layers: Mapping[str, tuple[float, tuple[int, ...]]] | None = None
+    layers: Layers | None = None
     rest: Mapping[int, float] | None = None
 
     def predict(self, widths: Mapping[int, int]) -> float:
