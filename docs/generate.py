@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphs.kinds import kind_table_markdown
 from graphs.rules import rule_table_markdown
 from surgery.rebuild.surgeons import surgeon_table_markdown
 
 OVERVIEW = Path(__file__).resolve().parent / "OVERVIEW.md"
-TABLES = {"rules": rule_table_markdown, "surgeons": surgeon_table_markdown}
+TABLES = {"rules": rule_table_markdown, "kinds": kind_table_markdown,
+          "surgeons": surgeon_table_markdown}
 
 
 def replace_section(text: str, name: str, body: str) -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphs.errors import Refused
+
 
 @dataclass(frozen=True)
 class Flow:
@@ -73,7 +75,7 @@ class ChannelSets:
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         if a.shape != b.shape:
-            raise ValueError(f"cannot couple {a.shape[0]} channels with {b.shape[0]}")
+            raise Refused(f"cannot couple {a.shape[0]} channels with {b.shape[0]}")
         self.edges.append((a, b))
 
     def block(self, ids: np.ndarray, reason: str) -> None:

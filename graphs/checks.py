@@ -18,35 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from graphs.capture import capture
 from graphs.errors import TraceError
-from graphs.rules_layers import CONV_TRANSPOSES, CONVS
-
-
-def _expected(func: Any, args: tuple, kwargs: dict) -> tuple[int, int] | None:
-    """(input dim, channel count) a layer function expects, from its own tensors."""
-    def get(i: int, name: str) -> Any:
-        return args[i] if len(args) > i else kwargs.get(name)
-    if func in CONVS:
-        w, groups = get(1, "weight"), get(6, "groups") or 1
-        return (1, w.shape[1] * groups) if isinstance(w, torch.Tensor) else None
-    if func in CONV_TRANSPOSES:
-        w = get(1, "weight")
-        return (1, w.shape[0]) if isinstance(w, torch.Tensor) else None
-    if func is F.linear:
-        return -1, get(1, "weight").shape[-1]
-    if func is F.batch_norm:
-        t = next((t for t in (get(1, "running_mean"), get(3, "weight")) if t is not None), None)
-        return (1, t.shape[0]) if t is not None else None
-    if func is F.group_norm:
-        w = get(2, "weight")
-        return (1, w.shape[0]) if w is not None else None
-    if func in (F.layer_norm, F.rms_norm):
-        return -1, tuple(get(1, "normalized_shape"))[-1]
-    return None
+from graphs.kinds import function_kind
 
 
 def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
@@ -68,7 +44,8 @@ def channel_problems(model: nn.Module, example_inputs: Any) -> list[str]:
     problems: list[str] = []
 
     def check(func: Any, args: tuple, kwargs: dict, module: str) -> tuple | None:
-        want = _expected(func, args, kwargs)
+        kind = function_kind(func)
+        want = kind.expects(args, kwargs) if kind is not None and kind.expects else None
         x = args[0] if args else None
         if want is None or not isinstance(x, torch.Tensor) or x.dim() == 0:
             return None

@@ -60,10 +60,10 @@ class TraceContext:
     def fresh_like(self, node: fx.Node) -> Flow | None:
         """New elements for a tensor output whose channels we cannot relate to anything (dim 1)."""
         shape = self.shape(node)
-        if shape is None:
+        if not shape:  # no tensor, or a scalar: no channel dim
             return None
         dim = 1 if len(shape) >= 2 else 0
-        return Flow(self.sets.fresh(shape[dim] if shape else 1), dim)
+        return Flow(self.sets.fresh(shape[dim]), dim)
 
     def reject(self, node: fx.Node, op: str, why: str = "") -> Flow | None:
         """Report an op we have no rule for: its inputs and output channels are not prunable."""

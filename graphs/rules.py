@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 from graphs import (
-    rules_attention,
     rules_index,
     rules_layers,
     rules_matmul,
@@ -20,6 +19,7 @@ from graphs import (
     rules_shape,
     rules_tensor,
 )
+from graphs.kinds import KINDS
 from graphs.table import RuleTable, method
 
 __all__ = ["RuleTable", "default_rules", "method", "rule_table_markdown"]
@@ -28,12 +28,16 @@ __all__ = ["RuleTable", "default_rules", "method", "rule_table_markdown"]
 def default_rules() -> RuleTable:
     """A fresh table holding every built-in rule (a new copy per call: callers may add their own)."""
     table = RuleTable()
+    for kind in KINDS:
+        if kind.leaf:
+            table.register_kind(kind.name, kind.holds, kind.rule)
+        else:
+            table.register(list(kind.functions), kind.rule)
     rules_layers.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
     rules_index.register_all(table)
     rules_reshape.register_all(table)
-    rules_attention.register_all(table)
     rules_matmul.register_all(table)
     return table
 

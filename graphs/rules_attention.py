@@ -97,6 +97,3 @@ def packed_attention(module: nn.Module) -> bool:
             and isinstance(getattr(module, "head_dim", None), int)
             and isinstance(getattr(module, "out_proj", None), nn.Linear))
 
-
-def register_all(table) -> None:
-    table.register_kind("packed attention", packed_attention, multihead_attention)

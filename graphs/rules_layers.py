@@ -23,15 +23,15 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
-from graphs.datamodel import IN, OUT
+from graphs.datamodel import IN, OUT, SIZE
 from graphs.rules_weights import standardised_weight
 from graphs.sizes import group_count_follows, norm_shape_follows
 
@@ -178,7 +178,9 @@ def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int)
 
 
 def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """BatchNorm (and its subclasses): per-channel statistics and affine on dim 1."""
+    """BatchNorm and InstanceNorm (and their subclasses): per-channel statistics and affine on
+    dim 1, exact. A norm with no tensors of its own (``InstanceNorm2d(C)``) keeps its
+    ``num_features`` in step with the channels (a SIZE member)."""
     x = ctx.flow(node.args[0])
     tensors = {k: arg(node, i, k) for i, k in
                ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))}
@@ -188,7 +190,11 @@ def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if name is None:
         return None
     if x is None or x.dim != 1:
-        return ctx.reject(node, "batch_norm", "channels not on dim 1")
+        return ctx.reject(node, op_name(node), "channels not on dim 1")
+    caller = node.meta.get("module", "")
+    module = ctx.root.get_submodule(caller)
+    if not name and isinstance(module, _NormBase) and module.num_features == x.size:
+        ctx.sets.record(caller, SIZE, 0, x.ids, "num_features")
     return _norm_member(ctx, name, x)
 
 
@@ -226,7 +232,9 @@ def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) 
 
 
 def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """GroupNorm: prunable with 1 group or one group per channel; other group counts block."""
+    """GroupNorm: with 1 < G < C groups a group's channels are one channel here (whole groups
+    go, exact: every other group keeps its statistics); one group per channel is per-channel;
+    one group for all (G = 1) prunes single channels, inexactly (its statistics change)."""
     x = ctx.flow(node.args[0])
     if x is None:
         return None
@@ -237,10 +245,13 @@ def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x.dim != 1:
         return ctx.reject(node, "group_norm", "channels not on dim 1")
     groups = arg(node, 1, "num_groups")
-    if groups not in (1, x.size):
-        ctx.sets.block(x.ids, f"group_norm at node {node.name} with {groups} groups is not pruned")
-    elif groups == 1:
+    if not isinstance(groups, int) or groups < 1 or x.size % groups:
+        return ctx.reject(node, "group_norm", f"{groups} groups over {x.size} channels")
+    if groups == 1:
         ctx.sets.approximate(x.ids, f"group_norm over the channels at node {node.name}")
+    elif groups < x.size:
+        per = x.ids.reshape(groups, -1)
+        ctx.sets.union(np.repeat(per[:, :1], per.shape[1], axis=1).reshape(-1), x.ids)
     if not name:  # no weights (affine=False): its sizes must follow alone
         group_count_follows(ctx, node, groups, x)
     return _norm_member(ctx, name, x)
@@ -259,20 +270,9 @@ def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:
 
 
 def register_all(table) -> None:
-    table.register(CONVS, conv)
-    table.register(CONV_TRANSPOSES, conv_transpose)
-    table.register(F.linear, linear)
-    table.register(F.batch_norm, batch_norm)
-    table.register(F.layer_norm, layer_norm)
-    table.register(F.rms_norm, rms_norm)
-    table.register(F.group_norm, group_norm)
-    table.register(F.embedding, embedding)
+    """The op rules of layers that are no kind of ``graphs.kinds`` (the kinds' own functions
+    are registered from that table)."""
     table.register(torch.addmm, addmm)
-
-
-LAYER_FUNCTIONS = {*CONVS, *CONV_TRANSPOSES, F.linear, F.batch_norm, F.layer_norm, F.rms_norm,
-                   F.group_norm, F.embedding, torch.addmm}
-LAYERS = (_ConvNd, nn.Linear, _NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.Embedding)
 
 
 def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:

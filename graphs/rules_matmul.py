@@ -31,6 +31,7 @@ from torch import fx
 
 from graphs.channels import Flow, Site
 from graphs.context import TraceContext, arg, op_name
+from graphs.errors import Refused
 from graphs.table import method
 
 
@@ -127,7 +128,7 @@ def _union_heads(ctx: TraceContext, q: Flow, kv: Flow, gqa: bool) -> None:
         for column in groups.T:
             ctx.sets.union(column.copy(), kv.ids)
     else:
-        raise ValueError(f"{q.size} heads against {kv.size}")
+        raise Refused(f"{q.size} heads against {kv.size}")
 
 
 def scaled_dot_product_attention(ctx: TraceContext, node: fx.Node) -> Flow | None:

@@ -10,7 +10,10 @@ from torch import fx, nn
 from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.datamodel import OUT
-from graphs.rules_layers import LAYER_FUNCTIONS, LAYERS
+from graphs.kinds import LAYER_FUNCTIONS, layer_kind
+
+
+_READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm}  # addmm: rules_layers.addmm reads it
 
 
 def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -24,8 +27,7 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return None
     owner, _, attr = node.target.rpartition(".")
     module = ctx.root.get_submodule(owner)
-    if isinstance(module, LAYERS) or hasattr(module, "in_proj_weight") \
-            or any(user.target in LAYER_FUNCTIONS for user in node.users):
+    if layer_kind(module) is not None or any(user.target in _READ_BY_RULES for user in node.users):
         return None
     dims = [d for d, n in enumerate(tensor.shape) if n > 1]
     if not dims:

@@ -84,17 +84,17 @@ def norm_shape_follows(ctx: TraceContext, node: fx.Node, shape: tuple, x: Flow) 
 
 def group_count_follows(ctx: TraceContext, node: fx.Node, groups: int, x: Flow) -> None:
     """Make a weightless ``nn.GroupNorm`` (``affine=False``) follow pruning of ``x``'s channels:
-    ``num_channels`` (and ``num_groups`` when it is one group per channel) become SIZE members.
-    One group per channel from anything else blocks ``x``, with the reason.
+    ``num_channels`` becomes a SIZE member, and ``num_groups`` one too when whole groups go
+    (1 < G: one position per group). Groups from anything else block ``x``, with the reason.
     """
     name = node.meta.get("module", "")
     module = ctx.root.get_submodule(name)
     if isinstance(module, nn.GroupNorm) and module.num_channels == x.size:
         ctx.sets.record(name, SIZE, 0, x.ids, "num_channels")
-        if groups == x.size:
-            ctx.sets.record(name, SIZE, 0, x.ids, "num_groups")
-    elif groups == x.size and groups > 1:
-        ctx.sets.block(x.ids, f"{op_name(node)} at node {node.name} has one group per channel, "
+        if groups > 1:
+            ctx.sets.record(name, SIZE, 0, x.ids[::x.size // groups], "num_groups")
+    elif groups > 1:
+        ctx.sets.block(x.ids, f"{op_name(node)} at node {node.name} has {groups} groups, "
                               f"counted by no nn.GroupNorm")
 
 

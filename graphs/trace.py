@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from graphs.capture import capture, eval_mode
 from graphs.context import TraceContext
 from graphs.datamodel import OUT, DependencyGraph
-from graphs.errors import TraceError
+from graphs.errors import Refused, TraceError
 from graphs.grouping import build_groups_and_sites
 from graphs.rules import default_rules
 from graphs.rules_params import bare_parameter
+from graphs.sources import at_source
 from graphs.table import RuleTable
 
 __all__ = ["eval_mode", "ignored_names", "run_rule", "trace"]
@@ -91,9 +93,12 @@ def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
         return ctx.reject(node, name) if ctx.input_flows(node) else None
     try:
         return rule(ctx, node)
-    except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        return ctx.reject(node, name, f"its rule cannot read this call: {type(exc).__name__}: "
-                                      f"{exc}")
+    except Refused as exc:
+        return ctx.reject(node, name, str(exc))
+    except Exception as exc:  # a rule that fails is a bug: never hidden as "unsupported"
+        raise TraceError(f"the coupling rule {rule.__module__}.{rule.__name__} failed on "
+                         f"{name} at node {node.name}{at_source(node)} (a bug: please report "
+                         f"it): {type(exc).__name__}: {exc}") from exc
 
 
 def _has_tensor_output(node: fx.Node) -> bool:
@@ -116,11 +121,20 @@ def block_shared(ctx: TraceContext) -> None:
 
 
 def tied_modules(model: nn.Module) -> dict[str, list[str]]:
-    """Module name -> the other modules holding one of its parameters or buffers."""
-    owners: dict[int, list[str]] = {}
+    """Module name -> the other modules holding one of its parameters or buffers, or a tensor
+    with the same memory (``c3.weight.data = c2.weight.data``: two Parameters, one storage).
+
+    Example:
+        >>> import torch
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
+        >>> model[2].weight.data = model[1].weight.data
+        >>> tied_modules(model)
+        {'1': ['2'], '2': ['1']}
+    """
+    owners: dict[object, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         tensors = list(module._parameters.values()) + list(module._buffers.values())
-        for t in {id(t) for t in tensors if t is not None}:
+        for t in {_memory_key(t) for t in tensors if t is not None}:
             if name not in owners.setdefault(t, []):
                 owners[t].append(name)
     tied: dict[str, list[str]] = {}
@@ -128,6 +142,19 @@ def tied_modules(model: nn.Module) -> dict[str, list[str]]:
         for name in names if len(names) > 1 else ():
             tied.setdefault(name, []).extend(n for n in names if n != name)
     return tied
+
+
+def _memory_key(t: torch.Tensor) -> object:
+    """What identifies a tensor's values: its memory (device, storage address, offset, shape,
+    strides, dtype), so that two Parameters viewing the same memory are one; the object itself
+    where there is no memory to compare (meta, empty or storage-less tensors)."""
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
+        return id(t)
+    if t.is_meta or t.numel() == 0 or ptr == 0:
+        return id(t)
+    return (str(t.device), ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
 def block_ignored(ctx: TraceContext, ignore: tuple[str, ...]) -> None:

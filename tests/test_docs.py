@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphs.kinds import kind_table_markdown
 from graphs.rules import rule_table_markdown
 from surgery.rebuild.surgeons import surgeon_table_markdown
 
@@ -26,3 +27,8 @@ def test_surgeon_table_matches_the_registry():
 def test_rule_table_matches_the_registry():
     assert marked_section(OVERVIEW.read_text(), "rules") == rule_table_markdown(), (
         "docs/OVERVIEW.md's op -> rule table is stale: run python docs/generate.py")
+
+
+def test_kind_table_matches_the_registry():
+    assert marked_section(OVERVIEW.read_text(), "kinds") == kind_table_markdown(), (
+        "docs/OVERVIEW.md's layer-kind table is stale: run python docs/generate.py")

@@ -34,9 +34,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from graphs.datamodel import SIZE
+from graphs.kinds import indexed_tensor
 from surgery.errors import SurgeryError
 from surgery.io.safety import check_shape, read_json, write_atomic
-from surgery.layers import indexed_tensor
 from surgery.plan.plan import MemberPlan, Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import attribute_problems, lint

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from surgery.layers import layer_kind
+from graphs.kinds import layer_kind
 
 
 @dataclass(frozen=True)

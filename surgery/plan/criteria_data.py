@@ -35,7 +35,7 @@ from graphs.datamodel import OUT, Group
 from graphs.inputs import call_model
 from graphs.trace import eval_mode
 from surgery.errors import SurgeryError
-from surgery.layers import member_tensor
+from graphs.kinds import layer_kind, member_tensor
 from surgery.plan.importance import Criterion
 from surgery.plan.saliency import accumulate, criterion
 
@@ -91,11 +91,11 @@ def activation_stats(model: nn.Module, batches: Iterable, statistic: Statistic,
     Every conv, linear and norm layer is watched (channels: dim 1, or the last dim of a
     linear / layer norm on sequences).
     """
-    watched = {n: m for n, m in model.named_modules() if isinstance(m, _LAYERS)}
+    watched = {n: m for n, m in model.named_modules() if _watchable(m)}
     sums: dict[str, Tensor] = {}
 
     def hook(name: str, module: nn.Module, output: Tensor) -> None:
-        dim = -1 if isinstance(module, (nn.Linear, nn.LayerNorm)) else 1
+        dim = layer_kind(module).channel_axis
         flat = output.detach().relu().movedim(dim, 0).flatten(1)
         sums[name] = sums.get(name, 0) + statistic(flat)
 
@@ -115,9 +115,15 @@ def activation_stats(model: nn.Module, batches: Iterable, statistic: Statistic,
     return {name: s / seen for name, s in sums.items()}
 
 
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d,
-           nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+def _watchable(module: nn.Module) -> bool:
+    """A layer whose output carries its channels on a known axis (conv, linear, norms)."""
+    kind = layer_kind(module)
+    return kind is not None and kind.channel_axis is not None and not kind.leaf
+
+
+def _is_norm(module: nn.Module) -> bool:
+    kind = layer_kind(module)
+    return kind is not None and kind.norm
 
 
 def _watched(model: nn.Module, group: Group) -> list:
@@ -127,6 +133,6 @@ def _watched(model: nn.Module, group: Group) -> list:
     their own to watch; only layers' output dims are.
     """
     producers = [m for m in group.members if m.role == OUT and m.dim == 0 and not m.attr
-                 and isinstance(model.get_submodule(m.module), _LAYERS)]
-    norms = [m for m in producers if isinstance(model.get_submodule(m.module), _NORMS)]
+                 and _watchable(model.get_submodule(m.module))]
+    norms = [m for m in producers if _is_norm(model.get_submodule(m.module))]
     return norms or producers

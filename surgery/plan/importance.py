@@ -26,7 +26,7 @@ from torch import nn
 from graphs.datamodel import OUT, Group, Member
 from graphs.grouping import positions_array
 from surgery.errors import SurgeryError
-from surgery.layers import member_tensor
+from graphs.kinds import member_tensor
 
 Criterion = Callable[[nn.Module, Group], torch.Tensor]
 

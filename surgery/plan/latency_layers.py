@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from graphs.datamodel import Group
-from surgery.plan.latency_model import CONVS, Layers, TableLatency, group_layers
+from surgery.plan.latency_model import Layers, TableLatency, group_layers, timed_layer
 
 
 def layer_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, tuple[int, ...]],
@@ -85,7 +85,7 @@ def rest_shares(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, 
     """
     rest = dense_ms - sum(ms for ms, _ in layers.values())
     outputs = {name: _outputs(module, layer_macs.get(name, 0))
-               for name, module in model.named_modules() if isinstance(module, (nn.Linear, CONVS))}
+               for name, module in model.named_modules() if timed_layer(module)}
     total = sum(outputs.values())
     if rest <= 0 or total <= 0:
         return {}

@@ -36,10 +36,11 @@ import torch
 from torch import nn
 
 from graphs.datamodel import Group
+from graphs.kinds import layer_kind
+from surgery.atomic import write_text
 
 Timer = Callable[[nn.Module, tuple[torch.Tensor, ...]], float]  # (block, inputs) -> ms
 FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)  # the widths timed, as kept fractions
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PROBED = (3 / 4, 1 / 2)  # fractions also timed one channel below the multiple
 DEFAULT_CACHE = Path.home() / ".cache" / "model-surgery"
 Layers = Mapping[str, tuple[float, tuple[int, ...]]]  # module -> (its ms, groups cutting it)
@@ -175,23 +176,21 @@ def group_layers(model: nn.Module, group: Group, shapes: Mapping[str, tuple[int,
 
 
 def _resized(module: nn.Module, sizes: Mapping[int, int]) -> nn.Module | None:
-    """A fresh layer like ``module`` with weight dim d of size ``sizes[d]``; None if it is not
-    a conv or linear layer, or a grouped conv other than depthwise."""
-    if isinstance(module, nn.Linear):
-        out, inp = sizes.get(0, module.out_features), sizes.get(1, module.in_features)
-        return nn.Linear(inp, out, bias=module.bias is not None)
-    if not isinstance(module, CONVS):
-        return None
-    out = sizes.get(0, module.out_channels)
-    if module.groups == 1:
-        inp, groups = sizes.get(1, module.in_channels), 1
-    elif module.groups == module.in_channels == module.out_channels:
-        inp = groups = out
-    else:
-        return None
-    conv = next(c for c in CONVS if isinstance(module, c))  # the plain class: its arguments
-    return conv(inp, out, module.kernel_size, module.stride, module.padding,
-                module.dilation, groups, module.bias is not None, module.padding_mode)
+    """A fresh layer like ``module`` with weight dim d of size ``sizes[d]`` (its kind's
+    ``resize``); None when its kind cannot be timed alone (``graphs.kinds``)."""
+    kind = layer_kind(module)
+    return kind.resize(module, sizes) if kind is not None and kind.resize is not None else None
+
+
+def timed_layer(module: nn.Module) -> bool:
+    """Whether ``module``'s kind has a plain copy to time at other widths (conv, linear).
+
+    Example:
+        >>> timed_layer(nn.Conv2d(3, 8, 3)), timed_layer(nn.BatchNorm2d(8))
+        (True, False)
+    """
+    kind = layer_kind(module)
+    return kind is not None and kind.resize is not None
 
 
 class _Block(nn.Module):
@@ -233,7 +232,7 @@ def input_shapes(model: nn.Module, example_inputs: object, run: Callable[[], obj
 
     handles = [module.register_forward_pre_hook(record(name))
                for name, module in model.named_modules()
-               if isinstance(module, (nn.Linear, CONVS))]
+               if timed_layer(module)]
     try:
         with torch.no_grad():
             run()
@@ -274,9 +273,7 @@ def build_tables(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str,
         tables[g.id] = {int(w): float(ms) for w, ms in cache[key].items()}
     if fresh:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     return tables
 
 

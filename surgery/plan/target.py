@@ -18,7 +18,7 @@ from torch import nn
 
 from graphs.datamodel import Group, OpSite
 from surgery.errors import SurgeryError
-from surgery.layers import indexed_tensor
+from graphs.kinds import indexed_tensor
 from surgery.macs import OP_FORMULAS
 
 TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]

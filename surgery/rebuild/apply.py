@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from surgery.errors import SurgeryError
-from surgery.layers import indexed_tensor
+from graphs.kinds import indexed_tensor
 from surgery.plan.plan import Plan
 from surgery.rebuild.surgeons import default_surgeons, rebuild
 

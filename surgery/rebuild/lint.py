@@ -1,7 +1,7 @@
 """Check every producer/consumer channel count of a model, like fx's Graph.lint.
 
 Two checks: each layer's size attributes agree with its tensors (``in_channels``,
-``num_features``, ...; layers found by ``surgery.layers.layer_kind``), and a real forward on
+``num_features``, ...; each kind's ``sizes`` in ``graphs.kinds``), and a real forward on
 the example inputs gives every layer function the channels its tensors expect
 (``graphs.checks.channel_problems``).
 
@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from graphs.checks import channel_problems
-from surgery.layers import indexed_tensor, layer_kind
+from graphs.kinds import indexed_tensor, layer_kind
 
 
 def attribute_problems(model: nn.Module) -> list[str]:
@@ -42,24 +42,9 @@ def attribute_problems(model: nn.Module) -> list[str]:
 
 
 def _sizes(m: nn.Module) -> list[tuple[str, Any]]:
-    """(attribute, the value its tensors imply) for a layer of a known kind."""
+    """(attribute, the value its tensors imply) for a layer of a known kind (``kind.sizes``)."""
     kind, w = layer_kind(m), indexed_tensor(m)
-    if kind is None or w is None:
-        return []
-    if kind.name in ("conv", "conv_transpose"):
-        out_dim, in_dim = (1, 0) if kind.name == "conv_transpose" else (0, 1)
-        scale_out, scale_in = (m.groups, 1) if kind.name == "conv_transpose" else (1, m.groups)
-        return [("out_channels", w.shape[out_dim] * scale_out),
-                ("in_channels", w.shape[in_dim] * scale_in)]
-    if kind.name == "linear":
-        return [("out_features", w.shape[0]), ("in_features", w.shape[1])]
-    if kind.name == "batch_norm":
-        return [("num_features", w.shape[0])]
-    if kind.name == "group_norm":
-        return [("num_channels", w.shape[0])]
-    if kind.name == "layer_norm":
-        return [("normalized_shape", tuple(w.shape))]
-    return []
+    return kind.sizes(m, w) if kind is not None and w is not None else []
 
 
 def lint(model: nn.Module, example_inputs: Any) -> list[str]:

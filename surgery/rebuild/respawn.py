@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from surgery.errors import SurgeryError
-from surgery.layers import indexed_tensor, layer_kind
+from graphs.kinds import indexed_tensor, layer_kind
 
 Keep = dict[int, torch.Tensor]
 

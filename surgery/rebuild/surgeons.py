@@ -2,7 +2,7 @@
 
 A surgeon is ``surgeon(module, keep) -> nn.Module`` where ``keep`` maps a weight dim to the
 indices that stay (a dim not in ``keep`` stays whole). The table is keyed by the layer's kind
-(``surgery.layers``: what the layer holds, not its exact class), so subclasses with their own
+(``graphs.kinds``: what the layer holds, not its exact class), so subclasses with their own
 forward, extra child modules or hooks (timm's ``BatchNormAct2d``, ``Conv2dSame``, torchvision's
 ``LayerNorm2d``) are rebuilt as well. Each surgeon works out the new sizes; ``respawn`` makes the
 layer: same class, settings, child modules and hooks, tensors cut to ``keep``.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from torch import nn
 
 from surgery.errors import SurgeryError
-from surgery.layers import KINDS, layer_kind
+from graphs.kinds import KINDS, layer_kind
 from surgery.rebuild.attention import multihead_attention
 from surgery.rebuild.respawn import Keep, respawn
 
@@ -68,9 +68,9 @@ def layer_norm(m: nn.Module, keep: Keep) -> nn.Module:
 
 
 def group_norm(m: nn.Module, keep: Keep) -> nn.Module:
-    """num_channels; num_groups follows them when there is one group per channel."""
+    """num_channels; num_groups loses the whole groups that went (one group: stays one)."""
     n = _size(keep, 0, m.num_channels)
-    groups = n if m.num_groups == m.num_channels else m.num_groups
+    groups = 1 if m.num_groups == 1 else n // (m.num_channels // m.num_groups)
     return respawn(m, keep, {"num_channels": n, "num_groups": groups})
 
 
@@ -80,7 +80,7 @@ def embedding(m: nn.Module, keep: Keep) -> nn.Module:
 
 
 class SurgeonTable:
-    """Layer kind name (``surgery.layers.KINDS``) -> surgeon; one surgeon per kind."""
+    """Layer kind name (``graphs.kinds.KINDS``) -> surgeon; one surgeon per kind."""
 
     def __init__(self) -> None:
         self._surgeons: dict[str, Surgeon] = {}
@@ -88,7 +88,7 @@ class SurgeonTable:
     def register(self, kind: str, surgeon: Surgeon) -> None:
         """Add the surgeon of ``kind``; SurgeryError for an unknown kind or a second surgeon."""
         if kind not in {k.name for k in KINDS}:
-            raise SurgeryError(f"unknown layer kind {kind!r}: surgery.layers.KINDS has "
+            raise SurgeryError(f"unknown layer kind {kind!r}: graphs.kinds.KINDS has "
                                f"{', '.join(k.name for k in KINDS)}")
         if kind in self._surgeons:
             raise SurgeryError(f"layer kind {kind!r} already has a surgeon "
@@ -114,7 +114,7 @@ class SurgeonTable:
 
 
 def default_surgeons() -> SurgeonTable:
-    """A fresh table with a surgeon for every kind of ``surgery.layers.KINDS``."""
+    """A fresh table with a surgeon for every kind of ``graphs.kinds.KINDS``."""
     table = SurgeonTable()
     for kind, surgeon in (("attention", multihead_attention), ("conv_transpose", conv_transpose),
                           ("conv", conv), ("linear", linear), ("batch_norm", batch_norm),

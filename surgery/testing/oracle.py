@@ -26,7 +26,7 @@ from torch import nn
 from graphs.datamodel import OUT, DependencyGraph, Group
 from graphs.inputs import call_model
 from graphs.trace import trace
-from surgery.layers import member_tensor
+from graphs.kinds import member_tensor
 from surgery.plan.plan import channels_to_remove
 from surgery.prune import PruneResult, prune
 

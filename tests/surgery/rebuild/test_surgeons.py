@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from surgery import SurgeryError
-from surgery.layers import KINDS, layer_kind
+from graphs.kinds import KINDS, layer_kind
 from surgery.rebuild.attention import PrunedMultiheadAttention
 from surgery.rebuild.surgeons import SurgeonTable, default_surgeons, linear, rebuild
 
