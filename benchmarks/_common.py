@@ -11,6 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
+from surgery.atomic import write_text
+
 
 def input_for(name: str, size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
@@ -81,4 +83,4 @@ def write_marked_section(path, name: str, body: str, *, new_file: str = "",
         text = f"{head}\n{block}\n{before_heading}\n{tail}"
     else:
         text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
-    path.write_text(text)
+    write_text(path, text)

@@ -30,6 +30,7 @@ from _common import markdown_table, write_marked_section
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from surgery.atomic import write_atomic, write_text
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_flops, count_params
 from surgery.recover.data import load_mnist, loaders
@@ -187,7 +188,7 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.set(title=model, xlabel="MACs kept (%)", ylabel="test accuracy after fine-tune (%)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100))
 
 
 def write_results_section(out: Path) -> Path:
@@ -247,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     title = "Accuracy vs MACs kept" + (" (--quick smoke run, not a result)" if args.quick else "")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{stem}.md").write_text(report(rows, settings, title))
-    (out / f"{stem}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    write_text(out / f"{stem}.md", report(rows, settings, title))
+    write_text(out / f"{stem}.json", json.dumps([asdict(r) for r in rows], indent=1))
     plot(rows, out / f"{stem}.png")
     print(report(rows, settings, title))
     print(f"wrote {out / stem}.md, .json and .png")

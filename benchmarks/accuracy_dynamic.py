@@ -39,6 +39,7 @@ from _common import markdown_table, write_marked_section
 from accuracy import resnet18_mnist
 from torch import nn
 
+from surgery.atomic import write_atomic, write_text
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_flops
 from surgery.recover.at_init import prune_at_init
@@ -165,7 +166,7 @@ def plot(rows: list[dict], path: Path) -> None:
                      f"{setting[2]} epochs",
                ylabel="test accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +209,7 @@ def save(rows: list[dict]) -> str:
     earlier = json.loads(path.read_text()) if path.exists() else []
     mine = {_run_key(r) for r in rows}
     rows = [r for r in earlier if _run_key(r) not in mine] + rows
-    path.write_text(json.dumps(rows, indent=1))
+    write_text(path, json.dumps(rows, indent=1))
     plot(rows, out / "accuracy_dynamic.png")
     table = summarise(rows)
     section = ("## Prune after, during or before training (MNIST subset)\n\nWritten by "

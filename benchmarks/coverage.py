@@ -25,6 +25,8 @@ from pathlib import Path
 from _common import markdown_table, short_error
 from coverage_models import SOURCES, load_entries
 
+from surgery.atomic import write_text
+
 HERE = Path(__file__).resolve().parent
 TOOLS = ("ours", "tp")
 NOT_RUN = "not run"
@@ -140,16 +142,16 @@ def select(entries: list[dict], args: argparse.Namespace) -> list[dict]:
 def write(results: list[dict], args: argparse.Namespace, seconds: float, total: int,
           how: str) -> None:
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     ran = sum(r["ours"].get("status") != NOT_RUN for r in results)
     subset = "" if ran == total else (
         f"\n**Subset**: {ran} of the {total} models of coverage_models.json were run "
         f"(`{how}`); run the script without options for all.\n")
     took = f"; {seconds:.0f} s in all" if seconds else ""
-    out.write_text(f"# Coverage: ours vs torch-pruning\n\n{HEADER}{subset}\n"
-                   f"Timeout {args.timeout:g} s and {args.memory:g} GB address space per process"
-                   f"{took}.\n\n## Per source\n\n{summary(results)}\n\n"
-                   f"## Per model\n\n{model_rows(results)}\n")
+    write_text(out, f"# Coverage: ours vs torch-pruning\n\n{HEADER}{subset}\n"
+               f"Timeout {args.timeout:g} s and {args.memory:g} GB address space per process"
+               f"{took}.\n\n## Per source\n\n{summary(results)}\n\n"
+               f"## Per model\n\n{model_rows(results)}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from surgery.atomic import write_text
 from surgery.testing.oracle import randomize_norms, randomize_weights
 
 HERE = Path(__file__).resolve().parent
@@ -147,7 +148,7 @@ def main() -> None:
         data = json.loads(DATA.read_text()) if DATA.exists() else {"models": []}
         others = [e for e in data["models"] if e["source"] != "timm"]
         data["models"] = timm_entries() + others
-        DATA.write_text(json.dumps(data, indent=1) + "\n")
+        write_text(DATA, json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 
 from graphs.errors import TraceError
 from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
+from surgery.atomic import write_atomic, write_text
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["resnet18", "resnet50", "mobilenet_v2"]
@@ -168,7 +169,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(rows, out / f"{args.stem}.png",
          f"1x3x{args.size}x{args.size}, {args.device} eager, {args.threads} thread(s)")
     text = report_text(rows, args, seconds, load)
-    (out / f"{args.stem}.md").write_text(text)
-    (out / f"{args.stem}.json").write_text(json.dumps(
+    write_text(out / f"{args.stem}.md", text)
+    write_text(out / f"{args.stem}.json", json.dumps(
         {"settings": {k: v for k, v in vars(args).items() if k != "stem"}, "rows": rows},
         indent=1) + "\n")
     print(text)

@@ -34,6 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
+from surgery.atomic import write_atomic, write_text
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0"]
@@ -118,7 +119,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def report(rows: list[dict], args, seconds: float, load: str) -> str:
@@ -188,7 +189,7 @@ def write_section(text: str) -> None:
         old = head + section + rest.split(MARKERS[1], 1)[1]
     else:
         old = old.rstrip() + "\n\n" + section + "\n"
-    path.write_text(old)
+    write_text(path, old)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,13 +221,13 @@ def main(argv: list[str] | None = None) -> None:
             for t in args.threads:
                 rows += config(name, backend, t, args)
                 # saved after every configuration: a run stopped half-way keeps its rows
-                (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
+                write_text(out / f"{args.stem}.json", json.dumps(rows, indent=1) + "\n")
     seconds = time.perf_counter() - start
     text = report(rows, args, seconds, f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     if rows:
         plot(rows, out / f"{args.stem}.png")
-    (out / f"{args.stem}.md").write_text(text)
-    (out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_text(out / f"{args.stem}.md", text)
+    write_text(out / f"{args.stem}.json", json.dumps(rows, indent=1) + "\n")
     if not args.no_results_md:
         write_section(text)
     print(text)

@@ -27,6 +27,7 @@ from torch import nn
 from graphs import trace
 from graphs.datamodel import OUT
 from surgery import prune
+from surgery.atomic import write_text
 from surgery.testing.oracle import (
     kill_channels,
     relative_error,
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Inputs 2x3x64x64 (inception_v3 75x75, ViT/MaxViT 224x224), random weights with "
             f"randomised BN statistics, eval mode; torch {torch.__version__}, torchvision "
             f"{torchvision.__version__}; {time.perf_counter() - start:.0f} s in all.\n\n{table}\n")
-    Path(args.out).write_text(text)
+    write_text(Path(args.out), text)
     print(text)
 
 

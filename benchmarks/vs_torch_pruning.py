@@ -37,6 +37,7 @@ from builders import build_model
 
 from graphs import trace
 from surgery import count_params, prune
+from surgery.atomic import write_text
 from surgery.measure.flops import count_flops
 from surgery.measure.latency import measure_latency
 from surgery.testing.oracle import kill_channels, randomize_norms, relative_error
@@ -266,7 +267,7 @@ def main(argv=None):
 
         section += "\n" + accuracy_section(TOOLS, args.ratio) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(section.replace("## surgery", "# surgery", 1))
+    write_text(args.out, section.replace("## surgery", "# surgery", 1))
     if args.publish:
         write_marked_section(HERE / "RESULTS.md", "vs_torch_pruning", section,
                              new_file="# Benchmark results\n\nEach section is written by the "

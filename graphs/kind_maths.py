@@ -98,6 +98,24 @@ def sizes_layer_norm(m: nn.Module, w: torch.Tensor) -> list[tuple[str, Any]]:
     return [("normalized_shape", tuple(w.shape))]
 
 
+def sizes_recurrent(m: nn.Module, w: torch.Tensor | None) -> list[tuple[str, Any]]:
+    """``weight_ih_l0`` is (gates * hidden, input); ``weight_hr_l0`` (proj, hidden)."""
+    gates, w = {"LSTM": 4, "GRU": 3}.get(m.mode, 1), m.weight_ih_l0
+    found = [("input_size", w.shape[1]), ("hidden_size", w.shape[0] // gates)]
+    return found + ([("proj_size", m.weight_hr_l0.shape[0])] if m.proj_size else [])
+
+
+def recurrent_macs(steps: int, matrices: list[tuple[int, ...]]) -> int:
+    """MACs of a recurrent layer run over ``steps`` positions (time steps times batch): every
+    weight matrix multiplies one vector per step (gates' element-wise maths not counted).
+
+    Example:
+        >>> recurrent_macs(10, [(32, 6), (32, 8)])  # an LSTM(6, 8): 4 gates of 8
+        4480
+    """
+    return steps * sum(s[0] * s[1] for s in matrices if len(s) == 2)
+
+
 def no_sizes(m: nn.Module, w: torch.Tensor) -> list[tuple[str, Any]]:
     """A kind whose size attributes are not checked against its tensors."""
     return []

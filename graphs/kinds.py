@@ -7,13 +7,15 @@ packed ``in_proj_weight`` an ``attention`` layer. One ``LayerKind`` entry says
 * what the kind is (``holds``) and the torch functions its forward calls with its own
   parameters (``functions``), with the coupling rule of those calls (``rule``; a ``leaf`` kind
   is captured whole, one ``call_module`` node, and its rule reads the module);
-* the tensor a group member's weight dim indexes (``reference``) and the weight dim of its
-  output channels (``out_dim``);
+* the tensor a group member's weight dim indexes (``reference``; none: its members name its
+  parameters, cut one by one, and it needs no surgeon) and the weight dim of its output
+  channels (``out_dim``);
 * its output width, the axis of its input that carries channels and how many it expects
   (``width``, ``channel_axis``, ``input_width``; ``expects`` reads the same from a call's
   tensors), and the size attributes its tensors imply (``sizes``);
 * how to build a plain copy of another width for timing (``resize``) and whether it
-  normalises its input (``norm``).
+  normalises its input (``norm``); the MACs of ops fvcore leaves uncounted (``mac_ops``,
+  ``macs``).
 
 The tracer (``graphs.rules``), the channel checks (``graphs.checks``), the surgeons
 (registered by kind name in ``surgery.rebuild.surgeons``), lint, the MAC and latency models,
@@ -30,7 +32,7 @@ Example:
     True
     >>> [k.name for k in KINDS]
     ['attention', 'conv_transpose', 'conv', 'linear', 'batch_norm', 'layer_norm', 'group_norm', \
-'rms_norm', 'embedding']
+'rms_norm', 'embedding', 'recurrent']
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from graphs import kind_maths as maths
-from graphs import rules_attention, rules_layers
+from graphs import rules_attention, rules_layers, rules_recurrent
 from graphs.datamodel import SIZE
 from graphs.table import Rule
 
@@ -75,6 +77,9 @@ class LayerKind:
     sizes: Sizes = maths.no_sizes  # (size attribute, value implied by the reference tensor)
     resize: Resize | None = None  # a plain copy with weight dim d of size sizes[d] (timing)
     norm: bool = False  # normalises its input (activation criteria watch norms first)
+    mac_ops: tuple[str, ...] = ()  # jit ops of its forward that fvcore does not count ...
+    macs: Callable[[int, list[tuple[int, ...]]], int] | None = None  # ... their MACs from
+    #   (steps: input positions, weight matrix shapes)
 
 
 def _normalized(m: nn.Module) -> tuple[int, ...]:
@@ -120,6 +125,12 @@ KINDS: tuple[LayerKind, ...] = (  # first match wins
     LayerKind("embedding", "is an `nn.Embedding` (its features: weight dim 1)",
               lambda m: isinstance(m, nn.Embedding), rules_layers.embedding, (F.embedding,),
               out_dim=1, width=lambda m: m.embedding_dim),
+    LayerKind("recurrent", "is an `nn.RNNBase` (`nn.LSTM`, `nn.GRU`, `nn.RNN`)",
+              lambda m: isinstance(m, nn.RNNBase), rules_recurrent.recurrent, leaf=True,
+              reference=(), width=lambda m: m.proj_size or m.hidden_size, channel_axis=-1,
+              input_width=lambda m: m.input_size, sizes=maths.sizes_recurrent,
+              mac_ops=("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"),
+              macs=maths.recurrent_macs),
 )
 
 LAYER_FUNCTIONS = frozenset(f for kind in KINDS for f in kind.functions)
@@ -189,8 +200,8 @@ def kind_table_markdown() -> str:
         >>> print(kind_table_markdown().splitlines()[0])
         | kind | a layer is of this kind when it | traced as | coupling rule | input channels |
     """
-    lines = ["| kind | a layer is of this kind when it | traced as | coupling rule | "
-             "input channels |", "|---|---|---|---|---|"]
+    head = "| kind | a layer is of this kind when it | traced as | coupling rule | input channels |"
+    lines = [head, "|---|---|---|---|---|"]
     for kind in KINDS:
         calls = "the whole module" if kind.leaf else ", ".join(
             f"`{getattr(f, '__name__', f)}`" for f in kind.functions)

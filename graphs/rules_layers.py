@@ -32,7 +32,7 @@ from torch.nn.modules.conv import _ConvNd
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import IN, OUT, SIZE
-from graphs.rules_weights import standardised_weight
+from graphs.rules_weights import parametrized_weight, standardised_weight
 from graphs.sizes import group_count_follows, norm_shape_follows
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
@@ -76,7 +76,7 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     x, weight = ctx.flow(node.args[0]), arg(node, 1, "weight")
     standardised = standardised_weight(ctx, weight)
     weight = standardised if standardised is not None else weight
-    name = owner_of(ctx, node, _ConvNd, {"weight": weight, "bias": arg(node, 2, "bias")})
+    name, inexact = weight_owner(ctx, node, _ConvNd, weight, arg(node, 2, "bias"))
     if name is None:
         return None
     if not name:
@@ -85,6 +85,8 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or x.dim != 1:
         x = untracked_input(ctx, node, x, per_group * groups)
     ctx.calls[name] += 1
+    if inexact:
+        ctx.sets.approximate(x.ids, inexact)
     if standardised is not None and not groups == x.size == out_ch:
         ctx.sets.approximate(x.ids, f"{name} standardises its filters over their input "
                                     f"channels (weight standardisation)")
@@ -92,11 +94,34 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
         ctx.sets.record(name, IN, 1, x.ids)
         out = ctx.sets.fresh(out_ch)
         ctx.sets.record(name, OUT, 0, out)
+        if inexact:
+            ctx.sets.approximate(out, inexact)
         return Flow(out, 1)
     if groups == x.size == out_ch:
         ctx.sets.record(name, OUT, 0, x.ids)  # depthwise: channel c in -> channel c out
         return x
-    return grouped_conv(ctx, name, groups, x.ids, out_ch)
+    out = grouped_conv(ctx, name, groups, x.ids, out_ch)
+    if inexact:
+        ctx.sets.approximate(out.ids, inexact)
+    return out
+
+
+def weight_owner(ctx: TraceContext, node: fx.Node, base: type, weight, bias) -> tuple:
+    """(owner, why pruning it is inexact or "") of a layer call's weight and bias: the owner of
+    both tensors (``owner_of``), or of a weight computed by a parametrization
+    (``rules_weights.parametrized_weight``); (None, "") after reporting the op."""
+    found = parametrized_weight(ctx, weight)
+    if found is None:
+        return owner_of(ctx, node, base, {"weight": weight, "bias": bias}), ""
+    owner, inexact = found
+    name = owner_of(ctx, node, base, {"bias": bias})
+    if name is None:
+        return None, ""
+    if name not in ("", owner) or not isinstance(ctx.root.get_submodule(owner), base):
+        ctx.reject(node, op_name(node), f"a parametrized weight of {owner!r} with the bias of "
+                                        f"{name!r}, or not a {_names(base)}")
+        return None, ""
+    return owner, inexact
 
 
 def grouped_conv(ctx: TraceContext, name: str, groups: int, ids, out_channels: int) -> Flow:
@@ -144,8 +169,8 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     x, weight, shape = ctx.flow(node.args[0]), arg(node, 1, "weight"), ctx.shape(node.args[0])
     bias = arg(node, 2, "bias")
     traced_bias = ctx.flow(bias)
-    tensors = {"weight": weight} if traced_bias is not None else {"weight": weight, "bias": bias}
-    name = owner_of(ctx, node, nn.Linear, tensors)
+    name, inexact = weight_owner(ctx, node, nn.Linear, weight,
+                                 None if traced_bias is not None else bias)
     if name is None:
         return None
     if not name or shape is None:
@@ -160,6 +185,8 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     ctx.sets.record(name, IN, 1, x.ids)
     out = ctx.sets.fresh(out_features)
     ctx.sets.record(name, OUT, 0, out)
+    for ids in (x.ids, out) if inexact else ():
+        ctx.sets.approximate(ids, inexact)
     if traced_bias is not None:
         ctx.sets.union(out, traced_bias.ids)
     return Flow(out, len(shape) - 1)

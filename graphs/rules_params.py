@@ -12,7 +12,6 @@ from graphs.context import TraceContext
 from graphs.datamodel import OUT
 from graphs.kinds import LAYER_FUNCTIONS, layer_kind
 
-
 _READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm}  # addmm: rules_layers.addmm reads it
 
 
@@ -25,6 +24,8 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
     tensor = ctx.params.get(node.target)
     if not isinstance(tensor, nn.Parameter) or not tensor.is_floating_point():
         return None
+    if ".parametrizations." in "." + node.target:  # a parametrized weight's originals:
+        return None  # the layer rule reads them (rules_weights.parametrized_weight)
     owner, _, attr = node.target.rpartition(".")
     module = ctx.root.get_submodule(owner)
     if layer_kind(module) is not None or any(user.target in _READ_BY_RULES for user in node.users):

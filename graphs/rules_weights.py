@@ -44,6 +44,50 @@ from torch import fx
 from graphs.context import TraceContext, arg
 
 _AFFINE_OPS = {operator.mul, torch.mul, "mul", "view", "reshape", "flatten"}
+_WEIGHT_NORM = {("parametrizations.weight.original1", "parametrizations.weight.original0"),
+                ("weight_v", "weight_g")}  # (v, g): torch.nn.utils.parametrizations / the old
+
+
+def parametrized_weight(ctx: TraceContext, weight) -> tuple[str, str] | None:
+    """(owner, why pruning it is inexact or "") when ``weight`` is a layer's weight computed by
+    a parametrization: ``weight_norm`` (``torch._weight_norm(v, g, 0)`` from the layer's own
+    ``parametrizations.weight.original1/0`` or the old ``weight_v/weight_g``: exact, each output
+    filter is normalised on its own and dead input columns add nothing to its norm) or
+    ``spectral_norm`` (``original / sigma``: inexact, sigma is the largest singular value of
+    the whole weight); None for anything else.
+
+    Example:
+        >>> from torch.nn.utils.parametrizations import weight_norm
+        >>> from graphs import trace
+        >>> model = torch.nn.Sequential(weight_norm(torch.nn.Conv2d(3, 4, 1)), torch.nn.Conv2d(4, 2, 1))
+        >>> [m.short() for m in trace(model, torch.zeros(1, 3, 2, 2)).prunable[0].members]
+        ['0.out', '1.in']
+    """
+    if not isinstance(weight, fx.Node):
+        return None
+    if weight.target is torch._weight_norm and len(weight.args) == 3 and weight.args[2] == 0:
+        v, g = weight.args[:2]
+        for v_name, g_name in _WEIGHT_NORM:
+            owner = _owner(ctx, v, v_name)
+            if owner is not None and owner == _owner(ctx, g, g_name):
+                return owner, ""
+    if weight.target in ("div", torch.div) and len(weight.args) == 2:
+        source = weight.args[0]
+        if isinstance(source, fx.Node) and source.target == "flatten" \
+                and ctx.shape(source) == ctx.shape(source.args[0]):
+            source = source.args[0]  # a 2-d weight's matrix: flatten(1) returned it as it is
+        owner = _owner(ctx, source, "parametrizations.weight.original")
+        if owner is not None:
+            return owner, (f"{owner or 'the model'} divides its weight by its largest singular "
+                           f"value (spectral_norm), which pruning changes")
+    return None
+
+
+def _owner(ctx: TraceContext, node, suffix: str) -> str | None:
+    """The module owning parameter ``node`` when its name ends in ``.suffix``; else None."""
+    if not _is_param(ctx, node) or not ("." + node.target).endswith("." + suffix):
+        return None
+    return node.target[:-len(suffix)].rstrip(".")
 
 
 def standardised_weight(ctx: TraceContext, weight) -> fx.Node | None:

@@ -18,6 +18,7 @@ from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import measure_latency
 from surgery.measure.paired import PairedTimer
 from surgery.measure.report import Report, build_report, report_from_plan
+from surgery.plan.blocked import warn_if_blocked
 from surgery.plan.budget import Budget, plan_model
 from surgery.plan.importance import Criterion, Importance, resolve
 from surgery.plan.latency_layers import (
@@ -110,7 +111,9 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     (``surgery.plan.latency_target``; tables cached under ``cache_dir``, default
     ~/.cache/model-surgery); ``result.latency`` says where it landed. ``max_ratio`` caps the
     fraction of any group's channels removed (useful with ``global_ranking`` and
-    ``target_macs``, which may otherwise leave a layer one channel wide).
+    ``target_macs``, which may otherwise leave a layer one channel wide). Warns
+    (``surgery.plan.blocked.BlockedWarning``) when less than half of the model's channels are
+    prunable or some layers with parameters are read by no rule, naming the top reasons.
 
     Example:
         >>> import torch
@@ -126,6 +129,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         graph = trace(model, example_inputs, ignore=ignore)
     except TraceError as exc:
         raise SurgeryError(str(exc)) from exc
+    warn_if_blocked(model, graph)  # less than half the channels prunable, or layers unread
     found = None
     if target_latency_ms is not None:
         settings = LatencyTarget(target_latency_ms, backend, device, threads, cache_dir)

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from surgery.atomic import write_text
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
-from surgery.io.safety import MAX_DIMS, check_shape
+from surgery.io.safety import MAX_DIMS, check_shape, read_json
 from surgery.measure.latency import check_device
 
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -183,7 +184,6 @@ def record_num_classes(plan_file: str | Path, num_classes: int | None) -> None:
     same base model)."""
     if num_classes is None:
         return
-    path = Path(plan_file)
-    data = json.loads(path.read_text())
+    data = read_json(Path(plan_file))
     data["num_classes"] = num_classes
-    path.write_text(json.dumps(data, indent=1))
+    write_text(plan_file, json.dumps(data, indent=1))

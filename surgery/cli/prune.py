@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+
+from torch import nn
 
 from surgery.cli.common import (
     add_force_argument,
@@ -17,7 +20,9 @@ from surgery.cli.common import (
 from surgery.errors import SurgeryError
 from surgery.io.saving import save
 from surgery.measure.flops import count_flops
+from surgery.plan.blocked import BlockedWarning, blocked_summary
 from surgery.plan.latency_target import parse_latency
+from surgery.plan.plan import MemberPlan
 from surgery.prune import PruneResult, prune
 
 HELP = "prune a model and write weights + plan"
@@ -26,7 +31,8 @@ Remove whole channels (conv filters, linear features, attention heads) from a mo
 the smaller model: DIR/model.safetensors (weights) and DIR/plan.json (which channels went, so
 `surgery export`, `surgery finetune` and `surgery report` can rebuild it). Coupled layers
 (residual adds, concatenations, norms, attention) are pruned together. Prints params and MACs
-before and after. Give either --ratio or --target-macs."""
+before and after and, when less than half the channels are prunable or some layers are read by
+no rule, the top reasons that block the rest. Give either --ratio or --target-macs."""
 EPILOG = """\
 examples:
   surgery prune lenet --ratio 0.5 --out out/lenet
@@ -92,24 +98,67 @@ def run(args: argparse.Namespace) -> None:
     target_macs = None if args.target_macs is None else parse_count(args.target_macs)
     latency = None if args.target_latency is None else parse_latency(args.target_latency)
     model, x = model_and_input(args)
-    result = prune(model, x, ratio=ratio, target_macs=target_macs,
-                   global_ranking=args.global_ranking, max_ratio=args.max_ratio,
-                   importance=args.importance, ignore=args.ignore, round_to=args.round_to,
-                   target_latency_ms=latency, backend=args.backend, threads=args.threads)
+    with warnings.catch_warnings():  # printed below, with the command that shows all
+        warnings.simplefilter("ignore", BlockedWarning)
+        result = prune(model, x, ratio=ratio, target_macs=target_macs,
+                       global_ranking=args.global_ranking, max_ratio=args.max_ratio,
+                       importance=args.importance, ignore=args.ignore, round_to=args.round_to,
+                       target_latency_ms=latency, backend=args.backend, threads=args.threads)
     macs = count_flops(model, x).total, count_flops(result.model, x).total
-    if args.dry_run:
-        print("\n".join(group_lines(result)))
-    print(result.summary())
-    print(f"params before: {result.params_before:,}")
-    print(f"params after:  {result.params_after:,}")
-    print(f"MACs before:   {macs[0]:,}")
-    print(f"MACs after:    {macs[1]:,} ({macs[1] / max(macs[0], 1):.1%} kept)")
+    lines = group_lines(result) + inexact_lines(result) if args.dry_run else []
+    print("\n".join(lines + count_lines(result, macs) + blocked_lines(args, model, result)))
     if args.dry_run:
         print("dry run: nothing written")
         return
     weights, plan = save(result, prepare_out_folder(out), base=args.model, input_shape=x.shape)
     record_num_classes(plan, args.num_classes)
     print(f"wrote {weights} and {plan}")
+
+
+def count_lines(result: PruneResult, macs: tuple[int, int]) -> list[str]:
+    """Groups pruned, then params and MACs before -> after (each once).
+
+    Example:
+        >>> import torch
+        >>> from surgery.io.models import LeNet
+        >>> count_lines(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5), (281640, 92220))
+        ['pruned 4 of 6 channel groups (2 not prunable)', 'params before: 44,426', \
+'params after:  11,418 (25.7% kept)', 'MACs before:   281,640', 'MACs after:    92,220 (32.7% kept)']
+    """
+    groups = result.graph.groups
+    pruned = sum(1 for g in result.plan.groups if g.removed_channels)
+    params = result.params_before, result.params_after
+    blocked = len(groups) - len(result.graph.prunable)
+    return [f"pruned {pruned} of {len(groups)} channel groups ({blocked} not prunable)",
+            f"params before: {params[0]:,}",
+            f"params after:  {params[1]:,} ({params[1] / max(params[0], 1):.1%} kept)",
+            f"MACs before:   {macs[0]:,}",
+            f"MACs after:    {macs[1]:,} ({macs[1] / max(macs[0], 1):.1%} kept)"]
+
+
+def blocked_lines(args: argparse.Namespace, model: nn.Module, result: PruneResult) -> list[str]:
+    """When less than half the channels are prunable or some layers are read by no rule: the
+    top 5 reasons (one source line each), untouched layers, and the command that shows all."""
+    found = blocked_summary(model, result.graph)
+    if not found.worrying:
+        return []
+    see = ["surgery graph", args.model]
+    see += ["--input-shape", args.input_shape] if args.input_shape else []
+    see += ["--num-classes", str(args.num_classes)] if args.num_classes else []
+    see += ["--ignore", *args.ignore] if args.ignore else []
+    head, *rest = found.lines(top=5)
+    return [f"blocked: {head}"] + [f"  {line}" for line in rest] + [f"see all: {' '.join(see)}"]
+
+
+def inexact_lines(result: PruneResult) -> list[str]:
+    """The groups this plan cuts whose pruning is not exact (a norm over their channels), with
+    the reason: their output changes even where the removed channels were dead."""
+    inexact = {g.id: g.inexact for g in result.graph.groups if g.inexact}
+    cut = [g for g in result.plan.groups if g.removed_channels and g.group in inexact]
+    if not cut:
+        return []
+    return ["not exact (the output changes even where the removed channels were dead):"] + [
+        f"  group {g.group} ({_names(g.members)}): {inexact[g.group]}" for g in cut]
 
 
 def group_lines(result: PruneResult) -> list[str]:
@@ -121,10 +170,10 @@ def group_lines(result: PruneResult) -> list[str]:
         >>> group_lines(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5))[0]
         'group 1 (conv1, conv2): 6 -> 3 channels'
     """
-    lines = []
-    for g in result.plan.groups:
-        names = list(dict.fromkeys(m.module for m in g.members))
-        shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
-        lines.append(f"group {g.group} ({shown}): {g.channels} -> "
-                     f"{g.channels - len(g.removed_channels)} channels")
-    return lines
+    return [f"group {g.group} ({_names(g.members)}): {g.channels} -> "
+            f"{g.channels - len(g.removed_channels)} channels" for g in result.plan.groups]
+
+
+def _names(members: list[MemberPlan]) -> str:
+    names = list(dict.fromkeys(m.module for m in members))
+    return ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")

@@ -16,6 +16,7 @@ import argparse
 import torch
 from safetensors.torch import save_file
 
+from surgery.atomic import write_atomic
 from surgery.cli.common import (
     add_force_argument,
     add_run_arguments,
@@ -24,7 +25,6 @@ from surgery.cli.common import (
 )
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
-from surgery.io.safety import write_atomic
 from surgery.recover.data import load_mnist, loaders
 from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
 from surgery.recover.train import evaluate, finetune, train

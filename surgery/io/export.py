@@ -5,6 +5,11 @@ in onnxruntime against PyTorch. ``export_program`` writes a ``.pt2`` file that
 ``torch.export.load`` reads back. Saving and reloading the pruned weights themselves (safetensors
 + plan.json) is in ``surgery.io.saving``.
 
+Both export the model as it runs for inference (eval mode) and never change the user's model:
+a model with a module in training mode is exported from a deep copy (``inference_model``), so
+its training flags and BatchNorm running statistics stay as they were. Files are written by
+``surgery.atomic.write_atomic`` (a temporary file, checked, then renamed into place).
+
 Example:
     >>> import tempfile, torch
     >>> from surgery import prune
@@ -17,14 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from graphs.capture import eval_mode
 from graphs.inputs import split_inputs
+from surgery.atomic import write_atomic
 from surgery.errors import SurgeryError
 
 try:  # optional: the `export` extra (pip install onnx onnxruntime)
@@ -47,6 +57,30 @@ def positional(example_inputs: Any, what: str) -> tuple:
     return args
 
 
+@contextmanager
+def inference_model(model: nn.Module) -> Iterator[nn.Module]:
+    """The model to export, in eval mode for the block: an eval-mode deep copy when a module of
+    ``model`` is in training mode (the user's flags and BatchNorm statistics are never touched,
+    not even for the block), else ``model`` itself inside ``graphs.capture.eval_mode`` (torch's
+    exporters flip flags while they run; eval_mode restores them, also when blocks overlap). A
+    model that cannot be copied is used itself, in eval_mode.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train()
+        >>> with inference_model(model) as net:
+        ...     net is model, net.training, model.training
+        (False, False, True)
+    """
+    net = model
+    if any(m.training for m in model.modules()):
+        try:
+            net = copy.deepcopy(model)
+        except (RuntimeError, TypeError, copy.Error):  # e.g. old-style weight_norm layers
+            net = model
+    with eval_mode(net):
+        yield net
+
+
 def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path,
                 opset: int = 17) -> Path:
     """Export to ONNX with a dynamic batch dim (dim 0 of every input/output); check the file.
@@ -62,26 +96,33 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path,
     if onnx is None:
         raise SurgeryError("ONNX export needs the 'onnx' package: pip install onnx")
     args = positional(example_inputs, "ONNX export")
-    with torch.no_grad():
-        outputs = model(*args)
-    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
-    inputs = [f"input{i}" for i in range(len(args))]
-    outs = [f"output{i}" for i in range(n_out)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with inference_model(model) as net:
+        with torch.no_grad():
+            outputs = net(*args)
+        n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+        names = ([f"input{i}" for i in range(len(args))], [f"output{i}" for i in range(n_out)])
+        try:
+            write_atomic(path, lambda tmp: _onnx_file(net, args, tmp, opset, names))
+        except Exception as exc:  # the exporter and checker raise many types
+            raise SurgeryError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    return path
+
+
+def _onnx_file(model: nn.Module, args: tuple, path: Path, opset: int,
+               names: tuple[list[str], list[str]]) -> None:
+    """Export ``model`` to the ONNX file ``path`` (dynamic batch) and check it."""
+    inputs, outs = names
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning,
                                 message=r"You are using the legacy TorchScript-based ONNX")
         warnings.filterwarnings("ignore", category=DeprecationWarning,
                                 message=r"The feature will be removed", module=r"torch\.onnx")
-        try:
-            torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset,
-                              input_names=inputs, output_names=outs,
-                              dynamic_axes={n: {0: "batch"} for n in inputs + outs})
-            onnx.checker.check_model(str(path))
-        except Exception as exc:  # the exporter and checker raise many types
-            raise SurgeryError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
-    return path
+        torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset,
+                          input_names=inputs, output_names=outs,
+                          dynamic_axes={n: {0: "batch"} for n in inputs + outs})
+    onnx.checker.check_model(str(path))
 
 
 def export_program(model: nn.Module, example_inputs: Any, path: str | Path) -> Path:
@@ -106,14 +147,14 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | Path) -> P
     dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.dim() else None
                     for a in args)
     try:
-        program = torch.export.export(model, args, dynamic_shapes=dynamic)
+        with inference_model(model) as net:
+            program = torch.export.export(net, args, dynamic_shapes=dynamic)
     except Exception as exc:  # export raises many types for unsupported models
         raise SurgeryError(f"torch.export failed: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path))
-    return path
+    return write_atomic(path, lambda tmp: torch.export.save(program, str(tmp)))
 
 
 def compare_onnx(path: str | Path, model: nn.Module, example_inputs: Any) -> float:
@@ -146,4 +187,4 @@ def compare_onnx(path: str | Path, model: nn.Module, example_inputs: Any) -> flo
     return max(errors)
 
 
-__all__ = ["compare_onnx", "export_onnx", "export_program"]
+__all__ = ["compare_onnx", "export_onnx", "export_program", "inference_model"]

@@ -155,13 +155,15 @@ def resolve_builtin(spec: str, source: str,
                     num_classes: int | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     """Like ``resolve_model``, for a MODEL name read from a file (``source``): only built-in
     models (``lenet``, torchvision names). A saved folder never makes code run, so a file base
-    must come from the user's own command line (``--base``).
+    must come from the user's own command line (``--base``); nor does it pick a timm model
+    (any of timm's hundreds of names, some of billions of parameters): pass ``--base timm:NAME``.
 
     Example:
         >>> resolve_builtin("lenet", "plan.json")[1]
         (1, 1, 28, 28)
     """
-    if not isinstance(spec, str) or is_file_spec(spec) or spec != spec.strip() or not spec:
+    if not isinstance(spec, str) or is_file_spec(spec) or spec.startswith("timm:") or \
+            spec != spec.strip() or not spec:
         raise SurgeryError(f"{source} names base {str(spec)[:80]!r}, which is not a built-in "
                            f"model; a saved folder never runs code: if you trust that file, "
                            f"pass --base yourself")

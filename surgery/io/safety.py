@@ -1,16 +1,14 @@
-"""Bounds on what a saved folder may ask for, and writes that never follow a symlink.
+"""Bounds on what a saved folder may ask for.
 
 A folder from someone else is data: ``plan.json`` is read with a size, nesting-depth and
-integer-length bound (``read_json``), a recorded input shape is bounded in elements
-(``check_shape``) before anything is allocated, and files are written to a temporary name and
-renamed into place (``write_atomic``), so a symlink at the destination is replaced, never
-written through.
+integer-length bound (``read_json``), and a recorded input shape is bounded in elements
+(``check_shape``) before anything is allocated. Files are written by ``surgery.atomic``.
 
 Example:
     >>> import tempfile
     >>> from pathlib import Path
-    >>> path = write_atomic(Path(tempfile.mkdtemp()) / "a.json", lambda p: p.write_text("[1]"))
-    >>> read_json(path)
+    >>> from surgery.atomic import write_text
+    >>> read_json(write_text(Path(tempfile.mkdtemp()) / "a.json", "[1]"))
     [1]
 """
 
@@ -19,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +70,37 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file of at most ``MAX_JSON_BYTES``, nesting at most ``MAX_DEPTH`` deep,
-    integers of at most ``MAX_INT_DIGITS`` digits, no NaN/Infinity; else SurgeryError."""
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise SurgeryError(f"{path} is {size:,} bytes; at most {MAX_JSON_BYTES:,} are read")
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the plain file ``path``, read from the open file (never trusting its stat
+    size: /proc files say 0) and at most ``limit`` of them; else SurgeryError. A FIFO, device or
+    folder is refused without blocking.
+
+    Example:
+        >>> import tempfile
+        >>> from surgery.atomic import write_text
+        >>> read_bounded(write_text(Path(tempfile.mkdtemp()) / "a.json", "[1]"), 10)
+        b'[1]'
+    """
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_int=_bounded_int,
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise SurgeryError(f"{path} is not a plain file")
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise SurgeryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise SurgeryError(f"{path} is over {limit:,} bytes; at most {limit:,} are read")
+    return data
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file of at most ``MAX_JSON_BYTES`` (``read_bounded``), nesting at most
+    ``MAX_DEPTH`` deep, integers of at most ``MAX_INT_DIGITS`` digits, no NaN/Infinity; else
+    SurgeryError."""
+    text = read_bounded(path, MAX_JSON_BYTES)
+    try:
+        data = json.loads(text.decode("utf-8"), parse_int=_bounded_int,
                           parse_constant=_no_constant)
     except RecursionError:
         raise SurgeryError(f"{path} nests deeper than {MAX_DEPTH} levels") from None
@@ -90,19 +111,4 @@ def read_json(path: Path) -> Any:
     return data
 
 
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a new temporary file beside ``path``, then rename it to ``path``
-    (a symlink there is replaced, not followed); the temporary file is removed on failure."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-__all__ = ["MAX_ELEMENTS", "check_shape", "read_json", "write_atomic"]
+__all__ = ["MAX_ELEMENTS", "check_shape", "read_bounded", "read_json"]

@@ -35,8 +35,9 @@ from torch import nn
 
 from graphs.datamodel import SIZE
 from graphs.kinds import indexed_tensor
+from surgery.atomic import write_atomic, write_text
 from surgery.errors import SurgeryError
-from surgery.io.safety import check_shape, read_json, write_atomic
+from surgery.io.safety import check_shape, read_json
 from surgery.plan.plan import MemberPlan, Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import attribute_problems, lint
@@ -76,7 +77,7 @@ def save(result: Any, directory: str | Path, base: str | None = None,
         data["base"] = base
     if input_shape is not None:
         data["input_shape"] = [int(s) for s in input_shape]
-    write_atomic(out / PLAN_FILE, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+    write_text(out / PLAN_FILE, json.dumps(data, indent=1))
     return out / WEIGHTS_FILE, out / PLAN_FILE
 
 

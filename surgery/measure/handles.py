@@ -19,6 +19,7 @@ from collections.abc import Callable
 from math import prod
 from typing import Any
 
+from graphs.kinds import KINDS
 from surgery.macs import attention_macs, multihead_macs
 
 Handle = Callable[[list[Any], list[Any]], int]
@@ -70,6 +71,19 @@ def rms_norm_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return prod(_shape(inputs[0])) * (5 if _shape(inputs[2]) is not None else 4)
 
 
+def kind_jit(formula: Callable[[int, list[tuple[int, ...]]], int]) -> Handle:
+    """A handle for a layer kind's uncounted op (``graphs.kinds.LayerKind.mac_ops``): its
+    ``macs(steps, weight shapes)`` with steps the input's positions (every dim but the
+    features) and the shapes of its parameter list (``aten::lstm(input, hx, params, ...)``)."""
+
+    def handle(inputs: list[Any], outputs: list[Any]) -> int:
+        x = _shape(inputs[0])
+        params = [_shape(v) for v in inputs[2].node().inputs()]
+        return formula(prod(x[:-1]), [tuple(p) for p in params if p is not None])
+
+    return handle
+
+
 EXTRA_HANDLES: dict[str, Handle] = {
     "aten::_native_multi_head_attention": native_mha_jit,
     "aten::scaled_dot_product_attention": sdpa_jit,
@@ -81,5 +95,6 @@ EXTRA_HANDLES: dict[str, Handle] = {
     "aten::upsample_linear1d": output_scaled(2),
     "aten::upsample_bicubic2d": output_scaled(16),
     "aten::upsample_trilinear3d": output_scaled(8),
+    **{op: kind_jit(kind.macs) for kind in KINDS for op in kind.mac_ops if kind.macs},
 }
 """Op name -> handle, added to fvcore's defaults by ``surgery.measure.flops.count_flops``."""

@@ -4,8 +4,9 @@ The top panel shows each Conv/Linear layer's width on a log scale (a 1000-way cl
 not squash 64-channel layers), dense in grey and pruned in blue; with a pruned model a second
 panel shows the kept fraction per layer (0 to 1). Norm layers are left out (they repeat the
 width of the layer they follow) unless there is nothing else to show. Layer names are drawn
-in full (the figure grows to fit them). A figure object is built and saved; no global
-matplotlib state (backend, pyplot figures) is touched.
+in full (the figure grows to fit them). A figure object is built and saved (to a temporary
+file, then renamed: ``surgery.atomic``); no global matplotlib state (backend, pyplot figures)
+is touched.
 
 Example:
     >>> import tempfile
@@ -26,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from surgery.atomic import write_atomic
 from surgery.measure.widths import LayerWidth
 
 DENSE, PRUNED = "0.7", "C0"
@@ -52,9 +54,9 @@ def plot_layer_widths(layers: Sequence[LayerWidth], path: str | Path, title: str
     last.set_xticklabels([x.name for x in shown], rotation=90,
                          fontsize=7 if len(shown) < 60 else 5)
     last.set_xlim(-0.6, len(shown) - 0.4)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": long names are not clipped
-    return path
+    # the temporary name ends with path's name: savefig picks the format from its suffix;
+    # "tight": long names are not clipped
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
 def _widths(ax: Axes, shown: Sequence[LayerWidth], paired: bool) -> None:

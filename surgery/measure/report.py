@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from graphs.inputs import split_inputs
+from surgery.atomic import write_text
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
@@ -107,14 +108,15 @@ class Report:
                 f"machine, with --threads 1, or more --runs.")]
 
     def write(self, out: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write report.json, report.md and (if ``plot``) report.png; return their paths."""
+        """Write report.json, report.md and (if ``plot``) report.png; return their paths.
+        Each is written to a temporary file and renamed (``surgery.atomic``)."""
         folder = Path(out)
         if folder.exists() and not folder.is_dir():
             raise SurgeryError(f"cannot write the report into {folder}: it is a file")
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"json": folder / "report.json", "md": folder / "report.md"}
-        paths["json"].write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        paths["md"].write_text(self.to_markdown())
+        write_text(paths["json"], json.dumps(self.to_json(), indent=1) + "\n")
+        write_text(paths["md"], self.to_markdown())
         if plot:
             paths["png"] = plot_layer_widths(self.layers, folder / "report.png", self.name)
         return paths

@@ -25,8 +25,8 @@ from torch import nn
 
 from graphs.datamodel import OUT, Group, Member
 from graphs.grouping import positions_array
-from surgery.errors import SurgeryError
 from graphs.kinds import member_tensor
+from surgery.errors import SurgeryError
 
 Criterion = Callable[[nn.Module, Group], torch.Tensor]
 
@@ -45,7 +45,8 @@ def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]
     parameter's, as GPT-2's Conv1D) matrix, not bare vectors or tokens."""
     found = []
     for m in group.members:
-        w = member_tensor(model, m) if m.attr in ("", "weight") else None
+        w = member_tensor(model, m) if m.attr in ("", "weight") or m.attr.startswith(
+            "weight_") else None  # "weight_*": an LSTM's weight_ih_l0, weight_hh_l0, ...
         if m.role == OUT and w is not None and w.dim() >= 2:
             found.append((w, m))
     return found

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from graphs.datamodel import Group, OpSite
-from surgery.errors import SurgeryError
 from graphs.kinds import indexed_tensor
+from surgery.errors import SurgeryError
 from surgery.macs import OP_FORMULAS
 
 TOLERANCE = 0.02  # target_macs lands in [(1 - TOLERANCE) * target, target]

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from surgery.errors import SurgeryError
 from graphs.kinds import indexed_tensor
+from surgery.errors import SurgeryError
 from surgery.plan.plan import Plan
 from surgery.rebuild.surgeons import default_surgeons, rebuild
 
@@ -59,8 +59,8 @@ def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) ->
     if buffer is not None:
         module._buffers[attr] = buffer.index_select(dim, index)
         return
-    module._parameters[attr] = nn.Parameter(old.detach().index_select(dim, index),
-                                            old.requires_grad)
+    # setattr, not _parameters[attr]: nn.RNNBase keeps its weights in a list of its own too
+    setattr(module, attr, nn.Parameter(old.detach().index_select(dim, index), old.requires_grad))
 
 
 def cut_size(module: nn.Module, attr: str, element: int, cut: int) -> None:

@@ -44,7 +44,9 @@ def attribute_problems(model: nn.Module) -> list[str]:
 def _sizes(m: nn.Module) -> list[tuple[str, Any]]:
     """(attribute, the value its tensors imply) for a layer of a known kind (``kind.sizes``)."""
     kind, w = layer_kind(m), indexed_tensor(m)
-    return kind.sizes(m, w) if kind is not None and w is not None else []
+    if kind is None or (w is None and kind.reference):
+        return []
+    return kind.sizes(m, w)
 
 
 def lint(model: nn.Module, example_inputs: Any) -> list[str]:

@@ -27,8 +27,8 @@ import copy
 import torch
 from torch import nn
 
-from surgery.errors import SurgeryError
 from graphs.kinds import indexed_tensor, layer_kind
+from surgery.errors import SurgeryError
 
 Keep = dict[int, torch.Tensor]
 
@@ -55,8 +55,38 @@ def respawn(old: nn.Module, keep: Keep, sizes: dict[str, object]) -> nn.Module:
     for name, t in old.__dict__.items():
         if isinstance(t, torch.Tensor):  # e.g. weight_norm's weight, recomputed by its hook
             new.__dict__[name] = take(t, keep, _dims(t, reference, width, kind.out_dim))
+    _cut_parametrizations(new, keep, reference, width, kind.out_dim)
     new.__dict__.update(sizes)
     return new
+
+
+def _cut_parametrizations(new: nn.Module, keep: Keep, reference: torch.Tensor | None,
+                          width: int | None, out_dim: int) -> None:
+    """Cut the tensors a parametrized weight is computed from (``parametrizations.weight``'s
+    ``original`` / ``original0`` g / ``original1`` v, by the same rule as the layer's own) and a
+    ``spectral_norm``'s power-iteration vectors: ``_u`` (output channels) and ``_v`` (the
+    flattened fan-in: ``kernel`` positions per input channel)."""
+    for plist in getattr(new, "parametrizations", {}).values():
+        for name, t in list(plist._parameters.items()):
+            plist._parameters[name] = nn.Parameter(
+                take(t, keep, _dims(t, reference, width, out_dim)), t.requires_grad)
+        for sub in plist:
+            for name, t in list(sub._buffers.items()):
+                if t is not None:
+                    sub._buffers[name] = _cut_vector(name, t, keep, reference, width, out_dim)
+
+
+def _cut_vector(name: str, t: torch.Tensor, keep: Keep, reference: torch.Tensor | None,
+                width: int | None, out_dim: int) -> torch.Tensor:
+    """spectral_norm's ``_v`` runs over the reference's flattened fan-in; anything else as the
+    layer's own tensors."""
+    if name != "_v" or reference is None or t.dim() != 1 or t.shape[0] != reference[0].numel():
+        return take(t, keep, _dims(t, reference, width, out_dim))
+    if 1 not in keep:
+        return t.clone()
+    per = t.shape[0] // reference.shape[1]
+    index = keep[1].to(t.device)[:, None] * per + torch.arange(per, device=t.device)
+    return t.index_select(0, index.reshape(-1))
 
 
 def _dims(t: torch.Tensor, reference: torch.Tensor | None, width: int | None,

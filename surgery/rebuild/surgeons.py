@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
-from surgery.errors import SurgeryError
 from graphs.kinds import KINDS, layer_kind
+from surgery.errors import SurgeryError
 from surgery.rebuild.attention import multihead_attention
 from surgery.rebuild.respawn import Keep, respawn
 
@@ -142,7 +142,9 @@ def surgeon_table_markdown(surgeons: SurgeonTable | None = None) -> str:
     for kind in KINDS:
         surgeon = table.get(kind.name)
         name = f"`{surgeon.__module__}.{surgeon.__name__}`" if surgeon else "none"
-        doc = (surgeon.__doc__ or "").strip().splitlines()[0] if surgeon else ""
+        doc = (surgeon.__doc__ or "").strip().splitlines()[0] if surgeon else \
+            "its members name its parameters: `surgery.rebuild.apply.cut_parameter` cuts each" \
+            if not kind.reference else ""
         lines.append(f"| `{kind.name}` | {kind.description} | {name} | {doc} |")
     return "\n".join(lines)
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from graphs.datamodel import OUT, DependencyGraph, Group
 from graphs.inputs import call_model
+from graphs.kinds import indexed_tensor, member_tensor
 from graphs.trace import trace
-from graphs.kinds import member_tensor
 from surgery.plan.plan import channels_to_remove
 from surgery.prune import PruneResult, prune
 
@@ -127,7 +128,8 @@ def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
     """Zero ``channels`` of ``group`` in every member: weights along the member's dim, OUT biases."""
     with torch.no_grad():
         for m in group.members:
-            tensor = member_tensor(model, m)
+            module = model.get_submodule(m.module)
+            tensor = member_tensor(model, m) if m.attr else weight_source(module, m.dim)
             positions = torch.tensor([p for c in channels for p in m.indices[c]], dtype=torch.long)
             if positions.numel() == 0 or tensor is None:
                 continue
@@ -135,6 +137,27 @@ def kill(model: nn.Module, group: Group, channels: list[int]) -> None:
             bias = getattr(model.get_submodule(m.module), "bias", None)
             if m.role == OUT and not m.attr and bias is not None:
                 bias.index_fill_(0, positions, 0.0)
+
+
+def weight_source(module: nn.Module, dim: int) -> torch.Tensor | None:
+    """The stored tensor whose zeros along ``dim`` zero the layer's weight there: the weight
+    itself, or what a parametrization computes it from (weight_norm: the scale g along the
+    output dim, the direction v along others; spectral_norm: the original).
+
+    Example:
+        >>> from torch.nn.utils.parametrizations import weight_norm
+        >>> layer = weight_norm(nn.Linear(2, 3))
+        >>> weight_source(layer, 0) is layer.parametrizations.weight.original0
+        True
+    """
+    stored = module.parametrizations.weight if parametrize.is_parametrized(module, "weight") \
+        else module
+    g, v = (getattr(stored, a, None) for a in ("original0", "original1")) \
+        if stored is not module else (getattr(module, "weight_g", None),
+                                      getattr(module, "weight_v", None))
+    if isinstance(g, torch.Tensor) and isinstance(v, torch.Tensor):
+        return g if dim == 0 else v
+    return getattr(stored, "original", None) if stored is not module else indexed_tensor(module)
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "surgery"
 # Layers from the bottom up: a module imports only from its own folder or from lower layers.
-LAYERS = [("errors", "layers", "macs"), ("plan",), ("rebuild",), ("io",), ("measure",), ("prune",),
-          ("recover", "testing"), ("cli",), ("", "__main__")]
+LAYERS = [("errors", "atomic", "layers", "macs"), ("plan",), ("rebuild",), ("io",), ("measure",),
+          ("prune",), ("recover", "testing"), ("cli",), ("", "__main__")]
 RANK = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
 

@@ -7,6 +7,7 @@ import torchvision
 from torch import nn
 
 from graphs import trace
+from graphs.capture import eval_mode
 from surgery import prune
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_params
@@ -96,3 +97,45 @@ def test_forward_hooks_and_pre_hooks_survive_rebuilding():
     seen.clear()
     result.model(X28)
     assert seen == [("hook", 8), ("pre", 128)]
+
+
+def test_memory_shared_by_two_parameters_is_tied():
+    torch.manual_seed(0)
+    model = Tied().eval()
+    model.c3.weight = nn.Parameter(torch.empty(0))  # untie, then share memory only
+    model.c3.weight.data = model.c2.weight.data
+    assert model.c3.weight is not model.c2.weight
+    x = torch.randn(1, 3, 8, 8)
+    result = prune(model, x, ratio=0.5)
+    reasons = [g.reason for g in result.graph.groups if "c2" in g.modules()]
+    assert any("shares a parameter with c3 (tied weights)" in r for r in reasons)
+    assert result.params_after == result.params_before  # nothing of c2 or c3 pruned apart
+    assert torch.equal(result.model(x), model(x))
+
+
+def _all_flags(model):
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def test_overlapping_eval_mode_blocks_restore_the_flags_of_the_first():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout()).train()
+    model[2].eval()
+    before = _all_flags(model)
+    outer, inner = eval_mode(model), eval_mode(model[1])
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # ends first, as a thread finishing first would
+    assert not model[1].training  # still held by the inner block
+    inner.__exit__(None, None, None)
+    assert _all_flags(model) == before
+
+
+def test_threads_pruning_and_tracing_a_train_mode_model_leave_it_in_train_mode():
+    model = LeNet().train()
+    model.fc3.eval()  # mixed flags: each must come back as it was
+    before = _all_flags(model)
+    jobs = [lambda: prune(model, X28, target_macs=150_000), lambda: trace(model, X28),
+            lambda: trace(model, X28)]
+    for _ in range(4):
+        _run_threads(jobs)
+        assert _all_flags(model) == before

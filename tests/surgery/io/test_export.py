@@ -1,5 +1,6 @@
 """ONNX (checker + onnxruntime vs PyTorch), torch.export .pt2 round trips, `surgery export`."""
 
+import copy
 import json
 
 import numpy as np
@@ -139,3 +140,35 @@ def test_cli_export_tampered_plan_exits_2(tmp_path, capsys, cli_folder, edit, me
     edit(data)
     (folder / "plan.json").write_text(json.dumps(data))
     assert message in _cli_error(["export", str(folder), "--format", "onnx"], capsys)
+
+
+class ConvBN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(torch.relu(self.bn(self.conv(x)))).mean((2, 3))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+def test_exporting_a_train_mode_model_changes_nothing_of_it(tmp_path, fmt):
+    torch.manual_seed(0)
+    model = ConvBN().train()
+    model.drop.eval()  # mixed flags: each must come back as it was
+    x = torch.randn(2, 3, 8, 8)
+    flags = {n: m.training for n, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        export_onnx(model, x, tmp_path / "m.onnx")
+    else:
+        path = export_program(model, x, tmp_path / "m.pt2")
+        exported = torch.export.load(str(path)).module()
+        with torch.no_grad():  # the export is the eval-mode model (BN on running stats)
+            torch.testing.assert_close(exported(x), copy.deepcopy(model).eval()(x))
+    assert {n: m.training for n, m in model.named_modules()} == flags
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert int(model.bn.num_batches_tracked) == 0

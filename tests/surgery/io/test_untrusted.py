@@ -5,6 +5,7 @@ Every malformed folder must raise SurgeryError (never another exception, never r
 folder that loads must give a model that runs."""
 
 import json
+import os
 import struct
 
 import pytest
@@ -14,9 +15,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import surgery.io.models
 import surgery.io.safety
 from surgery import SurgeryError, prune
-from surgery.io.models import LeNet
+from surgery.io.models import LeNet, resolve_builtin
+from surgery.io.safety import read_bounded
 from surgery.io.saving import load, read_plan, save
 
 X = torch.zeros(1, 1, 12, 12)
@@ -121,6 +124,43 @@ def test_old_style_weight_norm_base_is_one_error(tmp_path, folder):
         model = base()
     with pytest.raises(SurgeryError, match="cannot copy the base model"):
         load(folder, model)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux /proc")
+def test_plan_json_is_read_from_the_open_file_not_by_its_stat_size(tmp_path, folder):
+    _copy(folder, tmp_path)
+    (tmp_path / "plan.json").unlink()
+    (tmp_path / "plan.json").symlink_to("/proc/self/mem")  # stat size 0, reading fails
+    with pytest.raises(SurgeryError, match="cannot read .*plan.json"):
+        read_plan(tmp_path)
+
+
+def test_plan_json_fifo_is_refused_without_blocking(tmp_path, folder):
+    _copy(folder, tmp_path)
+    (tmp_path / "plan.json").unlink()
+    os.mkfifo(tmp_path / "plan.json")  # reading it would wait for a writer forever
+    with pytest.raises(SurgeryError, match="plan.json not found|not a plain file"):
+        read_plan(tmp_path)
+
+
+def test_read_bounded_reads_at_most_one_byte_past_the_limit(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_bytes(b"[" + b"1," * 500 + b"1]")
+    with pytest.raises(SurgeryError, match="over 1,000 bytes"):
+        read_bounded(path, 1000)
+    assert read_bounded(path, 1003) == path.read_bytes()
+
+
+@pytest.mark.parametrize("base", ["timm:vit_7b_patch16_dinov3", "timm:resnet18",
+                                  "evil.py:build"])
+def test_a_folder_names_only_built_in_bases(base, monkeypatch):
+    monkeypatch.setattr(surgery.io.models, "resolve_model", _never_built)
+    with pytest.raises(SurgeryError, match="not a built-in model"):
+        resolve_builtin(base, "plan.json")
+
+
+def _never_built(*args, **kwargs):
+    raise AssertionError("a refused base must not be built")
 
 
 # --- hypothesis: plan.json -------------------------------------------------------------------
