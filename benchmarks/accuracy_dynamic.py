@@ -39,6 +39,7 @@ from _common import markdown_table, write_marked_section
 from accuracy import resnet18_mnist
 from torch import nn
 
+from surgery import Budget
 from surgery.atomic import write_atomic, write_text
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_flops
@@ -90,8 +91,9 @@ def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
     target = int(KEEP[model_name] * count_flops(model, X).total)
     per_epoch = len(train_loader)
     if method == "at-init":
-        prune_at_init(model, X, train_loader, "seven", target_macs=target, global_ranking=True,
-                      inplace=True, max_ratio=max_ratio)
+        prune_at_init(model, X, train_loader, "seven", inplace=True,
+                      budget=Budget(target_macs=target, global_ranking=True,
+                                    max_ratio=max_ratio))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
     pruner = None
@@ -104,8 +106,9 @@ def run(model_name: str, method: str, seed: int, epochs: int, ft_epochs: int,
     for e in range(epochs):
         if method.startswith("post") and e == epochs - ft_epochs:
             teacher = copy.deepcopy(model).eval()
-            prune_with_optimizer(model, X, opt, target_macs=target, importance="l1",
-                                 global_ranking=True, max_ratio=max_ratio)
+            prune_with_optimizer(model, X, opt, importance="l1",
+                                 budget=Budget(target_macs=target, global_ranking=True,
+                                               max_ratio=max_ratio))
             loss_fn = distill_loss(teacher) if method == "post+kd" else None
         epoch(model, opt, sched, train_loader, pruner, loss_fn)
     return {"model": model_name, "method": method, "seed": seed, "max_ratio": max_ratio,

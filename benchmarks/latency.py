@@ -33,7 +33,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from graphs.errors import TraceError
-from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
+from surgery import (
+    Budget,
+    SurgeryError,
+    compare_latency,
+    count_flops,
+    count_params,
+    prune,
+)
 from surgery.atomic import write_atomic, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +62,7 @@ def variants(name: str, x: torch.Tensor, args: argparse.Namespace) -> tuple[dict
             row = {"model": name, "round_to": round_to, "ratio": ratio,
                    "params0": params0, "macs0": macs0}
             try:
-                pruned = prune(model, x, ratio=ratio, round_to=round_to).model
+                pruned = prune(model, x, budget=Budget(ratio=ratio, round_to=round_to)).model
             except (SurgeryError, TraceError) as exc:  # recorded in the table, sweep goes on
                 row["error"] = short_error(exc)
             else:

@@ -1,5 +1,5 @@
 """How well do the latency tables predict measured latency? No timing: reads the tables cached
-by ``prune(target_latency_ms=...)`` and the uniform curves saved by ``latency_target.py``.
+by ``prune(latency=LatencyTarget(...))`` and the uniform curves saved by ``latency_target.py``.
 
 Usage:
     .venv/bin/python benchmarks/latency_model_fit.py --cache-dir /tmp/lat-cache-s3 \\
@@ -31,7 +31,7 @@ from _common import input_for, markdown_table
 from builders import build_model
 
 from graphs import trace
-from surgery import count_flops, prune
+from surgery import Budget, count_flops, prune
 from surgery.plan.latency_layers import fit_rest, layer_shares, rest_shares
 from surgery.plan.latency_model import (
     TableLatency,
@@ -50,7 +50,7 @@ def fit(name: str, rows: list[dict], cache_dir: str, round_to: int) -> list[list
     full = {g.id: g.channels for g in graph.prunable}
     plans = {}
     for ratio in sorted({u for r in rows for u in r["uniform_ratios"]}):
-        result = prune(model, x, ratio=ratio, round_to=round_to)
+        result = prune(model, x, budget=Budget(ratio=ratio, round_to=round_to))
         plans[ratio] = ({g.group: full[g.group] - len(g.removed_channels)
                          for g in result.plan.groups}, count_flops(result.model, x).total / flops.total)
     out = []

@@ -7,7 +7,7 @@ Usage:
         --threads 1 --targets 0.7 --runs 20                         # a reduced run
 
 Per (model, backend, threads): the dense model is timed; each target is a fraction of that
-time; ``surgery.prune(..., target_latency_ms=T, backend=..., threads=...)`` prunes to it (its
+time; ``surgery.prune(..., latency=LatencyTarget(T, backend=..., threads=...))`` prunes to it (its
 tables are cached under --cache-dir). Uniform L1 pruning at --uniform ratios gives the
 reference curve. Then every variant (dense, latency-targeted, uniform) is timed in this one
 process for --runs cycles, each variant run once per cycle in turn (``compare_latency``); a
@@ -33,7 +33,15 @@ from builders import build_model
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from surgery import SurgeryError, compare_latency, count_flops, count_params, prune
+from surgery import (
+    Budget,
+    LatencyTarget,
+    SurgeryError,
+    compare_latency,
+    count_flops,
+    count_params,
+    prune,
+)
 from surgery.atomic import write_atomic, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -57,12 +65,14 @@ def config(name: str, backend: str, threads: int, args) -> list[dict]:
     for ratio in args.uniform:
         models[("uniform", ratio)] = prune(dense, x, ratio=ratio).model
         if args.round_to > 1:
-            models[("rounded", ratio)] = prune(dense, x, ratio=ratio, round_to=args.round_to).model
+            models[("rounded", ratio)] = prune(
+                dense, x, budget=Budget(ratio=ratio, round_to=args.round_to)).model
     for f in args.targets:
         start = time.perf_counter()
         try:
-            result = prune(dense, x, target_latency_ms=f * dense_ms, backend=backend,
-                           threads=threads, cache_dir=args.cache_dir)
+            result = prune(dense, x, latency=LatencyTarget(f * dense_ms, backend=backend,
+                                                           threads=threads,
+                                                           cache_dir=args.cache_dir))
         except SurgeryError as exc:
             print(f"[{name} {backend} t{threads}] {f}: {exc}", flush=True)
             continue

@@ -44,6 +44,7 @@ from typing_extensions import Self
 from graphs.errors import TraceError
 from graphs.fastconv import fast_call
 from graphs.inputs import split_inputs
+from graphs.modes import eval_mode
 from graphs.sources import innermost_user_frame, user_frame_of, user_source
 
 _TENSOR_METHODS: dict[Any, str] = {}
@@ -161,69 +162,6 @@ def _failure(model: nn.Module, module: str, exc: Exception) -> str:
     return (f"example input does not fit the model {type(model).__name__} (or its forward "
             f"fails): "
             f"{where}{type(exc).__name__}: {exc}{user_frame_of(exc)}")
-
-
-class _EvalHolds:
-    """Per module (by id): the module, how many ``eval_mode`` blocks hold it, and its training
-    flag before the first one began. Shared by all threads, behind one lock: a model may be in
-    several blocks at once (two threads tracing it), and only the last to end restores it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.held: dict[int, list] = {}  # id -> [module, count, flag before]
-
-    def enter(self, model: nn.Module, modules: list[nn.Module]) -> None:
-        with self.lock:
-            for m in modules:
-                entry = self.held.setdefault(id(m), [m, 0, m.training])
-                entry[1] += 1
-            try:
-                model.eval()
-            except BaseException:  # a train() override that raises: nothing stays held
-                self._release(modules)
-                raise
-
-    def leave(self, modules: list[nn.Module]) -> None:
-        with self.lock:
-            self._release(modules)
-
-    def _release(self, modules: list[nn.Module]) -> None:
-        for m in modules:
-            entry = self.held[id(m)]
-            entry[1] -= 1
-            if entry[1] == 0:
-                m.training = entry[2]
-                del self.held[id(m)]
-
-
-_EVAL_HOLDS = _EvalHolds()
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode for the block; every module's training flag restored after.
-
-    Blocks may overlap (one model traced from two threads, or a module and its parent): each
-    module's flag comes back, when the last block holding it ends, to what it was before the
-    first began. During the block the flags are the model's own, so every thread sees eval
-    mode: a training forward run meanwhile in another thread runs BatchNorm on its running
-    statistics (it does not update them). To keep training while tracing, trace a copy.
-
-    Example:
-        >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
-        >>> with eval_mode(model):
-        ...     with eval_mode(model[1]):
-        ...         model.training, model[1].training
-        (False, False)
-        >>> model.training, model[1].training
-        (True, True)
-    """
-    modules = list(model.modules())
-    _EVAL_HOLDS.enter(model, modules)
-    try:
-        yield model
-    finally:
-        _EVAL_HOLDS.leave(modules)
 
 
 class Recorder(TorchFunctionMode):
@@ -395,9 +333,8 @@ class Recorder(TorchFunctionMode):
 
 
 def _has_tensor(out: Any) -> bool:
-    if isinstance(out, torch.Tensor):
-        return True
-    return isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out)
+    return isinstance(out, torch.Tensor) or isinstance(out, (tuple, list)) and any(
+        isinstance(o, torch.Tensor) for o in out)
 
 
 def _tensor_names(model: nn.Module) -> dict[int, str]:

@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from graphs.capture import capture, eval_mode
+from graphs.capture import capture
 from graphs.context import TraceContext
 from graphs.datamodel import OUT, DependencyGraph
 from graphs.errors import Refused, TraceError
@@ -19,7 +19,7 @@ from graphs.rules_params import bare_parameter
 from graphs.sources import at_source
 from graphs.table import RuleTable
 
-__all__ = ["eval_mode", "ignored_names", "run_rule", "trace"]
+__all__ = ["ignored_names", "run_rule", "trace"]
 
 
 def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Module] = (),

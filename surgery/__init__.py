@@ -15,6 +15,8 @@ from surgery.io.saving import load, save
 from surgery.measure.flops import FlopCount, count_flops, count_params
 from surgery.measure.latency import Latency, measure_latency
 from surgery.measure.paired import compare_latency
+from surgery.plan.budget import Budget
+from surgery.plan.latency_target import LatencyTarget
 from surgery.plan.plan import Plan
 from surgery.prune import PruneResult, prune
 from surgery.rebuild.apply import apply_plan
@@ -22,9 +24,11 @@ from surgery.rebuild.lint import lint
 from surgery.recover.dynamic import DynamicPruner
 
 __all__ = [
+           "Budget",
            "DynamicPruner",
            "FlopCount",
            "Latency",
+           "LatencyTarget",
            "Plan",
            "PruneResult",
            "SurgeryError",

@@ -12,7 +12,8 @@ from torch import nn
 from graphs.datamodel import DependencyGraph
 from graphs.errors import TraceError
 from graphs.inputs import split_inputs
-from graphs.trace import eval_mode, trace
+from graphs.modes import eval_mode
+from graphs.trace import trace
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import measure_latency
@@ -96,34 +97,34 @@ class PruneResult:
 
 
 def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None = None,
-          importance: str | Criterion = "l1", ignore: Iterable[str] = (), round_to: int = 1,
-          inplace: bool = False, global_ranking: bool = False,
-          target_macs: int | None = None, target_latency_ms: float | None = None,
-          backend: str = "eager", device: str = "cpu", threads: int = 1,
-          cache_dir: str | None = None, max_ratio: float = 1.0) -> PruneResult:
+          budget: Budget | None = None, latency: LatencyTarget | None = None,
+          importance: str | Criterion = "l1", ignore: Iterable[str] = (),
+          inplace: bool = False) -> PruneResult:
     """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
 
-    Returns a new smaller model (the given one is untouched unless ``inplace=True``).
-    ``ratio`` may be a dict {module name or group id: ratio}; ``global_ranking=True`` ranks
-    all channels together; ``target_macs=N`` prunes until MACs <= N (within 2%). See
-    ``surgery.plan.budget``. ``target_latency_ms=T`` prunes until the model measured on
-    ``backend`` ("eager", "onnxruntime", "compile"), ``device`` and ``threads`` runs in <= T ms
-    (``surgery.plan.latency_target``; tables cached under ``cache_dir``, default
-    ~/.cache/model-surgery); ``result.latency`` says where it landed. ``max_ratio`` caps the
-    fraction of any group's channels removed (useful with ``global_ranking`` and
-    ``target_macs``, which may otherwise leave a layer one channel wide). Warns
-    (``surgery.plan.blocked.BlockedWarning``) when less than half of the model's channels are
-    prunable or some layers with parameters are read by no rule, naming the top reasons.
+    Returns a new smaller model (the given one is untouched unless ``inplace=True``). Say how
+    much with one of: ``ratio`` (a float, or a dict {module name or group id: ratio});
+    ``budget``, a ``surgery.plan.budget.Budget`` (``target_macs=N`` prunes until MACs <= N
+    within 2%, ``global_ranking`` ranks all channels together, ``round_to`` keeps multiples,
+    ``max_ratio`` caps the fraction of any group removed); or ``latency``, a
+    ``surgery.plan.latency_target.LatencyTarget`` (prunes until the model measured on its
+    backend, device and threads runs in <= ``target_ms``; ``result.latency`` says where it
+    landed). Warns (``surgery.plan.blocked.BlockedWarning``) when less than half of the model's
+    channels are prunable or some layers with parameters are read by no rule, naming the top
+    reasons.
 
     Example:
         >>> import torch
         >>> from surgery.io.models import LeNet
-        >>> result = prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5)
+        >>> x = torch.zeros(1, 1, 28, 28)
+        >>> result = prune(LeNet(), x, ratio=0.5)
         >>> result.model.conv1, result.params_after < result.params_before
         (Conv2d(1, 3, kernel_size=(5, 5), stride=(1, 1)), True)
+        >>> small = prune(LeNet(), x, budget=Budget(target_macs=100_000, global_ranking=True))
+        >>> 98_000 <= count_flops(small.model, x).total <= 100_000
+        True
     """
-    budget = Budget(ratio, global_ranking, target_macs, round_to, target_latency_ms,
-                    max_ratio=max_ratio)  # checks
+    budget, latency = settings_of(ratio, budget, latency)
     criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore)
@@ -131,11 +132,10 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         raise SurgeryError(str(exc)) from exc
     warn_if_blocked(model, graph)  # less than half the channels prunable, or layers unread
     found = None
-    if target_latency_ms is not None:
-        settings = LatencyTarget(target_latency_ms, backend, device, threads, cache_dir)
-        plan, found = _latency_plan(model, example_inputs, graph, criterion, settings)
+    if latency is not None:
+        plan, found = _latency_plan(model, example_inputs, graph, criterion, latency)
     else:
-        layer_macs = None if target_macs is None else \
+        layer_macs = None if budget.target_macs is None else \
             count_flops(model, example_inputs).by_module
         plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
@@ -151,6 +151,29 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
                            + "; ".join(problems[:5]))
     return PruneResult(target, plan, graph, params_before, count_params(target), found)
+
+
+def settings_of(ratio: float | dict | None, budget: Budget | None,
+                latency: LatencyTarget | None) -> tuple[Budget, LatencyTarget | None]:
+    """The one budget prune() follows from its ``ratio``, ``budget`` and ``latency`` (exactly
+    one of them); a Budget naming ``target_latency_ms`` is measured with the default settings.
+
+    Example:
+        >>> settings_of(0.5, None, None)[0].ratio
+        0.5
+        >>> settings_of(None, None, LatencyTarget(8.0))[0].target_latency_ms
+        8.0
+    """
+    if sum(v is not None for v in (ratio, budget, latency)) != 1:
+        raise SurgeryError("give exactly one of ratio=, budget=Budget(...) (e.g. target_macs) "
+                           "and latency=LatencyTarget(...)")
+    if latency is not None:
+        return Budget(target_latency_ms=latency.target_ms), latency
+    if budget is None:
+        return Budget(ratio=ratio), None
+    if budget.target_latency_ms is not None:
+        return budget, LatencyTarget(budget.target_latency_ms)
+    return budget, None
 
 
 def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: Importance,
@@ -221,4 +244,4 @@ def _capacity(model: nn.Module, layer_macs: dict[str, int], graph: DependencyGra
     return {g: n / mean for g, n in per.items()} if mean > 0 else {}
 
 
-__all__ = ["PruneResult", "prune"]
+__all__ = ["PruneResult", "prune", "settings_of"]

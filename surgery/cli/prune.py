@@ -21,7 +21,8 @@ from surgery.errors import SurgeryError
 from surgery.io.saving import save
 from surgery.measure.flops import count_flops
 from surgery.plan.blocked import BlockedWarning, blocked_summary
-from surgery.plan.latency_target import parse_latency
+from surgery.plan.budget import Budget
+from surgery.plan.latency_target import LatencyTarget, parse_latency
 from surgery.plan.plan import MemberPlan
 from surgery.prune import PruneResult, prune
 
@@ -100,10 +101,8 @@ def run(args: argparse.Namespace) -> None:
     model, x = model_and_input(args)
     with warnings.catch_warnings():  # printed below, with the command that shows all
         warnings.simplefilter("ignore", BlockedWarning)
-        result = prune(model, x, ratio=ratio, target_macs=target_macs,
-                       global_ranking=args.global_ranking, max_ratio=args.max_ratio,
-                       importance=args.importance, ignore=args.ignore, round_to=args.round_to,
-                       target_latency_ms=latency, backend=args.backend, threads=args.threads)
+        result = prune(model, x, importance=args.importance, ignore=args.ignore,
+                       **settings(args, ratio, target_macs, latency))
     macs = count_flops(model, x).total, count_flops(result.model, x).total
     lines = group_lines(result) + inexact_lines(result) if args.dry_run else []
     print("\n".join(lines + count_lines(result, macs) + blocked_lines(args, model, result)))
@@ -159,6 +158,17 @@ def inexact_lines(result: PruneResult) -> list[str]:
         return []
     return ["not exact (the output changes even where the removed channels were dead):"] + [
         f"  group {g.group} ({_names(g.members)}): {inexact[g.group]}" for g in cut]
+
+
+def settings(args: argparse.Namespace, ratio: float | dict | None, target_macs: int | None,
+             latency: float | None) -> dict:
+    """prune()'s ``budget=`` or ``latency=`` from the command line's options."""
+    if latency is not None:
+        Budget(target_latency_ms=latency, round_to=args.round_to, max_ratio=args.max_ratio,
+               global_ranking=args.global_ranking)  # refuses the options a latency target sets
+        return {"latency": LatencyTarget(latency, args.backend, threads=args.threads)}
+    return {"budget": Budget(ratio, args.global_ranking, target_macs, args.round_to,
+                             max_ratio=args.max_ratio)}
 
 
 def group_lines(result: PruneResult) -> list[str]:

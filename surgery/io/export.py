@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphs.capture import eval_mode
 from graphs.inputs import split_inputs
+from graphs.modes import eval_mode
 from surgery.atomic import write_atomic
 from surgery.errors import SurgeryError
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.io.export import positional
 from surgery.measure.handles import EXTRA_HANDLES
 

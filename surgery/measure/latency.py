@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from graphs.inputs import split_inputs
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
 from surgery.io.export import export_onnx, onnx, onnxruntime, positional
 

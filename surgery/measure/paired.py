@@ -33,7 +33,7 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
-from graphs.capture import eval_mode
+from graphs.modes import eval_mode
 from surgery.measure.latency import (
     Latency,
     _check_args,

@@ -166,7 +166,7 @@ def removal_counts(model: nn.Module, graph: DependencyGraph, scores: dict[int, t
     most = {g.id: budget.most(g) for g in groups}
     if budget.target_latency_ms is not None:
         raise SurgeryError("target_latency_ms is planned by surgery.plan.latency_target (it "
-                           "measures the model): call surgery.prune(..., target_latency_ms=T)")
+                           "measures the model): call surgery.prune(..., latency=LatencyTarget(T))")
     if budget.target_macs is not None:
         if layer_macs is None:
             raise SurgeryError("target_macs needs the dense model's MACs per layer: pass "

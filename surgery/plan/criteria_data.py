@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from graphs.datamodel import OUT, Group
 from graphs.inputs import call_model
 from graphs.kinds import layer_kind, member_tensor
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion
 from surgery.plan.saliency import accumulate, criterion

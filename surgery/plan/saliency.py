@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from graphs.datamodel import OUT, SIZE, Group, Member
 from graphs.inputs import call_model
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from graphs.inputs import call_model
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
 from surgery.plan.importance import Criterion
 from surgery.plan.saliency import criterion

@@ -31,7 +31,7 @@ def prune_at_init(model: nn.Module, example_inputs: Any, batches: Iterable,
     """Prune before training (SEVENpre; SNIP-style with ``importance="taylor"``).
 
     Scores come from ``accumulate`` over the first ``max_batches`` batches; ``prune_options``
-    go to ``prune`` (``ratio``, ``target_macs``, ``global_ranking``, ``inplace``, ...).
+    go to ``prune`` (``ratio``, ``budget``, ``inplace``, ...).
 
     Example:
         >>> import torch

@@ -83,7 +83,7 @@ def iterative_prune(model: nn.Module, example_inputs: Any, *, steps: int,
         criterion = taylor(current, data, max_batches=TAYLOR_BATCHES) \
             if importance == "taylor" else importance
         result = prune(current, example_inputs, importance=criterion, ignore=ignore,
-                       global_ranking=global_ranking, **budget)
+                       budget=Budget(global_ranking=global_ranking, **budget))
         current = result.model
         pruned_acc = evaluate(current) if evaluate else None
         finetune(current)

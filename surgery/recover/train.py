@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from graphs.trace import eval_mode
+from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
 from surgery.recover.sparsity import apply_masks
 

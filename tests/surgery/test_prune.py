@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from surgery import SurgeryError, lint, prune
+from surgery import Budget, SurgeryError, lint, prune
 from surgery.io.models import LeNet
 from surgery.plan.importance import score
 from surgery.plan.plan import channels_to_remove
@@ -23,7 +23,7 @@ def test_remove_exactly_floor_ratio_times_channels():
 
 def test_round_to_rounds_kept_channels_up():
     assert channels_to_remove(120, 0.3, round_to=8) == 32  # keep 84 -> 88
-    result = prune(LeNet(), X, ratio=0.3, round_to=8)
+    result = prune(LeNet(), X, budget=Budget(ratio=0.3, round_to=8))
     assert result.model.fc1.out_features == 88 and result.model.conv1.out_channels == 6
 
 
@@ -93,7 +93,7 @@ def test_lint_finds_mismatched_layers():
 def test_every_budget_reads_example_inputs_the_same_way(inputs):
     """One normaliser (graphs.inputs): a list of inputs works for a MAC target too."""
     by_ratio = prune(LeNet(), inputs, ratio=0.5)
-    by_macs = prune(LeNet(), inputs, target_macs=200_000)
+    by_macs = prune(LeNet(), inputs, budget=Budget(target_macs=200_000))
     assert by_ratio.model.conv1.out_channels == 3
     assert by_macs.report(inputs, timing=None).after.macs <= 200_000
 

@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 from graphs import trace
-from graphs.capture import eval_mode
-from surgery import prune
+from graphs.modes import eval_mode
+from surgery import Budget, prune
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_params
 
@@ -134,7 +134,7 @@ def test_threads_pruning_and_tracing_a_train_mode_model_leave_it_in_train_mode()
     model = LeNet().train()
     model.fc3.eval()  # mixed flags: each must come back as it was
     before = _all_flags(model)
-    jobs = [lambda: prune(model, X28, target_macs=150_000), lambda: trace(model, X28),
+    jobs = [lambda: prune(model, X28, budget=Budget(target_macs=150_000)), lambda: trace(model, X28),
             lambda: trace(model, X28)]
     for _ in range(4):
         _run_threads(jobs)

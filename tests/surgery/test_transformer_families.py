@@ -19,7 +19,7 @@ from torchvision.models.swin_transformer import (
 from torchvision.models.vision_transformer import VisionTransformer
 
 from graphs import trace
-from surgery import lint, prune
+from surgery import Budget, lint, prune
 from surgery.rebuild.attention import PrunedMultiheadAttention, kept_heads
 from surgery.rebuild.attention import multihead_attention as rebuild_mha
 from surgery.testing.oracle import check, randomize_weights, relative_error
@@ -166,6 +166,6 @@ def test_a_pruned_vit_prunes_again_exactly():
 def test_target_macs_sizes_attention_members_by_their_packed_weight():
     """The MAC model measures MHA members through in_proj_weight (it used to look for .weight)."""
     model, x = randomize_weights(SMALL["vit"]()), torch.randn(1, 3, 32, 32)
-    result = prune(model, x, target_macs=500_000)
+    result = prune(model, x, budget=Budget(target_macs=500_000))
     assert result.params_after < result.params_before
     assert lint(result.model, x) == []

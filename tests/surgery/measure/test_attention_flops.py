@@ -15,7 +15,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from surgery import prune
+from surgery import Budget, prune
 from surgery.macs import multihead_macs
 from surgery.measure.flops import count_flops
 from surgery.rebuild.attention import multihead_attention
@@ -102,7 +102,7 @@ def test_pruned_vit_counts_fewer_macs_than_dense(ratio: float) -> None:
 def test_target_macs_on_vit_lands_within_2_percent_by_the_counter() -> None:
     vit, x = tiny_vit(), torch.randn(1, 3, 32, 32)
     target = count_flops(vit, x).total // 2
-    after = count_flops(prune(vit, x, target_macs=target).model, x).total
+    after = count_flops(prune(vit, x, budget=Budget(target_macs=target)).model, x).total
     assert 0.98 * target <= after <= target
 
 
@@ -119,5 +119,5 @@ def test_zoo_target_macs_within_2_percent_and_fewer_macs_at_every_ratio(name: st
     for ratio in (0.2, 0.5):
         assert count_flops(prune(model, x, ratio=ratio).model, x).total < dense
     target = dense // 2
-    after = count_flops(prune(model, x, target_macs=target).model, x).total
+    after = count_flops(prune(model, x, budget=Budget(target_macs=target)).model, x).total
     assert 0.98 * target <= after <= target

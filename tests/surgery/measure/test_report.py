@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from surgery import prune
+from surgery import Budget, prune
 from surgery.cli import main
 from surgery.io.models import LeNet
 from surgery.measure.latency import Latency
@@ -107,7 +107,7 @@ def test_plan_widths_match_models_with_norms_and_round_to() -> None:
                           nn.Conv2d(20, 12, 3), nn.GroupNorm(1, 12), nn.Flatten(),
                           nn.Linear(12 * 4 * 4, 5))
     x = torch.randn(1, 3, 8, 8)
-    result = prune(model, x, ratio=0.5, round_to=8)
+    result = prune(model, x, budget=Budget(ratio=0.5, round_to=8))
     compared = build_report(model, x, result.model, timing=None).layers
     assert result.report(x, timing=None).layers == compared
     # 20 channels at ratio 0.5 keep 10, rounded up to 16; 12 keep 6, rounded up to 8.

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from graphs import trace
-from surgery import SurgeryError, lint, prune
+from surgery import LatencyTarget, SurgeryError, lint, prune
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_flops
 from surgery.plan.budget import Budget, MacModel, removal_counts
@@ -103,40 +103,40 @@ def test_conflicting_ratios_for_one_group_are_refused():
 # global ranking
 
 def test_global_ranking_removes_floor_ratio_of_all_channels():
-    result = prune(lenet(), X, ratio=0.5, global_ranking=True)
+    result = prune(lenet(), X, budget=Budget(ratio=0.5, global_ranking=True))
     assert sum(removed(result).values()) == 226 // 2
     assert result.plan.ratio == 0.5
 
 
 def test_global_ranking_keeps_one_channel_per_group():
-    result = prune(lenet(), X, ratio=0.99, global_ranking=True)
+    result = prune(lenet(), X, budget=Budget(ratio=0.99, global_ranking=True))
     assert [g.channels - len(g.removed_channels) for g in result.plan.groups] == [1, 1, 1, 1]
 
 
 def test_global_ranking_is_invariant_to_a_layers_scale():
     """Scores are normalised by their group's mean, so scaling one layer changes nothing."""
     model = lenet()
-    before = prune(model, X, ratio=0.4, global_ranking=True).plan
+    before = prune(model, X, budget=Budget(ratio=0.4, global_ranking=True)).plan
     with torch.no_grad():
         model.fc1.weight.mul_(100.0)
-    after = prune(model, X, ratio=0.4, global_ranking=True).plan
+    after = prune(model, X, budget=Budget(ratio=0.4, global_ranking=True)).plan
     assert before == after
 
 
 def test_global_ranking_differs_from_uniform():
     uniform = removed(prune(lenet(), X, ratio=0.5))
-    global_ = removed(prune(lenet(), X, ratio=0.5, global_ranking=True))
+    global_ = removed(prune(lenet(), X, budget=Budget(ratio=0.5, global_ranking=True)))
     assert sum(uniform.values()) == sum(global_.values()) == 113 and uniform != global_
 
 
 def test_global_ranking_exact_under_the_oracle():
     model = lenet()
     _, dead = kill_some(model, X, [2, 5, 40, 20])
-    assert_exact(model, X, dead, ratio=67 / 226, global_ranking=True)
+    assert_exact(model, X, dead, budget=Budget(ratio=67 / 226, global_ranking=True))
 
 
 def test_global_ranking_round_to_rounds_kept_counts_up():
-    result = prune(lenet(), X, ratio=0.5, global_ranking=True, round_to=8)
+    result = prune(lenet(), X, budget=Budget(ratio=0.5, global_ranking=True, round_to=8))
     kept = [g.channels - len(g.removed_channels) for g in result.plan.groups]
     assert all(k % 8 == 0 or k == g.channels for k, g in zip(kept, result.plan.groups))
 
@@ -177,7 +177,7 @@ def test_mac_model_matches_fvcore_on_pruned_attention_heads(fused):
 def test_target_macs_lands_within_two_percent_on_lenet(fraction, global_ranking):
     model = lenet()
     target = int(fraction * count_flops(model, X).total)
-    result = prune(model, X, target_macs=target, global_ranking=global_ranking)
+    result = prune(model, X, budget=Budget(target_macs=target, global_ranking=global_ranking))
     assert 0.98 * target <= count_flops(result.model, X).total <= target
 
 
@@ -185,7 +185,7 @@ def test_target_macs_lands_within_two_percent_on_lenet(fraction, global_ranking)
 def test_target_macs_lands_within_two_percent_on_resnet18(global_ranking):
     model = resnet18()
     target = int(0.4 * count_flops(model, X_RESNET).total)
-    result = prune(model, X_RESNET, target_macs=target, global_ranking=global_ranking)
+    result = prune(model, X_RESNET, budget=Budget(target_macs=target, global_ranking=global_ranking))
     assert 0.98 * target <= count_flops(result.model, X_RESNET).total <= target
     assert lint(result.model, X_RESNET) == []
 
@@ -196,7 +196,7 @@ def test_target_macs_with_global_ranking_on_mobilenet_v2_at_64(recwarn):
     torch.manual_seed(0)
     model, x = torchvision.models.mobilenet_v2().eval(), torch.zeros(1, 3, 64, 64)
     target = int(0.3 * count_flops(model, x).total)
-    result = prune(model, x, target_macs=target, global_ranking=True)
+    result = prune(model, x, budget=Budget(target_macs=target, global_ranking=True))
     assert 0.98 * target <= count_flops(result.model, x).total <= target
     assert not [w for w in recwarn if "band" in str(w.message)]
 
@@ -208,7 +208,7 @@ def test_target_macs_outside_the_band_says_so_and_why():
     x = torch.zeros(1, 1, 8, 8)
     target = int(0.7 * count_flops(model, x).total)  # one channel of two: 0.5x, too far
     with pytest.warns(UserWarning, match=r"\(0\.71\dx\), below the 2% band: no channel"):
-        result = prune(model, x, target_macs=target)
+        result = prune(model, x, budget=Budget(target_macs=target))
     assert count_flops(result.model, x).total < 0.98 * target
 
 
@@ -219,12 +219,12 @@ def test_target_macs_exact_under_the_oracle():
                                               trace(model, X_RESNET).prunable])
     target = MacModel(model, count_flops(model, X_RESNET).by_module, graph.prunable).estimate(
         {gid: len(c) for gid, c in dead.items()})
-    assert_exact(model, X_RESNET, dead, target_macs=target, global_ranking=True)
+    assert_exact(model, X_RESNET, dead, budget=Budget(target_macs=target, global_ranking=True))
 
 
 def test_unreachable_target_is_refused():
     with pytest.raises(SurgeryError, match="cannot reach target_macs=1,000"):
-        prune(lenet(), X, target_macs=1000)
+        prune(lenet(), X, budget=Budget(target_macs=1000))
 
 
 @pytest.mark.parametrize(("settings", "match"), [
@@ -236,6 +236,13 @@ def test_unreachable_target_is_refused():
 ])
 def test_bad_settings_are_refused(settings, match):
     with pytest.raises(SurgeryError, match=match):
+        prune(lenet(), X, budget=Budget(**settings))
+
+
+@pytest.mark.parametrize("settings", [{}, {"ratio": 0.5, "budget": Budget(ratio=0.5)},
+                                      {"ratio": 0.5, "latency": LatencyTarget(5.0)}])
+def test_prune_takes_exactly_one_budget(settings):
+    with pytest.raises(SurgeryError, match="exactly one of ratio=, budget="):
         prune(lenet(), X, **settings)
 
 
@@ -276,7 +283,7 @@ def test_max_ratio_caps_what_one_group_loses(budget):
     assert free[fc1.id] > 60 and capped[fc1.id] == 60  # floor(0.5 * 120)
     assert all(capped[g.id] <= g.channels // 2 for g in graph.prunable)
     if "target_macs" in budget:  # the cap moves the cut elsewhere: the target is still met
-        result = prune(model, X, **budget, max_ratio=0.5)
+        result = prune(model, X, budget=Budget(**budget, max_ratio=0.5))
         assert 0.98 * 200_000 <= count_flops(result.model, X).total <= 200_000  # X: batch 2
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from graphs import trace
-from surgery import SurgeryError, prune
+from surgery import Budget, SurgeryError, prune
 from surgery.io.models import LeNet
 from surgery.plan.taylor import taylor, taylor_saliency
 from surgery.testing.oracle import kill_channels, randomize_norms, relative_error
@@ -96,7 +96,7 @@ def _fixed(values):
 def test_custom_importance_of_the_wrong_shape_or_values_is_an_error(values, message,
                                                                      global_ranking):
     with pytest.raises(SurgeryError, match=message):
-        prune(LeNet(), X, ratio=0.5, importance=_fixed(values), global_ranking=global_ranking)
+        prune(LeNet(), X, importance=_fixed(values), budget=Budget(ratio=0.5, global_ranking=global_ranking))
 
 
 def test_custom_importance_list_of_floats_is_accepted():

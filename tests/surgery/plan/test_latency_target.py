@@ -10,10 +10,9 @@ import torch
 import torchvision
 
 from graphs import trace
-from surgery import SurgeryError, count_flops, lint, prune
+from surgery import Budget, LatencyTarget, SurgeryError, count_flops, lint, prune
 from surgery.cli import main
 from surgery.io.models import LeNet
-from surgery.plan.budget import Budget
 from surgery.plan.latency_layers import (
     fit_rest,
     layer_shares,
@@ -220,7 +219,7 @@ def test_plan_from_widths_removes_the_lowest_scored():
 
 def test_prune_with_a_latency_target_plumbs_through(tmp_path):
     model = LeNet().eval()
-    result = prune(model, X, target_latency_ms=1e6, cache_dir=tmp_path, threads=1)
+    result = prune(model, X, latency=LatencyTarget(1e6, threads=1, cache_dir=tmp_path))
     assert result.latency.target_ms == 1e6 and result.latency.widths == {1: 6, 2: 16, 3: 120,
                                                                           4: 84}
     assert all(not g.removed_channels for g in result.plan.groups)
@@ -269,8 +268,7 @@ def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, 
     model = LeNet().eval()
     dense = sum(p.numel() for p in model.parameters()) / 1000 + overhead_ms
     target = dense - 0.5 * (dense - overhead_ms)
-    result = prune(model, X, target_latency_ms=target, cache_dir=tmp_path, threads=1,
-                   backend=backend)
+    result = prune(model, X, latency=LatencyTarget(target, backend=backend, threads=1, cache_dir=tmp_path))
     kept = sum(p.numel() for p in result.model.parameters()) / 1000 + overhead_ms
     assert result.latency.measured_ms == pytest.approx(kept) and kept <= target
     assert result.latency.dense_ms == pytest.approx(dense * 1.1)  # pooled over the search

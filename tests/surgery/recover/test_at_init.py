@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from surgery import Budget
 from surgery.io.models import LeNet
 from surgery.plan.taylor import taylor
 from surgery.prune import prune
@@ -30,6 +31,6 @@ def test_at_init_snip_style_matches_prune_with_taylor():
 
 def test_at_init_seven_prunes_and_reaches_target_macs():
     torch.manual_seed(0)
-    result = prune_at_init(LeNet(), X, data(), "seven", target_macs=100_000,
-                           global_ranking=True)
+    result = prune_at_init(LeNet(), X, data(), "seven",
+                           budget=Budget(target_macs=100_000, global_ranking=True))
     assert 98_000 <= result.report(X, timing=None).after.macs <= 100_000
