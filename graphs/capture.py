@@ -11,9 +11,10 @@ Modules are transparent: their functional calls are recorded with their own para
 Modules that ``leaf(module)`` accepts (attention layers with a rule of their own) are recorded
 as one ``call_module`` node, and what runs inside them is not recorded.
 
-Sizes read from a tensor (``x.shape``, ``x.size(1)``) are ``SizeInt``: ints that remember the
-node they came from, so that a later ``view``/``reshape`` shows whether a size was read from a
-tensor (it follows the pruned width) or written as a literal (it would not).
+Sizes read from a tensor (``x.shape``, ``x.size(1)``) are ``SizeInt`` (``graphs.size_ints``):
+ints that remember the node they came from, so that a later ``view``/``reshape`` shows whether a
+size was read from a tensor (it follows the pruned width) or written as a literal (it would
+not); a size made a float (``C ** -0.5``, ``math.sqrt(C)``) is recorded as a ``float`` node.
 
 Example:
     >>> from torch import nn
@@ -39,12 +40,12 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
-from typing_extensions import Self
 
 from graphs.errors import TraceError
 from graphs.fastconv import fast_call
 from graphs.inputs import split_inputs
 from graphs.modes import eval_mode
+from graphs.size_ints import SizeInt
 from graphs.sources import innermost_user_frame, user_frame_of, user_source
 
 _TENSOR_METHODS: dict[Any, str] = {}
@@ -75,43 +76,6 @@ def _property_name(func: Any) -> str | None:
     if isinstance(func, types.MethodWrapperType) and func.__name__ == "__get__":
         return getattr(func.__self__, "__name__", None)
     return None
-
-
-class SizeInt(int):
-    """An int read from a tensor's shape, with the graph node that computes it.
-
-    Arithmetic with ints keeps the link (``C // 2`` is a node too), so a reshape can tell a
-    size read from a tensor from a literal one.
-    """
-
-    node: fx.Node
-
-    def __new__(cls, value: int, node: fx.Node) -> Self:
-        self = super().__new__(cls, value)
-        self.node = node
-        node.meta["value"] = int(value)
-        return self
-
-    def __reduce__(self) -> tuple:
-        """Copies and pickles are plain ints (a model may keep a shape it saw in forward)."""
-        return int, (int(self),)
-
-
-def _arith(op: Callable[[Any, Any], Any], reflected: bool) -> Callable[[SizeInt, Any], Any]:
-    def apply(self: SizeInt, other: Any) -> Any:
-        if not isinstance(other, int) or isinstance(other, bool):
-            return op(int(self), other) if not reflected else op(other, int(self))
-        a, b = (other, self) if reflected else (self, other)
-        value = op(int(a), int(b))
-        args = tuple(v.node if isinstance(v, SizeInt) else int(v) for v in (a, b))
-        return SizeInt(value, self.node.graph.call_function(op, args))
-    return apply
-
-
-for _op_name in ("add", "sub", "mul", "floordiv", "mod"):
-    _op = getattr(operator, _op_name)
-    setattr(SizeInt, f"__{_op_name}__", _arith(_op, False))
-    setattr(SizeInt, f"__r{_op_name}__", _arith(_op, True))
 
 
 @dataclass

@@ -81,6 +81,9 @@ class TraceContext:
             return None
         for f in flows:
             self.sets.block(f.ids, reason)
+        meta = node.meta.get("tensor_meta")
+        if not getattr(getattr(meta, "dtype", None), "is_floating_point", False):
+            return None  # indices, masks (argmax, topk's indices): positions, not channels
         out = self.fresh_where_input_was(node) or self.fresh_like(node)
         if out is not None:
             self.sets.block(out.ids, reason)

@@ -49,7 +49,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from graphs import kind_maths as maths
-from graphs import rules_attention, rules_layers, rules_recurrent
+from graphs import rules_attention, rules_layers, rules_norms, rules_recurrent
 from graphs.datamodel import SIZE
 from graphs.table import Rule
 
@@ -87,9 +87,11 @@ def _normalized(m: nn.Module) -> tuple[int, ...]:
 
 
 KINDS: tuple[LayerKind, ...] = (  # first match wins
-    LayerKind("attention", "holds a packed `in_proj_weight` (`nn.MultiheadAttention`)",
+    LayerKind("attention", "holds `in_proj_weight` (packed q, k, v; or None beside "
+              "`q/k/v_proj_weight`), heads and an `out_proj` Linear (`nn.MultiheadAttention`)",
               rules_attention.packed_attention, rules_attention.multihead_attention,
-              leaf=True, reference=("weight", "in_proj_weight")),
+              leaf=True, reference=("weight", "in_proj_weight", "q_proj_weight"),
+              sizes=rules_attention.attention_sizes),
     LayerKind("conv_transpose", "is a `torch.nn.modules.conv._ConvTransposeNd`",
               lambda m: isinstance(m, _ConvTransposeNd), rules_layers.conv_transpose,
               rules_layers.CONV_TRANSPOSES, out_dim=1, width=lambda m: m.out_channels,
@@ -105,21 +107,21 @@ KINDS: tuple[LayerKind, ...] = (  # first match wins
               expects=maths.expects_linear, sizes=maths.sizes_linear,
               resize=maths.resize_linear),
     LayerKind("batch_norm", "is a `torch.nn.modules.batchnorm._NormBase` (batch/instance norm)",
-              lambda m: isinstance(m, _NormBase), rules_layers.batch_norm,
+              lambda m: isinstance(m, _NormBase), rules_norms.batch_norm,
               (F.batch_norm, F.instance_norm), reference=("weight", "running_mean"),
               width=lambda m: m.num_features, channel_axis=1,
               input_width=lambda m: m.num_features, expects=maths.expects_batch_norm,
               sizes=maths.sizes_batch_norm, norm=True),
     LayerKind("layer_norm", "is an `nn.LayerNorm`", lambda m: isinstance(m, nn.LayerNorm),
-              rules_layers.layer_norm, (F.layer_norm,), width=lambda m: math.prod(_normalized(m)),
+              rules_norms.layer_norm, (F.layer_norm,), width=lambda m: math.prod(_normalized(m)),
               channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
               expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("group_norm", "is an `nn.GroupNorm`", lambda m: isinstance(m, nn.GroupNorm),
-              rules_layers.group_norm, (F.group_norm,), width=lambda m: m.num_channels,
+              rules_norms.group_norm, (F.group_norm,), width=lambda m: m.num_channels,
               channel_axis=1, input_width=lambda m: m.num_channels,
               expects=maths.expects_group_norm, sizes=maths.sizes_group_norm, norm=True),
     LayerKind("rms_norm", "is an `nn.RMSNorm`", lambda m: isinstance(m, nn.RMSNorm),
-              rules_layers.rms_norm, (F.rms_norm,), width=lambda m: math.prod(_normalized(m)),
+              rules_norms.rms_norm, (F.rms_norm,), width=lambda m: math.prod(_normalized(m)),
               channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
               expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("embedding", "is an `nn.Embedding` (its features: weight dim 1)",
@@ -157,7 +159,8 @@ def function_kind(func: Any) -> LayerKind | None:
 
 def indexed_tensor(module: nn.Module) -> torch.Tensor | None:
     """What a group member's weight dim indexes: the kind's first present ``reference`` tensor
-    (``weight``; packed ``in_proj_weight``; a norm's running stats), else ``weight``.
+    (``weight``; attention's packed ``in_proj_weight`` or ``q_proj_weight``; a norm's running
+    stats), else ``weight``.
 
     Example:
         >>> tuple(indexed_tensor(nn.BatchNorm2d(4, affine=False)).shape)

@@ -12,10 +12,14 @@ Example:
 from __future__ import annotations
 
 from graphs import (
+    rules_einsum,
+    rules_experts,
     rules_index,
     rules_layers,
     rules_matmul,
+    rules_pixel_shuffle,
     rules_reshape,
+    rules_scales,
     rules_shape,
     rules_tensor,
 )
@@ -34,11 +38,15 @@ def default_rules() -> RuleTable:
         else:
             table.register(list(kind.functions), kind.rule)
     rules_layers.register_all(table)
+    rules_experts.register_all(table)
     rules_tensor.register_all(table)
     rules_shape.register_all(table)
     rules_index.register_all(table)
     rules_reshape.register_all(table)
     rules_matmul.register_all(table)
+    rules_scales.register_all(table)
+    rules_pixel_shuffle.register_all(table)
+    rules_einsum.register_all(table)
     return table
 
 

@@ -1,9 +1,10 @@
-"""Indexing: ``x[...]`` with slices, ints, None and Ellipsis, a prefix slice of channels
-(``x[:, :self.out_chs]``), a gather by one integer tensor (``table[idx]``), and the picking of
+"""Indexing: ``x[...]`` with slices, ints, None and Ellipsis, a slice of channels
+(``x[:, :self.out_chs]``, a fused projection's ``qkv[..., n:2 * n]``), a gather by one integer tensor (``table[idx]``), and the picking of
 one output of a split; ``index_dim`` maps a dim through an index."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -11,7 +12,8 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext
-from graphs.sizes import size_follows
+from graphs.datamodel import SIZE
+from graphs.sizes import block_reads, size_attribute, size_follows
 from graphs.sources import at_source
 from graphs.table import method
 
@@ -32,7 +34,7 @@ def getitem(ctx: TraceContext, node: fx.Node):
     new_dim = index_dim(index, x.dim, len(shape))
     at = _channel_item(index, x.dim, len(shape))
     if new_dim is None and at is not None and isinstance(index[at], slice):
-        return _prefix(ctx, node, x, index, at, shape)
+        return _slice(ctx, node, x, index, at, shape)
     if new_dim is None and _picks_one(index, x.dim):
         ctx.sets.block(x.ids, f"getitem at node {node.name} picks one channel by a literal "
                               f"index{at_source(node)}")
@@ -42,29 +44,67 @@ def getitem(ctx: TraceContext, node: fx.Node):
     return Flow(x.ids, new_dim)
 
 
-def _prefix(ctx: TraceContext, node: fx.Node, x: Flow, index: tuple, at: int,
-            shape: tuple) -> Flow | None:
-    """``x[:, :n]``: the first n channels go on, the rest are dropped (dead here).
-
-    After pruning, n must be the count of kept channels among the first n: a slice past the end
-    keeps every channel (nothing to update), a literal n equal to one int attribute of the
-    module (``self.out_chs``) becomes a SIZE member. Any other slice blocks the channels.
-    """
+def _slice(ctx: TraceContext, node: fx.Node, x: Flow, index: tuple, at: int,
+           shape: tuple) -> Flow | None:
+    """``x[:, a:b]``: channels a..b-1 go on, the rest are dropped here (used by other slices or
+    dead). After pruning, each bound inside the channels must be the kept count before it
+    (``bounds_follow``); a bound of 0 or past the end needs nothing. Otherwise the channels
+    are blocked, with the line, and so are those a computed bound was read from."""
     item = index[at]
-    start, stop, step = item.start, item.stop, item.step
     dim = index_dim(index[:at] + (slice(None),) + index[at + 1:], x.dim, len(shape))
-    if start not in (None, 0) or step not in (None, 1) or not isinstance(stop, int) \
-            or stop < 0 or dim is None:
-        return ctx.reject(node, "getitem", "slices the channel dim other than as a prefix "
-                                           "x[:, :n] with a literal n")
-    y = Flow(x.ids[:stop], dim)
-    if stop >= x.size:
-        return y
-    problem = size_follows(ctx, node, stop, y, x)
+    bounds = [b for b in (item.start, item.stop) if b is not None]
+    values = [b if type(b) is int else b.meta.get("value") if isinstance(b, fx.Node) else None
+              for b in bounds]
+    if item.step not in (None, 1) or dim is None or any(
+            not isinstance(v, int) or v < 0 for v in values):
+        return ctx.reject(node, "getitem", "slices the channel dim with a step or with "
+                                           "negative or unreadable bounds")
+    start = values[0] if item.start is not None else 0
+    stop = values[-1] if item.stop is not None else x.size
+    y = Flow(x.ids[start:stop], dim)
+    inner = [(b, v) for b, v in zip(bounds, values) if 0 < v < x.size]
+    problem = bounds_follow(ctx, node, x, inner) if inner else ""
     if problem:
-        ctx.sets.block(x.ids, f"getitem at node {node.name} keeps the first {stop} channels, "
-                              f"{problem}{at_source(node)}")
+        taken = f"keeps the first {stop} channels" if start == 0 else \
+            f"takes channels {start}:{stop}"
+        line = f"getitem at node {node.name} {taken}, {problem}{at_source(node)}"
+        ctx.sets.block(x.ids, line)
+        for bound, _ in inner:
+            block_reads(ctx, bound, line + " read from these channels")
     return y
+
+
+def bounds_follow(ctx: TraceContext, node: fx.Node, x: Flow, inner: list) -> str:
+    """"" when the slice bounds ``inner`` ((written, value) pairs inside x's channels) follow
+    pruning, else why not. Literal bounds that are each one int attribute (``self.out_chs``,
+    ``x[:, self.a:]``) count the channels before them (SIZE members). Else, as fused
+    projections are cut (``q = qkv[..., :n]``, ``k = qkv[..., n:2 * n]``), the bounds must be
+    multiples of one width w dividing C, computed from C (``n = C // 3``) or, written as
+    literals, multiples of one int attribute equal to w (``n = self.n``; at most 8 pieces): the
+    C / w pieces of w channels are coupled, so each keeps the same count.
+    """
+    if all(type(b) is int for b, _ in inner):
+        found = [size_attribute(ctx, node, v) for _, v in inner]
+        if all(attr for _, attr in found):
+            for (owner, attr), (_, v) in zip(found, inner):
+                ctx.sets.record(owner, SIZE, 0, x.ids[:v], attr)
+            return ""
+    width = math.gcd(x.size, *(v for _, v in inner))
+    literal = [v for b, v in inner if type(b) is int]
+    owner, attr = size_attribute(ctx, node, width) if literal else ("", "")
+    if width == 1 or (literal and (not attr or x.size // width > 8)):
+        return owner or f"bounds {[v for _, v in inner]} that no int attribute counts"
+    pieces = x.ids.reshape(-1, width)
+    piece = Flow(pieces[0].copy(), x.dim)
+    problem = next((p for p in (size_follows(ctx, node, b, piece, x) for b, _ in inner
+                                if isinstance(b, fx.Node)) if p), "")
+    if problem:
+        return problem
+    for row in pieces[1:]:
+        ctx.sets.union(piece.ids, row.copy())
+    if attr:
+        ctx.sets.record(owner, SIZE, 0, piece.ids, attr)
+    return ""
 
 
 def _channel_item(index: tuple, dim: int, ndim: int) -> int | None:

@@ -23,17 +23,15 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import fx, nn
-from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import IN, OUT, SIZE
+from graphs.rules_experts import expert_slice, record_weight
 from graphs.rules_weights import parametrized_weight, standardised_weight
-from graphs.sizes import group_count_follows, norm_shape_follows
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
@@ -51,6 +49,8 @@ def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict
             continue
         target = value.target if isinstance(value, fx.Node) and value.op == "get_attr" else ""
         owner, _, leaf = target.rpartition(".")
+        if _caller_holds(ctx, node, attr, ctx.params.get(target)):  # a tied tensor is named
+            owner, leaf = node.meta["module"], attr  # after its first holder: the caller's own
         if leaf != attr or not isinstance(ctx.params.get(target), torch.Tensor):
             ctx.reject(node, op_name(node), f"{attr} is not a layer's own {attr!r} tensor")
             return None
@@ -65,6 +65,13 @@ def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict
                                       f"not a {_names(base)}")
         return None
     return owner
+
+
+def _caller_holds(ctx: TraceContext, node: fx.Node, attr: str, tensor) -> bool:
+    """Whether the module whose forward makes this call holds ``tensor`` as its own ``attr``."""
+    caller = ctx.root.get_submodule(node.meta.get("module", ""))
+    return tensor is not None and any(store.get(attr) is tensor
+                                      for store in (caller._parameters, caller._buffers))
 
 
 def _names(base: type | tuple) -> str:
@@ -168,6 +175,9 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     output features: its pieces are pruned with the rows they are added to."""
     x, weight, shape = ctx.flow(node.args[0]), arg(node, 1, "weight"), ctx.shape(node.args[0])
     bias = arg(node, 2, "bias")
+    site = expert_slice(ctx, weight) or own_matrix(ctx, node, weight, bias)
+    if site is not None and shape is not None:
+        return _linear_by_name(ctx, node, site, x, bias)
     traced_bias = ctx.flow(bias)
     name, inexact = weight_owner(ctx, node, nn.Linear, weight,
                                  None if traced_bias is not None else bias)
@@ -192,6 +202,41 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return Flow(out, len(shape) - 1)
 
 
+def own_matrix(ctx: TraceContext, node: fx.Node, weight, bias) -> tuple[str, str, int, int] | None:
+    """(owner, parameter, 0, 1) when ``F.linear`` is called with a 2-d parameter of a module
+    that is no ``nn.Linear`` (a MoE router's ``self.weight``), its bias None or the same
+    module's; its members then name the parameters."""
+    targets = [getattr(t, "target", "") for t in (weight, bias) if t is not None]
+    if not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in (weight, bias)
+               if t is not None) or len({t.rpartition(".")[0] for t in targets}) != 1:
+        return None
+    tensor = ctx.params.get(targets[0])
+    owner, _, attr = targets[0].rpartition(".")
+    if _caller_holds(ctx, node, attr, tensor):  # a tied weight: the caller's own
+        owner = node.meta["module"]
+    if not isinstance(tensor, nn.Parameter) or tensor.dim() != 2 \
+            or isinstance(ctx.root.get_submodule(owner), nn.Linear):
+        return None
+    return owner, attr, 0, 1
+
+
+def _linear_by_name(ctx: TraceContext, node: fx.Node, site: tuple, x: Flow | None,
+                    bias) -> Flow:
+    """``F.linear`` on a parameter by name (``expert_slice``, ``own_matrix``)."""
+    shape = ctx.shape(node.args[0])
+    if x is None or x.dim != len(shape) - 1:
+        x = untracked_input(ctx, node, x, shape[-1])
+    out = record_weight(ctx, site, x, ctx.shape(node)[-1], len(ctx.shape(node)))
+    if bias is not None:
+        owner, _, attr = bias.target.rpartition(".") if isinstance(bias, fx.Node) else ("", "",
+                                                                                        "")
+        if attr and owner == site[0]:
+            ctx.sets.record(owner, OUT, 0, out.ids, attr)
+        else:
+            ctx.sets.block(out.ids, f"the bias of {node.name} is not its weight's module's")
+    return out
+
+
 def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int) -> Flow:
     """Fresh, blocked input channels for a layer whose input features are not the tracked dim
     (e.g. a model input laid out channels-last); the channels it had stay too."""
@@ -202,86 +247,6 @@ def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int)
     fresh = ctx.sets.fresh(size)
     ctx.sets.block(fresh, reason)
     return Flow(fresh, 0)
-
-
-def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """BatchNorm and InstanceNorm (and their subclasses): per-channel statistics and affine on
-    dim 1, exact. A norm with no tensors of its own (``InstanceNorm2d(C)``) keeps its
-    ``num_features`` in step with the channels (a SIZE member)."""
-    x = ctx.flow(node.args[0])
-    tensors = {k: arg(node, i, k) for i, k in
-               ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))}
-    if x is None and all(t is None or ctx.flow(t) is None for t in tensors.values()):
-        return None  # e.g. weight standardisation of a parameter: no channels to follow
-    name = owner_of(ctx, node, _NormBase, tensors)
-    if name is None:
-        return None
-    if x is None or x.dim != 1:
-        return ctx.reject(node, op_name(node), "channels not on dim 1")
-    caller = node.meta.get("module", "")
-    module = ctx.root.get_submodule(caller)
-    if not name and isinstance(module, _NormBase) and module.num_features == x.size:
-        ctx.sets.record(caller, SIZE, 0, x.ids, "num_features")
-    return _norm_member(ctx, name, x)
-
-
-def _norm_member(ctx: TraceContext, name: str, x: Flow) -> Flow:
-    if name:
-        ctx.calls[name] += 1
-        ctx.sets.record(name, OUT, 0, x.ids)
-    return x
-
-
-def layer_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """LayerNorm over the channel dim only (channels last); pruning changes its statistics."""
-    return _last_dim_norm(ctx, node, nn.LayerNorm, {"weight": arg(node, 2, "weight"),
-                                                     "bias": arg(node, 3, "bias")})
-
-
-def rms_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """RMSNorm over the channel dim only (channels last)."""
-    return _last_dim_norm(ctx, node, nn.RMSNorm, {"weight": arg(node, 2, "weight")})
-
-
-def _last_dim_norm(ctx: TraceContext, node: fx.Node, base: type, tensors: dict) -> Flow | None:
-    x, shape = ctx.flow(node.args[0]), ctx.shape(node.args[0])
-    if x is None or shape is None:
-        return None
-    if len(arg(node, 1, "normalized_shape", ())) != 1 or x.dim != len(shape) - 1:
-        return ctx.reject(node, op_name(node), "normalises more than the channel dimension")
-    name = owner_of(ctx, node, base, tensors)
-    if name is None:
-        return None
-    ctx.sets.approximate(x.ids, f"{op_name(node)} over the channels at node {node.name}")
-    if not name:  # no weights (elementwise_affine=False): normalized_shape must follow alone
-        norm_shape_follows(ctx, node, tuple(arg(node, 1, "normalized_shape")), x)
-    return _norm_member(ctx, name, x)
-
-
-def group_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """GroupNorm: with 1 < G < C groups a group's channels are one channel here (whole groups
-    go, exact: every other group keeps its statistics); one group per channel is per-channel;
-    one group for all (G = 1) prunes single channels, inexactly (its statistics change)."""
-    x = ctx.flow(node.args[0])
-    if x is None:
-        return None
-    name = owner_of(ctx, node, nn.GroupNorm, {"weight": arg(node, 2, "weight"),
-                                              "bias": arg(node, 3, "bias")})
-    if name is None:
-        return None
-    if x.dim != 1:
-        return ctx.reject(node, "group_norm", "channels not on dim 1")
-    groups = arg(node, 1, "num_groups")
-    if not isinstance(groups, int) or groups < 1 or x.size % groups:
-        return ctx.reject(node, "group_norm", f"{groups} groups over {x.size} channels")
-    if groups == 1:
-        ctx.sets.approximate(x.ids, f"group_norm over the channels at node {node.name}")
-    elif groups < x.size:
-        per = x.ids.reshape(groups, -1)
-        ctx.sets.union(np.repeat(per[:, :1], per.shape[1], axis=1).reshape(-1), x.ids)
-    if not name:  # no weights (affine=False): its sizes must follow alone
-        group_count_follows(ctx, node, groups, x)
-    return _norm_member(ctx, name, x)
 
 
 def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -305,7 +270,8 @@ def register_all(table) -> None:
 def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """``torch.addmm(self.bias, x, self.weight)``: a linear layer with a (in, out) weight, as
     Hugging Face's GPT-2 ``Conv1D``. Its parameters are members by name (weight dims 0 and 1,
-    bias dim 0), since the layer is no torch class the surgeons know."""
+    bias dim 0), since the layer is no torch class the surgeons know; its widths ``nf`` (out)
+    and ``nx`` (in), where it has them, are SIZE members."""
     bias, x_node, weight = (arg(node, i, n) for i, n in enumerate(("input", "mat1", "mat2")))
     x, targets = ctx.flow(x_node), [getattr(t, "target", "") for t in (weight, bias)]
     owners = {t.rpartition(".")[0] for t in targets}
@@ -319,4 +285,8 @@ def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     out = ctx.sets.fresh(ctx.shape(weight)[1])
     ctx.sets.record(name, OUT, 1, out, "weight")
     ctx.sets.record(name, OUT, 0, out, "bias")
+    module = ctx.root.get_submodule(name)
+    for attr, ids in (("nf", out), ("nx", x.ids)):  # Conv1D's out and in widths
+        if type(getattr(module, attr, None)) is int and getattr(module, attr) == ids.shape[0]:
+            ctx.sets.record(name, SIZE, 0, ids, attr)
     return Flow(out, 1)

@@ -76,8 +76,8 @@ def matmul(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return _site(ctx, node, [a, b], None, flows[0])
     free = [(i, d) for i, d in enumerate(where) if isinstance(d, int)]
     if free:
-        (i, d), = free
-        if flows[1 - i] is not None:
+        (i, d) = free[0]
+        if len(free) > 1 or flows[1 - i] is not None:
             return ctx.reject(node, "matmul", "operands carry channels on different dims")
         return _site(ctx, node, [a, b], len(out) + d, flows[i])
     return _couple_batch(ctx, node, [a, b], out, "matmul", last=2)

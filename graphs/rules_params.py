@@ -4,6 +4,8 @@ Their channels are members by name, sliced by surgery with the rest of their gro
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx, nn
 
@@ -11,8 +13,21 @@ from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.datamodel import OUT
 from graphs.kinds import LAYER_FUNCTIONS, layer_kind
+from graphs.rules_experts import GROUPED_MM
 
-_READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm}  # addmm: rules_layers.addmm reads it
+_READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm, *GROUPED_MM}  # rules_layers / rules_experts
+
+
+def _read_by_rule(node: fx.Node) -> bool:
+    """A layer rule reads this parameter: it is the weight of a layer function, directly or as
+    one expert's slice ``w[e]`` or transposed (``rules_experts``)."""
+    for user in node.users:
+        if user.target in _READ_BY_RULES:
+            return True
+        if (user.target in ("transpose", "__getitem__") or user.target is operator.getitem) \
+                and any(u.target in _READ_BY_RULES for u in user.users):
+            return True
+    return False
 
 
 def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -28,7 +43,7 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return None  # the layer rule reads them (rules_weights.parametrized_weight)
     owner, _, attr = node.target.rpartition(".")
     module = ctx.root.get_submodule(owner)
-    if layer_kind(module) is not None or any(user.target in _READ_BY_RULES for user in node.users):
+    if layer_kind(module) is not None or _read_by_rule(node):
         return None
     dims = [d for d, n in enumerate(tensor.shape) if n > 1]
     if not dims:

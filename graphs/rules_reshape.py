@@ -147,26 +147,30 @@ def _checked(ctx: TraceContext, node: fx.Node, sizes: list | None, y: Flow,
         return y
     if sizes is None or len(sizes) != len(ctx.shape(node)):
         return _block(ctx, node, y, "sizes that cannot be read")
-    x = ctx.flow(node.args[0])
+    x, count = ctx.flow(node.args[0]), None
     if not isinstance(sizes[y.dim], fx.Node):
         problem = size_follows(ctx, node, sizes[y.dim], y, x)
         if problem:
             _block(ctx, node, y, problem)
+        elif sizes[y.dim] not in (-1, -2):
+            count = sizes[y.dim]  # an attribute (num_heads) counts y's channels
     if any(isinstance(size, fx.Node) for size in sizes):
-        ctx.defer(lambda: _check_computed(ctx, node, sizes, y, x, fixed))
+        ctx.defer(lambda: _check_computed(ctx, node, sizes, y, x, fixed, count))
     return y
 
 
 def _check_computed(ctx: TraceContext, node: fx.Node, sizes: list, y: Flow, x: Flow,
-                    fixed: list[int]) -> None:
+                    fixed: list[int], count: int | None) -> None:
     """Block ``y`` and the channels its sizes read unless its computed size scales with ``x``'s
-    channels and the computed sizes of the other dims do not."""
+    channels and the computed sizes of the other dims do not (``C // self.num_heads``, with
+    ``count`` the attribute's value that counts y: pruned alike, C and it keep the head width).
+    """
     problem = size_follows(ctx, node, sizes[y.dim], y, x) \
         if isinstance(sizes[y.dim], fx.Node) else ""
     wrong = [y.dim] if problem else []
     for d, size in enumerate(sizes):
         if d != y.dim and isinstance(size, fx.Node) and \
-                evaluate(ctx, size, x, 2, 7) != evaluate(ctx, size, x, 1, 1):
+                evaluate(ctx, size, x, 2, 7, count) != evaluate(ctx, size, x, 1, 1, count):
             wrong.append(d)
             problem = problem or (f"a split size computed from a channel count at dim {d}"
                                   if d in fixed else f"a size computed from a channel count "

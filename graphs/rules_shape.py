@@ -107,10 +107,12 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
 
     ``chunk(n)`` (or ``tensor_split(n)``) of C channels with C % n == 0 couples position i of every
     piece, so every piece loses the same channels and the pruned tensor still splits into the
-    right pieces. Split sizes equal to one tuple attribute of the module
-    (``torch.split(x, self.split_indexes)``) leave each piece to prune on its own: element i of
-    the attribute is a SIZE member of piece i. Other literal sizes or indices block the channels
-    (with the source line) because the sizes would not fit once channels are pruned.
+    right pieces; so do equal sizes that follow pruning (``x.split(C // 2)``, YOLO's
+    ``x.split((self.c, self.c), 1)``: ``self.c`` a SIZE member). Split sizes equal to one tuple
+    attribute of the module (``torch.split(x, self.split_indexes)``), or each to an int
+    attribute of its own (``torch.split(x, [self.a, self.b])``), leave each piece to prune on
+    its own: the attribute (element) of piece i is a SIZE member of it. Other literal sizes or
+    indices block the channels (with the source line): they would not fit once pruned.
     """
     x, metas = ctx.flow(node.args[0]), node.meta.get("tensor_meta")
     if x is None or not isinstance(metas, (tuple, list)) or hasattr(metas, "shape"):
@@ -124,43 +126,68 @@ def split(ctx: TraceContext, node: fx.Node) -> tuple | None:
     by_count = op_name(node) in ("chunk", "tensor_split") \
         and isinstance(arg(node, 1, "chunks", None), int) \
         and len(sizes) == arg(node, 1, "chunks", None)
-    if len(set(sizes)) == 1 and (by_count or _equal_pieces_follow(ctx, node, pieces[0])):
-        for piece in pieces[1:]:
-            ctx.sets.union(pieces[0].ids, piece.ids)
-    elif _sizes_attribute(ctx, node, pieces):
-        pass  # each piece prunes on its own; its element of the tuple counts what it keeps
+    equal = len(set(sizes)) == 1
+    if equal and by_count:
+        _couple(ctx, pieces)
+    elif _sizes_attribute(ctx, node, pieces, whole=True):
+        pass  # element i of a tuple attribute counts what piece i keeps
+    elif equal and _equal_pieces_follow(ctx, node, pieces[0]):
+        _couple(ctx, pieces)
+    elif _sizes_attribute(ctx, node, pieces, whole=False):
+        pass  # an int attribute per piece counts what it keeps
     elif x.size > 1:
-        line = f"{op_name(node)} at node {node.name} splits channels into fixed sizes " \
-               f"{sizes}{at_source(node)}"
-        ctx.sets.block(x.ids, line)
-        written = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
-        for size in written if isinstance(written, (list, tuple)) else [written]:
-            block_reads(ctx, size, line + " read from these channels")
+        _block_split(ctx, node, x, sizes)
     return pieces
 
 
+def _couple(ctx: TraceContext, pieces: tuple[Flow, ...]) -> None:
+    for piece in pieces[1:]:
+        ctx.sets.union(pieces[0].ids, piece.ids)
+
+
+def _block_split(ctx: TraceContext, node: fx.Node, x: Flow, sizes: list[int]) -> None:
+    """Block the channels split into sizes that do not follow, and those a size was read from."""
+    line = f"{op_name(node)} at node {node.name} splits channels into fixed sizes " \
+           f"{sizes}{at_source(node)}"
+    ctx.sets.block(x.ids, line)
+    written = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
+    for size in written if isinstance(written, (list, tuple)) else [written]:
+        block_reads(ctx, size, line + " read from these channels")
+
+
 def _equal_pieces_follow(ctx: TraceContext, node: fx.Node, piece: Flow) -> bool:
-    """``x.split(size)`` into equal pieces, with ``size`` that follows pruning: read from the
-    channel count, or ``self.split_size`` (then a SIZE member, set to the kept piece width)."""
-    size = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
+    """``x.split(size)`` (or ``x.split((size, size))``) into equal pieces, with a ``size`` that
+    follows pruning: read from the channel count, or ``self.c`` (then a SIZE member, set to the
+    kept piece width)."""
+    written = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
     x = ctx.flow(node.args[0])
-    if isinstance(size, (list, tuple)) or size is None:
+    sizes = list(written) if isinstance(written, (list, tuple)) else [written]
+    if None in sizes:
         return False
-    return not size_follows(ctx, node, size, piece, x)
+    distinct = {id(v) if isinstance(v, fx.Node) else v: v for v in sizes}.values()
+    return not any(size_follows(ctx, node, v, piece, x) for v in distinct)
 
 
-def _sizes_attribute(ctx: TraceContext, node: fx.Node, pieces: tuple[Flow, ...]) -> bool:
-    """``torch.split(x, self.split_indexes)``: the literal sizes equal one tuple attribute of
-    the module, so piece i is counted by its element i (a SIZE member with dim i)."""
+def _sizes_attribute(ctx: TraceContext, node: fx.Node, pieces: tuple[Flow, ...],
+                     whole: bool) -> bool:
+    """``whole``: ``torch.split(x, self.split_indexes)``, the literal sizes equal one tuple
+    attribute of the module, so piece i is counted by its element i (a SIZE member with dim i).
+    Else ``torch.split(x, [self.a, self.b])``: each size equals one int attribute, which counts
+    its piece (a SIZE member with dim 0)."""
     sizes = arg(node, 1, "split_size_or_sections", arg(node, 1, "split_size", None))
     if op_name(node) != "split" or not isinstance(sizes, (list, tuple)) \
             or not all(type(v) is int for v in sizes):
         return False
-    owner, attr = size_attribute(ctx, node, tuple(sizes))
-    if not attr:
+    if whole:
+        owner, attr = size_attribute(ctx, node, tuple(sizes))
+        for i, piece in enumerate(pieces if attr else ()):
+            ctx.sets.record(owner, SIZE, i, piece.ids, attr)
+        return bool(attr)
+    found = [size_attribute(ctx, node, v) for v in sizes]  # [self.a, self.b]: one each
+    if not all(a for _, a in found) or len(set(found)) != len(found):
         return False
-    for i, piece in enumerate(pieces):
-        ctx.sets.record(owner, SIZE, i, piece.ids, attr)
+    for (owner, attr), piece in zip(found, pieces):
+        ctx.sets.record(owner, SIZE, 0, piece.ids, attr)
     return True
 
 

@@ -11,6 +11,7 @@ from torchvision.ops import stochastic_depth
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, op_name
+from graphs.sizes import mark_scale
 from graphs.table import method
 
 BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
@@ -68,7 +69,11 @@ def _broadcasts_over(ctx: TraceContext, arg, x: Flow, shape_out) -> bool:
 
 
 def elementwise(ctx: TraceContext, node: fx.Node) -> Flow | None:
-    """Broadcasting binary ops: operands aligned on the channel position are coupled (add, SE mul)."""
+    """Broadcasting binary ops: operands aligned on the channel position are coupled (add, SE mul).
+
+    A size among the operands (``x / C``) read from a channel count makes those channels
+    inexact (``graphs.rules_scales``)."""
+    mark_scale(ctx, node, (node.args, node.kwargs))
     out_shape = ctx.shape(node)
     if out_shape is None:
         return None

@@ -32,6 +32,7 @@ from torch import fx, nn
 from graphs.channels import Flow
 from graphs.context import TraceContext, op_name
 from graphs.datamodel import SIZE
+from graphs.sources import at_source
 
 
 def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> str:
@@ -41,12 +42,12 @@ def size_follows(ctx: TraceContext, node: fx.Node, size, y: Flow, x: Flow) -> st
     those channels doubled (and reads of other channels changed), it must double.
     """
     if isinstance(size, fx.Node):
-        scaled = evaluate(ctx, size, x, 2, 7)
-        return "" if scaled == 2 * evaluate(ctx, size, x, 1, 1) else "a size computed from " \
+        scaled, base = evaluate(ctx, size, x, 2, 7), evaluate(ctx, size, x, 1, 1)
+        return "" if base is not None and scaled == 2 * base else "a size computed from " \
             "other dims"
     if size in (-1, -2):  # -1: inferred; -2: kept from the input as it is (unflatten)
         return ""
-    owner, attr = size_attribute(ctx, node, size)
+    owner, attr = size_attribute(ctx, node, size, y)
     if not attr:
         return owner or f"a literal channel size {size}"
     ctx.sets.record(owner, SIZE, 0, y.ids, attr)
@@ -117,14 +118,30 @@ def channel_reads(ctx: TraceContext, size) -> list:
     return []
 
 
-_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod,
+               operator.pow}
 
 
-def evaluate(ctx: TraceContext, size, x: Flow, same: int, other: int) -> int | None:
+def mark_scale(ctx: TraceContext, node: fx.Node, values) -> None:
+    """Mark inexact the channels that any size among ``values`` (node arguments: sizes, or
+    tensors, skipped) was read from: ``node`` makes a value of it (``x / C``, ``float(C)``,
+    ``torch.tensor(C)``), which pruning those channels changes (``graphs.rules_scales``)."""
+    sizes: list[fx.Node] = []
+    fx.node.map_arg(values, lambda a: sizes.append(a) if ctx.shape(a) is None else None)
+    for size in sizes:
+        for ids in channel_reads(ctx, size):
+            ctx.sets.approximate(ids, f"a scale read from the channel count at node "
+                                      f"{node.name}{at_source(node)}")
+
+
+def evaluate(ctx: TraceContext, size, x: Flow, same: int, other: int,
+             count: int | None = None) -> int | None:
     """The value of a computed size with reads of ``x``'s channels scaled by ``same`` and reads
-    of other channel dims by ``other`` (None if it uses anything else)."""
+    of other channel dims by ``other`` (None if it uses anything else); a literal equal to
+    ``count`` (an attribute that counts x's channels: ``C // self.num_heads``) scales by
+    ``same`` too."""
     if not isinstance(size, fx.Node):
-        return size if isinstance(size, int) else None
+        return None if not isinstance(size, int) else size * same if size == count else size
     source = _size_source(size)
     if source is not None:
         flow = ctx.flow(source[0])  # the model input's dims never change: a constant
@@ -132,7 +149,7 @@ def evaluate(ctx: TraceContext, size, x: Flow, same: int, other: int) -> int | N
             else same if ctx.sets.same_channels(flow.ids, x.ids) else other
         return size.meta["value"] * scale
     if size.op == "call_function" and size.target in _ARITHMETIC:
-        values = [evaluate(ctx, a, x, same, other) for a in size.args]
+        values = [evaluate(ctx, a, x, same, other, count) for a in size.args]
         return None if None in values or (size.target in (operator.floordiv, operator.mod)
                                           and values[1] == 0) else size.target(*values)
     return None
@@ -149,14 +166,19 @@ def _size_source(size: fx.Node) -> tuple[fx.Node, int] | None:
     return None
 
 
-def size_attribute(ctx: TraceContext, node: fx.Node, value) -> tuple[str, str]:
+def size_attribute(ctx: TraceContext, node: fx.Node, value, y: Flow | None = None
+                   ) -> tuple[str, str]:
     """(module, attribute) of the one int attribute equal to ``value`` (or, for a tuple or
     list of ints, the one tuple or list attribute equal to it) in the calling module or its
-    parents (innermost first); ("why not", "") when there is none or several."""
+    parents (innermost first); ("why not", "") when there is none or several. Of several, the
+    one a rule already counts ``y``'s channels with (a SIZE member: Conv1D's ``nf`` against
+    its ``nx`` of the same value) is the one."""
     module = node.meta.get("module", "")
     while True:
         found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
                  if _same_size(v, value) and not k.startswith("_")]
+        if len(found) > 1 and y is not None:
+            found = [k for k in found if _counts(ctx, module, k, y)] or found
         if len(found) == 1:
             return module, found[0]
         if len(found) > 1:
@@ -164,6 +186,13 @@ def size_attribute(ctx: TraceContext, node: fx.Node, value) -> tuple[str, str]:
         if not module:
             return "", ""
         module = module.rpartition(".")[0]
+
+
+def _counts(ctx: TraceContext, module: str, attr: str, y: Flow) -> bool:
+    """Whether a SIZE member of ``module.attr`` already counts ``y``'s channels."""
+    return any(r.module == module and r.role == SIZE and r.attr == attr
+               and r.ids.shape == y.ids.shape and ctx.sets.same_channels(r.ids, y.ids)
+               for r in ctx.sets.records)
 
 
 def _same_size(attribute, value) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
@@ -16,6 +15,7 @@ from graphs.errors import Refused, TraceError
 from graphs.grouping import build_groups_and_sites
 from graphs.rules import default_rules
 from graphs.rules_params import bare_parameter
+from graphs.sharing import couple_shared
 from graphs.sources import at_source
 from graphs.table import RuleTable
 
@@ -45,7 +45,7 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Mo
     for node in captured.graph.nodes:
         ctx.flows[node] = run_rule(ctx, table, node)
     ctx.finish()
-    block_shared(ctx)
+    couple_shared(ctx.sets, ctx.root, ctx.calls)
     block_ignored(ctx, ignore)
     groups, sites = build_groups_and_sites(ctx.sets)
     return DependencyGraph(groups, tuple(ctx.unsupported), captured.notes, sites)
@@ -83,7 +83,7 @@ def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
         return None
     if node.op == "get_attr":
         return bare_parameter(ctx, node)
-    if not _has_tensor_output(node):
+    if not _has_tensor_output(node) and node.target is not float:  # float: a size made a scale
         return None
     key = ctx.module(node) if node.op == "call_module" else node.target
     rule = table.lookup(node.op, key)
@@ -106,55 +106,6 @@ def _has_tensor_output(node: fx.Node) -> bool:
     if isinstance(meta, TensorMetadata):
         return True
     return isinstance(meta, (tuple, list)) and any(isinstance(m, TensorMetadata) for m in meta)
-
-
-def block_shared(ctx: TraceContext) -> None:
-    """Block the channels of a layer called twice, or holding a tensor another module holds
-    too (tied weights: rebuilding one owner would untie them)."""
-    tied = tied_modules(ctx.root)
-    for rec in ctx.sets.records:
-        if ctx.calls[rec.module] > 1:
-            ctx.sets.block(rec.ids, f"layer {rec.module} is called {ctx.calls[rec.module]} times")
-        elif rec.module in tied:
-            ctx.sets.block(rec.ids, f"layer {rec.module} shares a parameter with "
-                                    f"{', '.join(tied[rec.module])} (tied weights)")
-
-
-def tied_modules(model: nn.Module) -> dict[str, list[str]]:
-    """Module name -> the other modules holding one of its parameters or buffers, or a tensor
-    with the same memory (``c3.weight.data = c2.weight.data``: two Parameters, one storage).
-
-    Example:
-        >>> import torch
-        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
-        >>> model[2].weight.data = model[1].weight.data
-        >>> tied_modules(model)
-        {'1': ['2'], '2': ['1']}
-    """
-    owners: dict[object, list[str]] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        tensors = list(module._parameters.values()) + list(module._buffers.values())
-        for t in {_memory_key(t) for t in tensors if t is not None}:
-            if name not in owners.setdefault(t, []):
-                owners[t].append(name)
-    tied: dict[str, list[str]] = {}
-    for names in owners.values():
-        for name in names if len(names) > 1 else ():
-            tied.setdefault(name, []).extend(n for n in names if n != name)
-    return tied
-
-
-def _memory_key(t: torch.Tensor) -> object:
-    """What identifies a tensor's values: its memory (device, storage address, offset, shape,
-    strides, dtype), so that two Parameters viewing the same memory are one; the object itself
-    where there is no memory to compare (meta, empty or storage-less tensors)."""
-    try:
-        ptr = t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
-        return id(t)
-    if t.is_meta or t.numel() == 0 or ptr == 0:
-        return id(t)
-    return (str(t.device), ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
 def block_ignored(ctx: TraceContext, ignore: tuple[str, ...]) -> None:

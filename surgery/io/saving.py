@@ -65,7 +65,8 @@ def save(result: Any, directory: str | Path, base: str | None = None,
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    state = own_memory({k: v.detach().cpu().contiguous()
+                        for k, v in result.model.state_dict().items()})
     try:
         write_atomic(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     except RuntimeError as exc:  # e.g. tied weights that share memory
@@ -79,6 +80,25 @@ def save(result: Any, directory: str | Path, base: str | None = None,
         data["input_shape"] = [int(s) for s in input_shape]
     write_text(out / PLAN_FILE, json.dumps(data, indent=1))
     return out / WEIGHTS_FILE, out / PLAN_FILE
+
+
+def own_memory(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a copy of every tensor whose memory an earlier one uses (tied weights:
+    safetensors refuses to write shared memory; ``load`` ties them again by applying the plan).
+
+    Example:
+        >>> w = torch.ones(2)
+        >>> state = own_memory({"a": w, "b": w})
+        >>> state["a"] is w, state["b"] is w, torch.equal(state["b"], w)
+        (True, False, True)
+    """
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone() if ptr and ptr in seen else tensor
+        seen.add(ptr)
+    return out
 
 
 def changed_shapes(model: nn.Module, plan: Plan) -> dict[str, dict[str, list[int]]]:

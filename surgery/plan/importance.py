@@ -42,12 +42,13 @@ def _per_channel(w: torch.Tensor, member: Member, power: int) -> torch.Tensor:
 
 def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]]:
     """The producing filters of a group: OUT members that are a layer's (or a ``weight``
-    parameter's, as GPT-2's Conv1D) matrix, not bare vectors or tokens."""
+    parameter's, as GPT-2's Conv1D) matrix, or the rows of a named matrix (an LSTM's
+    ``weight_ih_l0``, experts' ``gate_up_proj``): not bare vectors or tokens, whose channels
+    are their last dim."""
     found = []
     for m in group.members:
-        w = member_tensor(model, m) if m.attr in ("", "weight") or m.attr.startswith(
-            "weight_") else None  # "weight_*": an LSTM's weight_ih_l0, weight_hh_l0, ...
-        if m.role == OUT and w is not None and w.dim() >= 2:
+        w = member_tensor(model, m) if m.role == OUT else None
+        if w is not None and w.dim() >= 2 and (m.attr in ("", "weight") or m.dim < w.dim() - 1):
             found.append((w, m))
     return found
 

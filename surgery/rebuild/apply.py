@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from graphs.kinds import indexed_tensor
+from graphs.sharing import Shared, module_aliases, shared_tensors
 from surgery.errors import SurgeryError
 from surgery.plan.plan import Plan
 from surgery.rebuild.surgeons import default_surgeons, rebuild
@@ -23,6 +24,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         >>> apply_plan(LeNet(), plan).conv2
         Conv2d(3, 8, kernel_size=(5, 5), stride=(1, 1))
     """
+    shared, aliases = shared_tensors(model), module_aliases(model)
     keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
     for (name, dim), removed in plan.removed().items():
         size = indexed_tensor(model.get_submodule(name)).shape[dim]
@@ -30,12 +32,58 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         keep_by_module.setdefault(name, {})[dim] = torch.from_numpy(keep)
     surgeons = default_surgeons()
     for name, keep in keep_by_module.items():
-        replace(model, name, rebuild(model.get_submodule(name), keep, surgeons))
+        new = rebuild(model.get_submodule(name), keep, surgeons)
+        for alias in (name, *aliases.get(name, ())):
+            replace(model, alias, new)
     for (name, attr, dim), removed in plan.removed_params().items():
         cut_parameter(model.get_submodule(name), attr, dim, removed)
     for (name, attr, element), cut in plan.size_cuts().items():
         cut_size(model.get_submodule(name), attr, element, cut)
+    for tensor in shared:
+        retie(model, tensor)
     return model
+
+
+def retie(model: nn.Module, shared: Shared) -> None:
+    """Make every holder of a tensor that was shared (``graphs.sharing.shared_tensors``, taken
+    before surgery) hold its first holder's tensor again: the same object, or a Parameter on
+    the same memory where they were two. Each holder was cut on its own; holders cut
+    differently raise SurgeryError.
+
+    Example:
+        >>> model = nn.ModuleDict({"embed": nn.Embedding(5, 4), "head": nn.Linear(4, 5)})
+        >>> model.head.weight = model.embed.weight
+        >>> (tied,) = shared_tensors(model)
+        >>> model.head = nn.Linear(4, 5)  # rebuilt on its own
+        >>> _ = model.head.weight.data.copy_(model.embed.weight.data)
+        >>> retie(model, tied)
+        >>> model.head.weight is model.embed.weight
+        True
+    """
+    (first, attr), *others = shared.holders
+    tensor = _held(model.get_submodule(first), attr)
+    for name, other_attr in others:
+        module = model.get_submodule(name)
+        old = _held(module, other_attr)
+        if old is tensor:
+            continue
+        if old is None or tensor is None:
+            raise SurgeryError(f"{first}.{attr} and {name}.{other_attr} shared one tensor, "
+                               f"but one of them is gone after surgery")
+        if old.shape != tensor.shape or not torch.equal(old, tensor):
+            raise SurgeryError(f"{first}.{attr} and {name}.{other_attr} shared one tensor but "
+                               f"were cut differently ({list(tensor.shape)} and "
+                               f"{list(old.shape)}): the plan must cut tied weights alike")
+        if other_attr in module._buffers:
+            module._buffers[other_attr] = tensor if shared.same else tensor.detach()
+        else:  # setattr: nn.RNNBase keeps its weights in a list of its own too
+            setattr(module, other_attr, tensor if shared.same else
+                    nn.Parameter(tensor.data, old.requires_grad))
+
+
+def _held(module: nn.Module, attr: str) -> torch.Tensor | None:
+    held = module._parameters.get(attr)
+    return module._buffers.get(attr) if held is None else held
 
 
 def cut_parameter(module: nn.Module, attr: str, dim: int, removed: list[int]) -> None:

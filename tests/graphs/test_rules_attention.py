@@ -41,11 +41,14 @@ def test_each_head_is_one_channel_of_packed_rows_and_out_proj_columns():
     assert cols.dim == 1 and cols.indices[1] == (2, 3)
 
 
-def test_embed_dim_through_attention_is_not_pruned_with_a_reason():
+def test_the_query_stream_is_the_packed_columns_of_q_k_and_v():
     graph = trace(SelfAttention(), torch.zeros(2, 8, 3))
     proj = next(g for g in graph.groups_of("proj") if any(m.role == OUT for m in g.members
                                                           if m.module == "proj"))
-    assert not proj.prunable and "embed_dim of attn" in proj.reason
+    cols = next(m for m in proj.members if m.module == "attn")
+    assert proj.prunable and (cols.role, cols.dim, cols.attr) == (IN, 1, "")
+    out = next(g for g in graph.groups_of("attn.out_proj") if g.channels == 8)
+    assert [m.short() for m in out.members] == ["attn.out_proj.out"]
 
 
 def test_sequence_first_attention_is_traced_too():
@@ -59,10 +62,14 @@ def test_heads_stay_when_the_head_averaged_weights_are_used():
     assert not heads.prunable and "attention weights" in heads.reason
 
 
-def test_cross_attention_is_reported_unsupported():
+def test_cross_attention_couples_packed_key_columns_with_the_query():
+    """The key is the model input: the query stream, one with it, is blocked; heads prune."""
     graph = trace(SelfAttention(cross=True), torch.zeros(2, 8, 3))
-    assert any("MultiheadAttention" in u.op for u in graph.unsupported)
-    assert not any(g.prunable for g in graph.groups_of("attn"))
+    assert graph.unsupported == ()
+    stream = next(g for g in graph.groups_of("proj") if any(m.role == OUT for m in g.members
+                                                            if m.module == "proj"))
+    assert not stream.prunable and "model input" in stream.reason
+    assert any(g.prunable and g.channels == 4 for g in graph.groups_of("attn"))
 
 
 def test_functional_layer_norm_of_layernorm2d_passes_channels_and_records_its_affine():

@@ -92,6 +92,24 @@ def test_contraction_with_an_untracked_operand_is_reported_and_blocks() -> None:
     assert not any("fc" in g.modules() for g in graph.prunable)
 
 
+def test_channels_on_rows_of_one_and_columns_of_the_other_are_reported() -> None:
+    """An outer product of two layers' channels (a matrix of both): no one dim carries them."""
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows, self.columns = nn.Linear(6, 8), nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, 6, tokens)
+            x = x.transpose(1, 2)
+            return self.rows(x).transpose(1, 2) @ self.columns(x)
+
+    graph = trace(Outer(), torch.randn(2, 6, 5))
+    assert [u.op for u in graph.unsupported] == [
+        "matmul (operands carry channels on different dims)"]
+    assert not graph.prunable
+
+
 @pytest.mark.parametrize("model", [Additive(), Mixes(columns=True)])
 def test_mac_model_scales_the_matmul_with_its_channels(model: nn.Module) -> None:
     model, x = model.eval(), torch.randn(2, 6, 5)

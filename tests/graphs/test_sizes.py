@@ -83,7 +83,21 @@ class SplitByStreamWidth(nn.Module):
         return self.out(a * b) + self.skip(x)
 
 
-MODELS = [HeadDimFromStream, MergeToStreamWidth, ReducedKeepsStreamWidth, SplitByStreamWidth]
+class SliceByStreamWidth(nn.Module):
+    """A slice of one tensor's channels at a bound read from another's channel count."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.wide, self.out, self.skip = nn.Linear(4, 8), nn.Linear(8, 16), \
+            hidden(8), hidden(8)
+
+    def forward(self, x):
+        x = self.embed(x)
+        return self.out(self.wide(x)[..., :x.shape[-1]]) + self.skip(x)
+
+
+MODELS = [HeadDimFromStream, MergeToStreamWidth, ReducedKeepsStreamWidth, SplitByStreamWidth,
+          SliceByStreamWidth]
 
 
 @pytest.mark.parametrize("make", MODELS, ids=lambda m: m.__name__)
@@ -102,3 +116,34 @@ def test_the_rest_prunes_exactly_and_the_pruned_model_runs(make):
     assert c.dead and c.removed == c.dead, (c.dead, c.removed)
     assert c.shape_kept and c.output_scale > 1e-6 and c.error <= 1e-4, c.error
     assert lint(prune(make().eval(), x, ratio=0.5).model, x) == []
+
+
+class HeadsByAttribute(nn.Module):
+    """Heads counted by a module attribute inside view/reshape, the head width written
+    ``C // self.num_heads`` with C the reshaped tensor's own width, or -1."""
+
+    def __init__(self, head_dim: str):
+        super().__init__()
+        self.num_heads, self.head_dim = 2, head_dim
+        self.embed, self.q, self.out = nn.Linear(4, 8), nn.Linear(8, 8), hidden(8)
+
+    def forward(self, x):
+        q = self.q(torch.relu(self.embed(x)))
+        B, N, C = q.shape
+        if self.head_dim == "computed":
+            heads = q.view(B, N, self.num_heads, C // self.num_heads)
+        else:
+            heads = q.reshape(B, N, self.num_heads, -1)
+        return self.out(torch.relu(heads * 2).flatten(2))
+
+
+@pytest.mark.parametrize("head_dim", ["computed", "inferred"])
+def test_heads_counted_by_an_attribute_prune_exactly(head_dim):
+    graph = trace(HeadsByAttribute(head_dim).eval(), torch.randn(1, 16, 4))
+    heads = next(g for g in graph.groups if g.channels == 2)
+    assert heads.prunable and [m.short() for m in heads.members] == \
+        ["q.out x4", "num_heads.size", "out.0.in x4"]
+    model, x = randomize_weights(HeadsByAttribute(head_dim).eval()), torch.randn(1, 16, 4)
+    c = check(model, x, 0.5)
+    assert c.dead and c.removed == c.dead and c.shape_kept and c.error <= 1e-5
+    assert c.result.model.num_heads == 1 and lint(c.result.model, x) == []

@@ -11,6 +11,7 @@ from graphs.modes import eval_mode
 from surgery import Budget, prune
 from surgery.io.models import LeNet
 from surgery.measure.flops import count_params
+from surgery.testing.oracle import check, randomize_weights
 
 X28 = torch.zeros(1, 1, 28, 28)
 X32 = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -75,16 +76,18 @@ class Tied(nn.Module):
         return self.head(self.c3(torch.relu(self.c2(torch.relu(self.c1(x))))))
 
 
-def test_tied_weights_stay_tied_and_the_model_does_not_grow():
+def test_tied_weights_prune_together_exactly_and_stay_tied():
+    """c2 and c3 hold one weight: c2's input and output and c3's are one group (c1 -> c2 -> c3
+    -> head), cut once. By hand: c1 3*2*9+2, c2 2*2*9+2, c3's bias 2, head 2*2+2: 102."""
     torch.manual_seed(0)
-    model = Tied().eval()
-    x = torch.randn(1, 3, 8, 8)
-    result = prune(model, x, ratio=0.5)
+    model, x = randomize_weights(Tied()), torch.randn(1, 3, 8, 8)
+    c = check(model, x, 0.5)
+    assert c.removed == c.dead and c.error <= 1e-5 and c.output_scale > 1e-6
+    (group,) = c.graph.prunable
+    assert set(group.modules()) == {"c1", "c2", "c3", "head"}
+    result = c.result
     assert result.model.c3.weight is result.model.c2.weight
-    assert result.params_after == result.params_before == count_params(model) == 274
-    reasons = [g.reason for g in result.graph.groups if "c2" in g.modules()]
-    assert any("shares a parameter with c3 (tied weights)" in r for r in reasons)
-    assert torch.equal(result.model(x), model(x))
+    assert result.params_before == count_params(model) == 274 and result.params_after == 102
 
 
 def test_forward_hooks_and_pre_hooks_survive_rebuilding():
@@ -99,18 +102,19 @@ def test_forward_hooks_and_pre_hooks_survive_rebuilding():
     assert seen == [("hook", 8), ("pre", 128)]
 
 
-def test_memory_shared_by_two_parameters_is_tied():
+def test_memory_shared_by_two_parameters_is_cut_once_and_stays_shared():
     torch.manual_seed(0)
-    model = Tied().eval()
+    model = randomize_weights(Tied())
     model.c3.weight = nn.Parameter(torch.empty(0))  # untie, then share memory only
     model.c3.weight.data = model.c2.weight.data
     assert model.c3.weight is not model.c2.weight
     x = torch.randn(1, 3, 8, 8)
-    result = prune(model, x, ratio=0.5)
-    reasons = [g.reason for g in result.graph.groups if "c2" in g.modules()]
-    assert any("shares a parameter with c3 (tied weights)" in r for r in reasons)
-    assert result.params_after == result.params_before  # nothing of c2 or c3 pruned apart
-    assert torch.equal(result.model(x), model(x))
+    (group,) = trace(model, x).prunable
+    assert {"c2", "c3"} <= set(group.modules())
+    result = prune(model, x, ratio=0.5, inplace=True)
+    c2, c3 = result.model.c2, result.model.c3
+    assert c3.weight is not c2.weight and c3.weight.data_ptr() == c2.weight.data_ptr()
+    assert c2.weight.shape == (2, 2, 3, 3) and result.params_after < result.params_before
 
 
 def _all_flags(model):

@@ -39,7 +39,7 @@ SMALL = {
 # What happens to each family's residual stream: kept whole (a phrase of the reason) or
 # prunable but not exactly (a phrase of Group.inexact: a norm over the channels).
 STREAM_REASON = {
-    "vit": "embed_dim",  # nn.MultiheadAttention's embed_dim is its input and output width
+    "vit": "layer_norm",  # prunable through nn.MultiheadAttention, but LayerNorm statistics change
     "convnext": "layer_norm",  # prunable with its layer scales, but LayerNorm statistics change
     "swin": "size read from these channels",  # head width C // num_heads, C the stream's
     "swin_v2": "unsupported op",  # F.linear with a computed qkv bias (k part zeroed)
@@ -89,7 +89,7 @@ def test_vit_loses_whole_heads_and_mlp_width():
     torch.manual_seed(0)
     model, x = randomize_weights(SMALL["vit"]()), torch.randn(2, 3, 32, 32)
     graph, result = check_exact(model, x)
-    assert sorted(g.channels for g in graph.prunable) == [4, 4, 128, 128]
+    assert sorted(g.channels for g in graph.prunable) == [4, 4, 64, 128, 128]  # 64: stream
     block = result.model.encoder.layers.encoder_layer_0
     attn = block.self_attention
     assert isinstance(attn, PrunedMultiheadAttention)
