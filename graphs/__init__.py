@@ -10,8 +10,8 @@ Example:
 
 from graphs.datamodel import IN, OUT, SIZE, DependencyGraph, Group, Member, Unsupported
 from graphs.errors import TraceError
-from graphs.rules import default_rules
-from graphs.table import RuleTable
+from graphs.rules.defaults import default_rules
+from graphs.rules.table import RuleTable
 from graphs.trace import trace
 
 __all__ = [

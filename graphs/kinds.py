@@ -49,9 +49,9 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from graphs import kind_maths as maths
-from graphs import rules_attention, rules_layers, rules_norms, rules_recurrent
 from graphs.datamodel import SIZE
-from graphs.table import Rule
+from graphs.rules import attention, layers, norms, recurrent
+from graphs.rules.table import Rule
 
 Sizes = Callable[[nn.Module, torch.Tensor], list[tuple[str, Any]]]
 Expects = Callable[[tuple, dict], "tuple[int, int] | None"]
@@ -89,46 +89,46 @@ def _normalized(m: nn.Module) -> tuple[int, ...]:
 KINDS: tuple[LayerKind, ...] = (  # first match wins
     LayerKind("attention", "holds `in_proj_weight` (packed q, k, v; or None beside "
               "`q/k/v_proj_weight`), heads and an `out_proj` Linear (`nn.MultiheadAttention`)",
-              rules_attention.packed_attention, rules_attention.multihead_attention,
+              attention.packed_attention, attention.multihead_attention,
               leaf=True, reference=("weight", "in_proj_weight", "q_proj_weight"),
-              sizes=rules_attention.attention_sizes),
+              sizes=attention.attention_sizes),
     LayerKind("conv_transpose", "is a `torch.nn.modules.conv._ConvTransposeNd`",
-              lambda m: isinstance(m, _ConvTransposeNd), rules_layers.conv_transpose,
-              rules_layers.CONV_TRANSPOSES, out_dim=1, width=lambda m: m.out_channels,
+              lambda m: isinstance(m, _ConvTransposeNd), layers.conv_transpose,
+              layers.CONV_TRANSPOSES, out_dim=1, width=lambda m: m.out_channels,
               channel_axis=1, input_width=lambda m: m.in_channels,
               expects=maths.expects_conv_transpose, sizes=maths.sizes_conv_transpose),
     LayerKind("conv", "is a `torch.nn.modules.conv._ConvNd` (any `nn.Conv*d` subclass)",
-              lambda m: isinstance(m, _ConvNd), rules_layers.conv, rules_layers.CONVS,
+              lambda m: isinstance(m, _ConvNd), layers.conv, layers.CONVS,
               width=lambda m: m.out_channels, channel_axis=1, input_width=lambda m: m.in_channels,
               expects=maths.expects_conv, sizes=maths.sizes_conv, resize=maths.resize_conv),
     LayerKind("linear", "is an `nn.Linear`", lambda m: isinstance(m, nn.Linear),
-              rules_layers.linear, (F.linear,), width=lambda m: m.out_features,
+              layers.linear, (F.linear,), width=lambda m: m.out_features,
               channel_axis=-1, input_width=lambda m: m.in_features,
               expects=maths.expects_linear, sizes=maths.sizes_linear,
               resize=maths.resize_linear),
     LayerKind("batch_norm", "is a `torch.nn.modules.batchnorm._NormBase` (batch/instance norm)",
-              lambda m: isinstance(m, _NormBase), rules_norms.batch_norm,
+              lambda m: isinstance(m, _NormBase), norms.batch_norm,
               (F.batch_norm, F.instance_norm), reference=("weight", "running_mean"),
               width=lambda m: m.num_features, channel_axis=1,
               input_width=lambda m: m.num_features, expects=maths.expects_batch_norm,
               sizes=maths.sizes_batch_norm, norm=True),
     LayerKind("layer_norm", "is an `nn.LayerNorm`", lambda m: isinstance(m, nn.LayerNorm),
-              rules_norms.layer_norm, (F.layer_norm,), width=lambda m: math.prod(_normalized(m)),
+              norms.layer_norm, (F.layer_norm,), width=lambda m: math.prod(_normalized(m)),
               channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
               expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("group_norm", "is an `nn.GroupNorm`", lambda m: isinstance(m, nn.GroupNorm),
-              rules_norms.group_norm, (F.group_norm,), width=lambda m: m.num_channels,
+              norms.group_norm, (F.group_norm,), width=lambda m: m.num_channels,
               channel_axis=1, input_width=lambda m: m.num_channels,
               expects=maths.expects_group_norm, sizes=maths.sizes_group_norm, norm=True),
     LayerKind("rms_norm", "is an `nn.RMSNorm`", lambda m: isinstance(m, nn.RMSNorm),
-              rules_norms.rms_norm, (F.rms_norm,), width=lambda m: math.prod(_normalized(m)),
+              norms.rms_norm, (F.rms_norm,), width=lambda m: math.prod(_normalized(m)),
               channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
               expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("embedding", "is an `nn.Embedding` (its features: weight dim 1)",
-              lambda m: isinstance(m, nn.Embedding), rules_layers.embedding, (F.embedding,),
+              lambda m: isinstance(m, nn.Embedding), layers.embedding, (F.embedding,),
               out_dim=1, width=lambda m: m.embedding_dim),
     LayerKind("recurrent", "is an `nn.RNNBase` (`nn.LSTM`, `nn.GRU`, `nn.RNN`)",
-              lambda m: isinstance(m, nn.RNNBase), rules_recurrent.recurrent, leaf=True,
+              lambda m: isinstance(m, nn.RNNBase), recurrent.recurrent, leaf=True,
               reference=(), width=lambda m: m.proj_size or m.hidden_size, channel_axis=-1,
               input_width=lambda m: m.input_size, sizes=maths.sizes_recurrent,
               mac_ops=("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"),

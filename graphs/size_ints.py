@@ -6,7 +6,7 @@ reshape can tell a size read from a tensor from a literal one. A size that becom
 (``C ** -0.5``, ``C / 2``, ``C * 0.5``, ``float(C)``, ``math.sqrt(C)``) is a plain float, but
 the graph records the conversion as a ``float`` node whose argument is the size's node and whose
 ``stack_trace`` is the user's line: a scale read from a shape, which the tracer checks
-(``graphs.rules_scales``). A SizeInt meeting a tensor (``C * x``) leaves the operator to the
+(``graphs.rules.scales``). A SizeInt meeting a tensor (``C * x``) leaves the operator to the
 tensor, so the recorded call holds the size's node. Floats that Python makes without asking the
 int (``0.5 * C``, ``1.0 / C``: float's own operators) are not seen.
 

@@ -125,7 +125,7 @@ _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, oper
 def mark_scale(ctx: TraceContext, node: fx.Node, values) -> None:
     """Mark inexact the channels that any size among ``values`` (node arguments: sizes, or
     tensors, skipped) was read from: ``node`` makes a value of it (``x / C``, ``float(C)``,
-    ``torch.tensor(C)``), which pruning those channels changes (``graphs.rules_scales``)."""
+    ``torch.tensor(C)``), which pruning those channels changes (``graphs.rules.scales``)."""
     sizes: list[fx.Node] = []
     fx.node.map_arg(values, lambda a: sizes.append(a) if ctx.shape(a) is None else None)
     for size in sizes:

@@ -13,11 +13,11 @@ from graphs.context import TraceContext
 from graphs.datamodel import OUT, DependencyGraph
 from graphs.errors import Refused, TraceError
 from graphs.grouping import build_groups_and_sites
-from graphs.rules import default_rules
-from graphs.rules_params import bare_parameter
+from graphs.rules.defaults import default_rules
+from graphs.rules.params import bare_parameter
+from graphs.rules.table import RuleTable
 from graphs.sharing import couple_shared
 from graphs.sources import at_source
-from graphs.table import RuleTable
 
 __all__ = ["ignored_names", "run_rule", "trace"]
 

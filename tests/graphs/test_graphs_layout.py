@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "graphs"
-MODULES = {f"graphs.{p.stem}": p for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+MODULES = {"graphs." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts): p
+           for p in sorted(PACKAGE.rglob("*.py")) if p.stem != "__init__"}
 
 
 def imports(path: Path) -> tuple[set[str], list[str], set[str]]:

@@ -9,7 +9,7 @@ from torchvision.ops.misc import Permute
 
 from graphs import trace
 from graphs.datamodel import IN, OUT
-from graphs.rules_attention import head_rows
+from graphs.rules.attention import head_rows
 
 
 class SelfAttention(nn.Module):

@@ -10,8 +10,8 @@ from torch import nn
 
 from graphs import IN, OUT, TraceError, trace
 from graphs.channels import Flow, connected_components
-from graphs.rules_index import index_dim
-from graphs.rules_shape import flatten_ids
+from graphs.rules.index import index_dim
+from graphs.rules.shape import flatten_ids
 from surgery.io.models import LeNet
 
 

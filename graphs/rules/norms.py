@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import OUT, SIZE
-from graphs.rules_layers import owner_of
+from graphs.rules.layers import owner_of
 from graphs.sizes import group_count_follows, norm_shape_follows
 
 

@@ -11,8 +11,8 @@ from torchvision.ops import stochastic_depth
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, op_name
+from graphs.rules.table import method
 from graphs.sizes import mark_scale
-from graphs.table import method
 
 BINARY = [operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
           operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
@@ -41,6 +41,8 @@ UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", 
                        "__pow__", "erf", "tanh_", "neg_", "sin", "cos",
                        "type", "double", "bfloat16", "masked_fill")
 _READS_DTYPE_ONLY = {"type_as", "to"}  # x.type_as(other), x.to(other): other's dtype, not values
+LIKE = [torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like,
+        torch.randn_like]
 REDUCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin]
 REDUCTION_METHODS = method("mean", "sum", "amax", "amin")
 
@@ -72,7 +74,7 @@ def elementwise(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """Broadcasting binary ops: operands aligned on the channel position are coupled (add, SE mul).
 
     A size among the operands (``x / C``) read from a channel count makes those channels
-    inexact (``graphs.rules_scales``)."""
+    inexact (``graphs.rules.scales``)."""
     mark_scale(ctx, node, (node.args, node.kwargs))
     out_shape = ctx.shape(node)
     if out_shape is None:
@@ -153,14 +155,3 @@ def roll(ctx: TraceContext, node: fx.Node) -> Flow | None:
     dims = [d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])] \
         if dims is not None else list(range(len(shape)))
     return ctx.reject(node, "roll", "rolls the channels") if x.dim in dims else x
-
-
-def register_all(table) -> None:
-    table.register(BINARY + BINARY_METHODS, elementwise)
-    table.register([torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
-                    torch.rand_like, torch.randn_like]
-                   + method("new_zeros", "new_ones", "new_full", "new_empty"), like)
-    table.register([torch.roll] + method("roll"), roll)
-    table.register(F.normalize, normalize)
-    table.register(UNARY + UNARY_METHODS, unary)
-    table.register(REDUCTIONS + REDUCTION_METHODS, reduction)

@@ -13,14 +13,14 @@ from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.datamodel import OUT
 from graphs.kinds import LAYER_FUNCTIONS, layer_kind
-from graphs.rules_experts import GROUPED_MM
+from graphs.rules.experts import GROUPED_MM
 
-_READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm, *GROUPED_MM}  # rules_layers / rules_experts
+_READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm, *GROUPED_MM}  # rules.layers / rules.experts
 
 
 def _read_by_rule(node: fx.Node) -> bool:
     """A layer rule reads this parameter: it is the weight of a layer function, directly or as
-    one expert's slice ``w[e]`` or transposed (``rules_experts``)."""
+    one expert's slice ``w[e]`` or transposed (``rules.experts``)."""
     for user in node.users:
         if user.target in _READ_BY_RULES:
             return True
@@ -40,7 +40,7 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if not isinstance(tensor, nn.Parameter) or not tensor.is_floating_point():
         return None
     if ".parametrizations." in "." + node.target:  # a parametrized weight's originals:
-        return None  # the layer rule reads them (rules_weights.parametrized_weight)
+        return None  # the layer rule reads them (weights.parametrized_weight)
     owner, _, attr = node.target.rpartition(".")
     module = ctx.root.get_submodule(owner)
     if layer_kind(module) is not None or _read_by_rule(node):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import SIZE
-from graphs.rules_params import buffer_pieces
+from graphs.rules.params import buffer_pieces
 from graphs.sizes import block_reads, size_attribute, size_follows
 from graphs.sources import at_source
-from graphs.table import method
 
 
 def flatten_ids(x: Flow, shape: tuple[int, ...], start: int, end: int) -> Flow:
@@ -220,16 +218,3 @@ def unbind(ctx: TraceContext, node: fx.Node) -> tuple | None:
         ctx.sets.block(x.ids, f"unbind at node {node.name} takes channels apart{at_source(node)}")
         return None
     return tuple(Flow(x.ids, x.dim - (dim < x.dim)) for _ in metas)
-
-
-def register_all(table) -> None:
-    table.register([torch.flatten] + method("flatten"), flatten_function)
-    table.register([torch.permute] + method("permute"), permute)
-    table.register([torch.transpose] + method("transpose"), transpose)
-    table.register([torch.cat, torch.concat], cat)
-    table.register(torch.stack, stack)
-    table.register([torch.split, torch.chunk, torch.tensor_split]
-                   + method("split", "chunk", "tensor_split"), split)
-    table.register([torch.unsqueeze] + method("unsqueeze"), unsqueeze)
-    table.register([torch.broadcast_to] + method("expand", "expand_as", "broadcast_to"), expand)
-    table.register([torch.unbind] + method("unbind"), unbind)

@@ -5,7 +5,6 @@ one output of a split; ``index_dim`` maps a dim through an index."""
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 from torch import fx
@@ -15,7 +14,6 @@ from graphs.context import TraceContext
 from graphs.datamodel import SIZE
 from graphs.sizes import block_reads, size_attribute, size_follows
 from graphs.sources import at_source
-from graphs.table import method
 
 
 def getitem(ctx: TraceContext, node: fx.Node):
@@ -174,7 +172,3 @@ def index_dim(index: tuple, dim: int, ndim: int) -> int | None:
             return None  # advanced indexing: give up
         pos_in, pos_out = pos_in + 1, pos_out + (0 if isinstance(item, int) else 1)
     return dim - pos_in + pos_out
-
-
-def register_all(table) -> None:
-    table.register([operator.getitem] + method("__getitem__"), getitem)

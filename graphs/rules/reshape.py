@@ -23,15 +23,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg
-from graphs.rules_shape import flatten_ids
+from graphs.rules.shape import flatten_ids
 from graphs.sizes import block_reads, evaluate, size_follows
 from graphs.sources import at_source
-from graphs.table import method
 
 
 def reshape(ctx: TraceContext, node: fx.Node) -> Flow | None:
@@ -188,9 +186,3 @@ def _block(ctx: TraceContext, node: fx.Node, y: Flow, problem: str) -> Flow:
 
 def _line(node: fx.Node, problem: str) -> str:
     return f"{node.target} at node {node.name} has {problem}{at_source(node)}"
-
-
-def register_all(table) -> None:
-    table.register([torch.reshape] + method("view", "reshape"), reshape)
-    table.register([torch.unflatten] + method("unflatten"), unflatten)
-    table.register(method("reshape_as"), reshape_as)

@@ -1,6 +1,6 @@
 """Coupling rules for attention written out by hand: matmul, softmax, scaled_dot_product_attention.
 
-Attention splits a projection into heads (``graphs.rules_reshape``: the head is the channel), so
+Attention splits a projection into heads (``graphs.rules.reshape``: the head is the channel), so
 q, k and v carry their channels on a *batch* dim of these ops: ``q @ k.T``, ``softmax`` over the
 keys and ``attn @ v`` keep each head apart, and ``F.scaled_dot_product_attention`` couples head h
 of q, k and v. With grouped-query attention (``enable_gqa``, k and v with fewer heads) query
@@ -25,14 +25,11 @@ Example:
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import fx
 
 from graphs.channels import Flow, Site
 from graphs.context import TraceContext, arg, op_name
 from graphs.errors import Refused
-from graphs.table import method
 
 
 def _batch_flow(ctx: TraceContext, node: fx.Node, value, out_rank: int, last: int):
@@ -152,11 +149,3 @@ def softmax(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if not isinstance(dim, int) or dim % len(shape) == x.dim:
         return ctx.reject(node, "softmax", "normalises over channels")
     return x
-
-
-def register_all(table) -> None:
-    table.register([torch.matmul, torch.bmm] + method("matmul", "bmm", "__matmul__"), matmul)
-    table.register(F.scaled_dot_product_attention, scaled_dot_product_attention)
-    table.register([F.softmax, F.log_softmax, torch.softmax, torch.log_softmax]
-                   + method("softmax", "log_softmax"), softmax)
-

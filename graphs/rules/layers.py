@@ -30,8 +30,8 @@ from torch.nn.modules.conv import _ConvNd
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg, op_name
 from graphs.datamodel import IN, OUT, SIZE
-from graphs.rules_experts import expert_slice, record_weight
-from graphs.rules_weights import parametrized_weight, standardised_weight
+from graphs.rules.experts import expert_slice, record_weight
+from graphs.rules.weights import parametrized_weight, standardised_weight
 
 CONVS = [torch.conv1d, torch.conv2d, torch.conv3d]
 CONV_TRANSPOSES = [torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d]
@@ -116,7 +116,7 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
 def weight_owner(ctx: TraceContext, node: fx.Node, base: type, weight, bias) -> tuple:
     """(owner, why pruning it is inexact or "") of a layer call's weight and bias: the owner of
     both tensors (``owner_of``), or of a weight computed by a parametrization
-    (``rules_weights.parametrized_weight``); (None, "") after reporting the op."""
+    (``rules.weights.parametrized_weight``); (None, "") after reporting the op."""
     found = parametrized_weight(ctx, weight)
     if found is None:
         return owner_of(ctx, node, base, {"weight": weight, "bias": bias}), ""
@@ -259,12 +259,6 @@ def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:
     out = ctx.sets.fresh(ctx.shape(weight)[1])
     ctx.sets.record(name, OUT, 1, out)
     return Flow(out, len(ctx.shape(node)) - 1)
-
-
-def register_all(table) -> None:
-    """The op rules of layers that are no kind of ``graphs.kinds`` (the kinds' own functions
-    are registered from that table)."""
-    table.register(torch.addmm, addmm)
 
 
 def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import fx
 
 from graphs.channels import Flow
@@ -115,7 +114,3 @@ def _call(node: fx.Node) -> tuple[str | None, list]:
     if not isinstance(equation, str):
         return None, list(node.all_input_nodes)
     return equation, rest
-
-
-def register_all(table) -> None:
-    table.register(torch.einsum, einsum)

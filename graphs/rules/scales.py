@@ -10,7 +10,7 @@ nothing: pruning heads keeps it.
 
 The capture records a size made a float as a ``float`` node (``graphs.size_ints``); a size
 passed to a tensor op (``x / C``, ``torch.tensor(C)``) is an argument of that op's node
-(``rules_tensor.elementwise`` marks those too).
+(``rules.tensor.elementwise`` marks those too).
 
 Example:
     >>> import math
@@ -30,13 +30,11 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, op_name
 from graphs.sizes import mark_scale
-from graphs.table import method
 
 
 def size_to_float(ctx: TraceContext, node: fx.Node) -> None:
@@ -53,9 +51,3 @@ def size_to_tensor(ctx: TraceContext, node: fx.Node) -> Flow | None:
     tensors: list[fx.Node] = []
     fx.node.map_arg(data, lambda a: tensors.append(a) if ctx.flow(a) is not None else None)
     return ctx.reject(node, op_name(node), "copies a tensor's channels") if tensors else None
-
-
-def register_all(table) -> None:
-    table.register(float, size_to_float)
-    table.register([torch.tensor, torch.as_tensor, torch.scalar_tensor] + method("new_tensor"),
-                   size_to_tensor)

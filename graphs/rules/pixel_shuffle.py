@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import fx
 
 from graphs.channels import Flow
@@ -73,8 +72,3 @@ def _channels(ctx: TraceContext, node: fx.Node) -> tuple[Flow | None, int | str 
         return x, "channels on a spatial dim"
     small, large = sorted((before[axis], after[axis]))
     return x, large // small
-
-
-def register_all(table) -> None:
-    table.register(torch.pixel_shuffle, pixel_shuffle)
-    table.register(torch.pixel_unshuffle, pixel_unshuffle)

@@ -3,7 +3,7 @@
 Hugging Face's Mixtral, Qwen-MoE and OLMoE keep every expert's projection in one parameter,
 ``gate_up_proj`` (E, 2*I, H) and ``down_proj`` (E, H, I), run either as ``torch._grouped_mm(x,
 w.transpose(-2, -1), offs=...)`` (rows of x sorted by expert) or as a loop over the experts hit,
-``F.linear(x[tokens], self.gate_up_proj[e])`` (``rules_layers.linear`` reads the slice through
+``F.linear(x[tokens], self.gate_up_proj[e])`` (``rules.layers.linear`` reads the slice through
 ``expert_slice``). An expert's hidden unit is a row of ``gate_up_proj`` and a column of
 ``down_proj``; all experts share one tensor, so they keep the same units (the count must be one;
 the importance sums over experts). The model's hidden width is the in-dim of ``gate_up_proj``
@@ -35,7 +35,6 @@ from torch import fx, nn
 from graphs.channels import Flow
 from graphs.context import TraceContext, arg
 from graphs.datamodel import IN, OUT
-from graphs.table import method
 
 GROUPED_MM = [torch._grouped_mm] + ([torch.nn.functional.grouped_mm]
                                     if hasattr(torch.nn.functional, "grouped_mm") else [])
@@ -117,9 +116,3 @@ def index_add(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return ctx.reject(node, "index_add", "adds along the channels, or into untracked ones")
     ctx.sets.union(x.ids, source.ids)
     return x
-
-
-def register_all(table) -> None:
-    table.register(GROUPED_MM, grouped_mm)
-    table.register([torch.index_add, torch.index_copy]
-                   + method("index_add", "index_add_", "index_copy", "index_copy_"), index_add)
