@@ -115,17 +115,23 @@ def measure_latency(
         >>> lat.p10_ms <= lat.median_ms <= lat.p90_ms
         True
     """
-    dev = _check_args(device, runs, warmup, threads, backend)
-    with _num_threads(threads) as used_threads, eval_mode(model):
-        runner = _make_runner(model, example_inputs, dev, backend, used_threads)
+    dev = check_args(device, runs, warmup, threads, backend)
+    with num_threads(threads) as used_threads, eval_mode(model):
+        runner = make_runner(model, example_inputs, dev, backend, used_threads)
         times = interleaved([runner], dev, runs, warmup, progress)[0]
     median, p10, p90 = summarize_ms(times)
     return Latency(median, p10, p90, runs, used_threads, str(dev), backend)
 
 
-def _check_args(
+def check_args(
     device: str | torch.device, runs: int, warmup: int, threads: int | None, backend: str
 ) -> torch.device:
+    """The device to time on, after refusing bad timing settings in one line.
+
+    Example:
+        >>> check_args("cpu", 10, 2, 1, "eager")
+        device(type='cpu')
+    """
     if backend not in BACKENDS:
         raise SurgeryError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if not isinstance(runs, int) or runs < 1:
@@ -163,7 +169,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 @contextmanager
-def _num_threads(threads: int | None) -> Iterator[int]:
+def num_threads(threads: int | None) -> Iterator[int]:
     """Set torch's intra-op thread count for the block; yield the count in effect."""
     previous = torch.get_num_threads()
     if threads is not None:
@@ -191,7 +197,7 @@ def _same_device(actual: torch.device, wanted: torch.device) -> bool:
     return actual.index == index
 
 
-def _make_runner(
+def make_runner(
     model: nn.Module,
     example_inputs: object,
     dev: torch.device,

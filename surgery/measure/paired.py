@@ -36,9 +36,9 @@ from torch import nn
 from graphs.modes import eval_mode
 from surgery.measure.latency import (
     Latency,
-    _check_args,
-    _make_runner,
-    _num_threads,
+    check_args,
+    make_runner,
+    num_threads,
     interleaved,
     summarize_ms,
 )
@@ -59,11 +59,11 @@ def compare_latency(models: Sequence[nn.Module], example_inputs: object,
         >>> [lat.runs for lat in lats]
         [3, 3]
     """
-    dev = _check_args(device, runs, warmup, threads, backend)
-    with _num_threads(threads) as used, ExitStack() as stack:
+    dev = check_args(device, runs, warmup, threads, backend)
+    with num_threads(threads) as used, ExitStack() as stack:
         for model in models:  # eager runners call the model itself: eval until timed
             stack.enter_context(eval_mode(model))
-        runners = [_make_runner(m, example_inputs, dev, backend, used, spin=False)
+        runners = [make_runner(m, example_inputs, dev, backend, used, spin=False)
                    for m in models]
         times = interleaved(runners, dev, runs, warmup, progress)
     return [Latency(*summarize_ms(t), runs, used, str(dev), backend) for t in times]
@@ -89,13 +89,13 @@ class PairedTimer:
     def __init__(self, reference: nn.Module, example_inputs: object,
                  device: str | torch.device = "cpu", *, runs: int = 20, warmup: int = 3,
                  threads: int | None = None, backend: str = "eager") -> None:
-        self._dev = _check_args(device, runs, warmup, threads, backend)
+        self._dev = check_args(device, runs, warmup, threads, backend)
         self._inputs, self._runs, self._warmup = example_inputs, runs, warmup
         self._threads, self._backend = threads, backend
         self._pool: list[float] = []
         net = copy.deepcopy(reference).eval()  # its runner outlives this call: a copy
-        with _num_threads(threads) as used:
-            self._reference = _make_runner(net, example_inputs, self._dev, backend, used,
+        with num_threads(threads) as used:
+            self._reference = make_runner(net, example_inputs, self._dev, backend, used,
                                            spin=False)
 
     @property
@@ -105,14 +105,14 @@ class PairedTimer:
 
     def calibrate(self) -> float:
         """Time the reference alone for ``runs`` runs, add them to the pool; the pooled median."""
-        with _num_threads(self._threads):
+        with num_threads(self._threads):
             self._pool += interleaved([self._reference], self._dev, self._runs, self._warmup)[0]
         return summarize_ms(self._pool)[0]
 
     def measure(self, model: nn.Module) -> float:
         """``model``'s estimated median ms (its ratio to the reference in shared cycles)."""
-        with _num_threads(self._threads) as used, eval_mode(model):
-            runner = _make_runner(model, self._inputs, self._dev, self._backend, used,
+        with num_threads(self._threads) as used, eval_mode(model):
+            runner = make_runner(model, self._inputs, self._dev, self._backend, used,
                                   spin=False)
             mine, ref = interleaved([runner, self._reference], self._dev, self._runs,
                                     self._warmup)
