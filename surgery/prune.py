@@ -125,6 +125,9 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         True
     """
     budget, latency = settings_of(ratio, budget, latency)
+    if any(p.is_meta for p in model.parameters()):
+        raise SurgeryError("the model's weights are on the meta device (not loaded): load or "
+                           "initialise them first (its channels would be ranked on nothing)")
     criterion = resolve(importance)
     try:
         graph = trace(model, example_inputs, ignore=ignore)

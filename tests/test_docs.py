@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from graphs.kinds import kind_table_markdown
-from graphs.rules import rule_table_markdown
+from graphs.rules.defaults import rule_table_markdown
 from surgery.rebuild.surgeons import surgeon_table_markdown
 
 OVERVIEW = Path(__file__).resolve().parents[1] / "docs" / "OVERVIEW.md"

@@ -53,7 +53,7 @@ OPS = (  # op keys -> coupling rule, for every op besides the layer kinds' (grap
     ([operator.getitem] + method("__getitem__"), index.getitem),
     ([torch.reshape] + method("view", "reshape"), reshape.reshape),
     ([torch.unflatten] + method("unflatten"), reshape.unflatten),
-    (method("reshape_as"), reshape.reshape_as),
+    (method("reshape_as", "view_as"), reshape.reshape_as),
     ([torch.matmul, torch.bmm] + method("matmul", "bmm", "__matmul__"), matmul.matmul),
     ([F.scaled_dot_product_attention], matmul.scaled_dot_product_attention),
     ([F.softmax, F.log_softmax, torch.softmax, torch.log_softmax]

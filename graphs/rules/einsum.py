@@ -9,7 +9,8 @@ every operand. An operand's channels sit on one of its letters:
   there, blocks them: it would not be sliced.
 * a letter summed away: every operand holding it must carry channels on it; they are coupled
   and leave the output (``bnc,dc->bnd`` with a bare weight ``(d, c)``): exact, a dead channel
-  adds 0 to the sum. A letter with channels on one operand only, summed away, is reported.
+  adds 0 to the sum. A letter with channels on one operand only, summed away, blocks them
+  (a router's weights over the experts), and the other letters go on.
 
 Two kept letters with channels (an outer product) and a repeated channel letter (a diagonal)
 are reported. No MAC site is recorded: the MAC model keeps an einsum at its dense count.
@@ -37,6 +38,7 @@ from torch import fx
 from graphs.channels import Flow
 from graphs.context import TraceContext
 from graphs.errors import Refused
+from graphs.sources import at_source
 
 
 def parse(equation: str, ranks: list[int]) -> tuple[list[str], str]:
@@ -94,8 +96,11 @@ def _couple(ctx: TraceContext, node: fx.Node, letter: str, terms: list[str], flo
     holders = [(i, t.index(letter)) for i, t in enumerate(terms) if letter in t]
     tracked = [flows[i] for i, at in holders if flows[i] is not None and flows[i].dim == at]
     others = [(i, at) for i, at in holders if flows[i] is None or flows[i].dim != at]
-    if not kept and (others or len(tracked) < 2):
-        raise Refused(f"channels on {letter!r} summed away with an operand carrying none there")
+    if not kept and (others or len(tracked) < 2):  # e.g. router weights over the experts:
+        for f in tracked:  # those channels stay; the operands' other letters go on
+            ctx.sets.block(f.ids, f"einsum at node {node.name} sums channels on {letter!r} "
+                                  f"with an operand carrying none there{at_source(node)}")
+        return tracked[0]
     for f in tracked[1:]:
         ctx.sets.union(tracked[0].ids, f.ids)
     if any(shapes[i][at] > 1 for i, at in others):

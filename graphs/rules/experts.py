@@ -104,6 +104,17 @@ def grouped_mm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     return record_weight(ctx, site, x, out_shape[-1], len(out_shape))
 
 
+def experts_matmul(ctx: TraceContext, node: fx.Node, site: tuple[str, str, int, int],
+                   x_node) -> Flow | None:
+    """``torch.bmm(x (E, T, in), w (E, in, out))`` with ``w`` a module's own parameter: each
+    expert's tokens times its matrix (``expert_weight`` says which dims)."""
+    x, shape, out_shape = ctx.flow(x_node), ctx.shape(x_node), ctx.shape(node)
+    if x is None or x.dim != len(shape) - 1:
+        x = Flow(ctx.sets.fresh(shape[-1]), len(shape) - 1)
+        ctx.sets.block(x.ids, f"the input of {node.name} carries no traced features")
+    return record_weight(ctx, site, x, out_shape[-1], len(out_shape))
+
+
 def index_add(ctx: TraceContext, node: fx.Node) -> Flow | None:
     """``out.index_add_(dim, index, source)`` (or ``index_copy``) along another dim than the
     channels': the channels of ``out`` and ``source`` meet position by position (coupled)."""

@@ -30,6 +30,7 @@ from torch import fx
 from graphs.channels import Flow, Site
 from graphs.context import TraceContext, arg, op_name
 from graphs.errors import Refused
+from graphs.rules.experts import expert_weight, experts_matmul
 
 
 def _batch_flow(ctx: TraceContext, node: fx.Node, value, out_rank: int, last: int):
@@ -61,6 +62,9 @@ def matmul(ctx: TraceContext, node: fx.Node) -> Flow | None:
     exact, since a dead channel adds nothing to the sum."""
     a, b, out = node.args[0], node.args[1], ctx.shape(node)
     shapes = [ctx.shape(v) or () for v in (a, b)]
+    experts = expert_weight(ctx, b) if len(shapes[0]) == 3 and out is not None else None
+    if experts is not None:  # (E, T, in) @ a module's own (E, in, out): one matrix per expert
+        return experts_matmul(ctx, node, experts, a)
     if out is None or len(out) < 2 or any(len(s) < 2 for s in shapes):
         return ctx.reject(node, "matmul", "channels on a matrix dim") if ctx.input_flows(node) \
             else None

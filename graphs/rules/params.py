@@ -18,12 +18,16 @@ from graphs.rules.experts import GROUPED_MM
 _READ_BY_RULES = LAYER_FUNCTIONS | {torch.addmm, *GROUPED_MM}  # rules.layers / rules.experts
 
 
+_MATMULS = {torch.matmul, torch.bmm, "matmul", "bmm", "__matmul__"}
+
+
 def _read_by_rule(node: fx.Node) -> bool:
     """A layer rule reads this parameter: it is the weight of a layer function, directly or as
     one expert's slice ``w[e]`` or transposed (``rules.experts``)."""
     for user in node.users:
-        if user.target in _READ_BY_RULES:
-            return True
+        if user.target in _READ_BY_RULES or user.target in _MATMULS and len(
+                node.meta["tensor_meta"].shape) == 3 and user.args[1] is node:
+            return True  # a 3-d right operand of bmm: one matrix per expert (rules.experts)
         if (user.target in ("transpose", "__getitem__") or user.target is operator.getitem) \
                 and any(u.target in _READ_BY_RULES for u in user.users):
             return True

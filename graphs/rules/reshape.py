@@ -56,8 +56,9 @@ def reshape_as(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return _reshape(ctx, node, None)
     sizes = [-1 if other is not None and d == other.dim else n for d, n in enumerate(shape)]
     y = _reshape(ctx, node, sizes)
-    if y is not None and y.size > 1 and (other is None or other.dim != y.dim
-                                         or not ctx.sets.same_channels(y.ids, other.ids)):
+    if y is not None and other is not None and other.dim == y.dim and other.size == y.size:
+        ctx.sets.union(y.ids, other.ids)  # its width is read from other's: they go together
+    elif y is not None and y.size > 1:
         _block(ctx, node, y, f"the shape of {node.args[1]}, whose channels are not these")
         if other is not None:
             _block(ctx, node, other, "its shape taken for other channels")

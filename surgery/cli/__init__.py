@@ -1,6 +1,7 @@
 """The ``surgery`` command line: one module per subcommand, dispatched from one table.
 
-Bad input prints one line ``error: ...`` and exits with code 2, never a traceback.
+Every error prints one line ``error: ...`` and exits with code 2, never a traceback
+(``--traceback`` shows one for an unexpected error; see ``surgery.cli.oneline``).
 
 Example:
     $ surgery prune lenet --ratio 0.5 --out out/lenet
@@ -14,11 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from types import ModuleType
 
-from graphs.errors import TraceError
 from surgery.cli import export, finetune, graph, prune, report, sparsify
-from surgery.errors import SurgeryError
+from surgery.cli.oneline import OneLineParser, UsageError, error_line
 
 # Each subcommand module defines HELP, add_arguments(parser) and run(args).
 COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": export,
@@ -42,38 +43,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     A subcommand module may add DESCRIPTION (what it does, for users) and EPILOG (examples).
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="surgery", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter,
         epilog="run `surgery COMMAND --help` for a command's options and examples\n\n"
                + __doc__.split("\n\n", 2)[2].replace("Example:", "examples:"))
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(
+        command = sub.add_parser(
             name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-            epilog=getattr(module, "EPILOG", None), formatter_class=_HelpFormatter))
+            epilog=getattr(module, "EPILOG", None), formatter_class=_HelpFormatter)
+        module.add_arguments(command)
+        command.add_argument("--traceback", action="store_true",
+                             help="on an unexpected error, print the traceback too")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; return 0, or 2 after printing ``error: ...`` for bad input.
+    """Run one subcommand; return 0, or 2 after printing one line ``error: ...`` (130 after
+    Ctrl-C). Never raises, argparse errors included.
 
     Example:
         >>> main(["prune", "lenet", "--ratio", "1.5", "--out", "/tmp/x"])
         2
+        >>> main(["prune", "lenet", "--seed", "-1"])
+        2
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(exc)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         COMMANDS[args.command].run(args)
         sys.stdout.flush()
-    except (SurgeryError, TraceError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `surgery graph resnet18 | head`: the reader has gone
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
         return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one guard: any failure becomes one line
+        if args.traceback:
+            traceback.print_exc()
+        return _fail(exc)
     return 0
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"error: {error_line(exc)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

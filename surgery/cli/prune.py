@@ -8,15 +8,17 @@ import warnings
 from torch import nn
 
 from surgery.cli.common import (
-    add_force_argument,
+    CPUS,
     add_model_arguments,
     add_run_arguments,
-    check_out_folder,
+    check_output,
+    integer,
     model_and_input,
+    number,
     parse_count,
-    prepare_out_folder,
     record_num_classes,
 )
+from surgery.cli.outputs import add_force_argument, check_out_folder, prepare_out_folder
 from surgery.errors import SurgeryError
 from surgery.io.saving import save
 from surgery.measure.flops import count_flops
@@ -53,17 +55,24 @@ def parse_ratio(text: str) -> float | dict[str, float]:
     """
     try:
         if "=" not in text:
-            return float(text)
+            return _ratio(text)
         pairs = [item.split("=", 1) for item in text.split(",") if item]
-        ratios = {name.strip(): float(value) for name, value in pairs}
+        ratios = {name.strip(): _ratio(value) for name, value in pairs}
     except ValueError:
-        raise SurgeryError(f"--ratio must be a number like 0.5 or per-layer ratios like "
-                           f"conv2=0.5,fc1=0.3, got {text!r}") from None
+        raise SurgeryError(f"--ratio must be in [0, 1): a number like 0.5 or per-layer ratios "
+                           f"like conv2=0.5,fc1=0.3, got {text[:80]!r}") from None
     if len(ratios) != len(pairs):
         names = [name.strip() for name, _ in pairs]
         twice = next(n for n in names if names.count(n) > 1)
         raise SurgeryError(f"--ratio names {twice!r} twice")
     return ratios
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:  # NaN and 1e999 too
+        raise ValueError(text)
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,14 +85,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prune until the measured latency <= T (12ms, 0.012s; a number: ms)")
     p.add_argument("--backend", default="eager", help="latency backend: eager, onnxruntime, "
                    "compile")
-    p.add_argument("--threads", type=int, default=1, help="threads for latency measurement")
+    p.add_argument("--threads", type=integer(1, CPUS), default=1,
+                   help=f"threads for latency measurement (1 to {CPUS})")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank all channels together instead of per group")
-    p.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
+    p.add_argument("--max-ratio", type=number(0, 1, low_open=True), default=1.0, metavar="R",
                    help="remove at most this fraction of any group's channels (with --global "
                    "or --target-macs, keeps a layer from going down to one channel)")
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
-    p.add_argument("--round-to", type=int, default=1, help="keep multiples of N channels")
+    p.add_argument("--round-to", type=integer(1, 1 << 16), default=1,
+                   help="keep multiples of N channels")
     p.add_argument("--dry-run", action="store_true",
                    help="print channels per group and params/MACs before -> after; write nothing")
     p.add_argument("--out", help="output folder (required unless --dry-run)")
@@ -99,6 +110,7 @@ def run(args: argparse.Namespace) -> None:
     target_macs = None if args.target_macs is None else parse_count(args.target_macs)
     latency = None if args.target_latency is None else parse_latency(args.target_latency)
     model, x = model_and_input(args)
+    check_output(model, x, args.model, failures=False)  # the trace reports failures
     with warnings.catch_warnings():  # printed below, with the command that shows all
         warnings.simplefilter("ignore", BlockedWarning)
         result = prune(model, x, importance=args.importance, ignore=args.ignore,

@@ -11,16 +11,23 @@ import sys
 from pathlib import Path
 
 from surgery.cli.common import (
-    add_force_argument,
+    CPUS,
     add_model_arguments,
     add_run_arguments,
-    check_out_folder,
+    check_output,
+    integer,
     model_and_input,
-    prepare_out_folder,
     progress_bars,
 )
-from surgery.cli.export import recorded_shape
-from surgery.io.saving import load, read_plan
+from surgery.cli.folder import recorded_num_classes, recorded_shape
+from surgery.cli.outputs import (
+    add_force_argument,
+    check_out_folder,
+    check_writable,
+    prepare_out_folder,
+)
+from surgery.errors import SurgeryError
+from surgery.io.saving import load, read_plan_data
 from surgery.measure.latency import BACKENDS
 from surgery.measure.report import Timing, build_report
 
@@ -46,10 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--pruned", metavar="DIR", help="folder written by `surgery prune --out`")
     p.add_argument("--out", metavar="DIR", help="report folder (default: DIR, else ./report)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads while timing (0: leave torch's setting as is)")
+    p.add_argument("--runs", type=integer(1, 100_000), default=50,
+                   help="timed runs per model (default 50)")
+    p.add_argument("--warmup", type=integer(0, 100_000), default=10,
+                   help="untimed runs first (default 10)")
+    p.add_argument("--threads", type=integer(0, CPUS), default=1,
+                   help=f"torch threads while timing, 1 to {CPUS} (0: leave torch's setting)")
     p.add_argument("--backend", default="eager", choices=BACKENDS,
                    help="how the model runs while timed")
     p.add_argument("--no-latency", action="store_true", help="count only: skip the timing")
@@ -62,19 +71,23 @@ REPORT_FILES = ("report.json", "report.md", "report.png")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.pruned and not Path(args.pruned).is_dir():
+        raise SurgeryError(f"--pruned {args.pruned} is not a folder (one written by surgery "
+                           f"prune --out)")
     out = Path(args.out or args.pruned or "report")
-    if not (args.pruned and out.resolve() == Path(args.pruned).resolve()):  # else: our folder
+    if args.pruned and out.resolve() == Path(args.pruned).resolve():  # our folder
+        check_writable(out, out)
+    else:
         check_out_folder(str(out), args.force)
-    if args.pruned and not args.input_shape and Path(args.pruned).is_dir():  # as pruned
-        _, data = read_plan(args.pruned)
-        if "input_shape" in data:
-            args.input_shape = ",".join(str(s) for s in recorded_shape(data, ()))
-        if args.num_classes is None and isinstance(data.get("num_classes"), int):
-            args.num_classes = data["num_classes"]
-    model, x = model_and_input(args)
+    data = read_plan_data(args.pruned) if args.pruned else {}
+    if args.num_classes is None:
+        args.num_classes = recorded_num_classes(data)
+    recorded = recorded_shape(data, ()) if "input_shape" in data else None
+    model, x = model_and_input(args, recorded, f"{args.pruned}/plan.json")
+    check_output(model, x, args.model)
     pruned = None
-    if args.pruned:
-        pruned = load(args.pruned, model).eval().to(x.device)
+    if args.pruned:  # the same input as the dense model: a tampered layer fails here
+        pruned = load(args.pruned, model, example_inputs=x).eval().to(x.device)
     timing = None if args.no_latency else Timing(
         args.runs, args.warmup, args.threads or None, args.device, args.backend,
         progress=progress_bars(args))

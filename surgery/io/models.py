@@ -78,19 +78,48 @@ def resolve_model(spec: str, num_classes: int | None = None) -> tuple[nn.Module,
 
     Raises SurgeryError with a readable message for anything that does not name a model.
     """
-    if num_classes is not None and (isinstance(num_classes, bool) or
-                                    not isinstance(num_classes, int)
-                                    or not 1 <= num_classes <= MAX_CLASSES):
-        raise SurgeryError(f"--num-classes must be an integer from 1 to {MAX_CLASSES:,}, got "
-                           f"{num_classes!r}")
-    options = {} if num_classes is None else {"num_classes": num_classes}
+    options = class_options(num_classes)
     if spec == "lenet":
         return LeNet(**options), DEFAULT_SHAPES["lenet"]
     if spec.startswith("timm:"):
-        return _from_timm(spec[len("timm:"):], options)
-    if is_file_spec(spec):
-        return _from_file(spec, options), IMAGENET_SHAPE
-    return _from_torchvision(spec, options), IMAGENET_SHAPE
+        model, shape = _from_timm(spec[len("timm:"):], options)
+    elif is_file_spec(spec):
+        model, shape = _from_file(spec, options), IMAGENET_SHAPE
+    else:
+        model, shape = _from_torchvision(spec, options), IMAGENET_SHAPE
+    return check_has_data(model, spec), shape
+
+
+def class_options(num_classes: int | None) -> dict[str, int]:
+    """``{"num_classes": N}`` for a model factory (empty for None); SurgeryError unless N is
+    an integer from 1 to ``MAX_CLASSES``.
+
+    Example:
+        >>> class_options(10), class_options(None)
+        ({'num_classes': 10}, {})
+    """
+    if num_classes is None:
+        return {}
+    if type(num_classes) is not int or not 1 <= num_classes <= MAX_CLASSES:
+        raise SurgeryError(f"--num-classes must be an integer from 1 to {MAX_CLASSES:,}, got "
+                           f"{str(num_classes)[:40]}")
+    return {"num_classes": num_classes}
+
+
+def check_has_data(model: nn.Module, name: str) -> nn.Module:
+    """``model`` unless a parameter or buffer is on the meta device (shapes without data: its
+    channels cannot be ranked, measured or saved); then SurgeryError.
+
+    Example:
+        >>> check_has_data(LeNet(), "lenet").fc3.out_features
+        10
+    """
+    meta = next((k for k, v in (*model.named_parameters(), *model.named_buffers())
+                 if v.is_meta), None)
+    if meta is not None:
+        raise SurgeryError(f"{name}: {meta} is on the meta device (a shape without data): "
+                           f"build the model with real tensors (or load its weights first)")
+    return model
 
 
 def _from_torchvision(name: str, options: dict) -> nn.Module:
@@ -149,25 +178,6 @@ def is_file_spec(spec: str) -> bool:
         (True, False)
     """
     return ":" in spec and spec.split(":", 1)[0].endswith(".py")
-
-
-def resolve_builtin(spec: str, source: str,
-                    num_classes: int | None = None) -> tuple[nn.Module, tuple[int, ...]]:
-    """Like ``resolve_model``, for a MODEL name read from a file (``source``): only built-in
-    models (``lenet``, torchvision names). A saved folder never makes code run, so a file base
-    must come from the user's own command line (``--base``); nor does it pick a timm model
-    (any of timm's hundreds of names, some of billions of parameters): pass ``--base timm:NAME``.
-
-    Example:
-        >>> resolve_builtin("lenet", "plan.json")[1]
-        (1, 1, 28, 28)
-    """
-    if not isinstance(spec, str) or is_file_spec(spec) or spec.startswith("timm:") or \
-            spec != spec.strip() or not spec:
-        raise SurgeryError(f"{source} names base {str(spec)[:80]!r}, which is not a built-in "
-                           f"model; a saved folder never runs code: if you trust that file, "
-                           f"pass --base yourself")
-    return resolve_model(spec, num_classes)
 
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")

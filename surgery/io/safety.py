@@ -1,8 +1,10 @@
 """Bounds on what a saved folder may ask for.
 
-A folder from someone else is data: ``plan.json`` is read with a size, nesting-depth and
-integer-length bound (``read_json``), and a recorded input shape is bounded in elements
-(``check_shape``) before anything is allocated. Files are written by ``surgery.atomic``.
+A folder from someone else is data: ``plan.json`` is read with a size, value-count,
+nesting-depth and integer-length bound and finite numbers only (``read_json``), and a recorded
+input shape is bounded in elements (``check_shape``) before anything is allocated; the base
+model and the cost of an input shape are bounded in ``surgery.io.bases``. Files are written by
+``surgery.atomic``.
 
 Example:
     >>> import tempfile
@@ -25,6 +27,7 @@ from typing import Any
 from surgery.errors import SurgeryError
 
 MAX_JSON_BYTES = 64 << 20  # a densenet201 plan is ~2 MB
+MAX_JSON_VALUES = 1 << 22  # values (counted by commas, before parsing); densenet201: ~0.3M
 MAX_DEPTH = 8  # plan.json nests 6 deep (groups -> members -> kept)
 MAX_INT_DIGITS = 12
 MAX_DIMS = 8
@@ -48,26 +51,30 @@ def check_shape(shape: Iterable[Any], what: str) -> tuple[int, ...]:
     return shape
 
 
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
 
 
 def _no_constant(text: str) -> Any:
     raise ValueError(f"{text} is not a JSON number")
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _check_tree(value: Any, path: Path) -> None:
+    """Nesting at most ``MAX_DEPTH`` deep and integers of at most ``MAX_INT_DIGITS`` digits,
+    checked in one walk without recursion."""
+    bound, stack = 10 ** MAX_INT_DIGITS, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth <= MAX_DEPTH and isinstance(item, (dict, list)):
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
+        if depth > MAX_DEPTH:
+            raise SurgeryError(f"{path} nests deeper than {MAX_DEPTH} levels")
+        for child in item.values() if isinstance(item, dict) else item:
+            if type(child) is int and not -bound < child < bound:
+                raise SurgeryError(f"{path} holds an integer of over {MAX_INT_DIGITS} digits")
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
@@ -94,21 +101,26 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file of at most ``MAX_JSON_BYTES`` (``read_bounded``), nesting at most
-    ``MAX_DEPTH`` deep, integers of at most ``MAX_INT_DIGITS`` digits, no NaN/Infinity; else
-    SurgeryError."""
+def read_json(path: Path, max_values: int = MAX_JSON_VALUES) -> Any:
+    """Parse a JSON file of at most ``MAX_JSON_BYTES`` (``read_bounded``) and ``max_values``
+    values (at most ``MAX_JSON_VALUES``; counted by commas before parsing), nesting at most
+    ``MAX_DEPTH`` deep, integers of at most ``MAX_INT_DIGITS`` digits, finite numbers only (no
+    NaN, Infinity or 1e999); else SurgeryError."""
     text = read_bounded(path, MAX_JSON_BYTES)
+    max_values = min(max_values, MAX_JSON_VALUES)
+    if text.count(b",") >= max_values:
+        raise SurgeryError(f"{path} holds over {max_values:,} values; at most {max_values:,} "
+                           f"are read")
     try:
-        data = json.loads(text.decode("utf-8"), parse_int=_bounded_int,
+        data = json.loads(text.decode("utf-8"), parse_float=_finite_float,
                           parse_constant=_no_constant)
     except RecursionError:
         raise SurgeryError(f"{path} nests deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise SurgeryError(f"{path} is not valid JSON: {str(exc)[:200]}") from None
-    if _depth(data) > MAX_DEPTH:
-        raise SurgeryError(f"{path} nests deeper than {MAX_DEPTH} levels")
+    if isinstance(data, (dict, list)):
+        _check_tree(data, path)
     return data
 
 
-__all__ = ["MAX_ELEMENTS", "check_shape", "read_bounded", "read_json"]
+__all__ = ["MAX_ELEMENTS", "MAX_JSON_VALUES", "check_shape", "read_bounded", "read_json"]

@@ -33,20 +33,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from graphs.datamodel import SIZE
-from graphs.kinds import indexed_tensor
 from surgery.atomic import write_atomic, write_text
 from surgery.errors import SurgeryError
-from surgery.io.safety import check_shape, read_json
-from surgery.plan.plan import MemberPlan, Plan, plan_from_json
+from surgery.io.bases import check_input_cost
+from surgery.io.plan_checks import (
+    JSON_VALUES_PER_ENTRY,
+    check_plan,
+    check_plan_size,
+    plan_capacity,
+)
+from surgery.io.safety import MAX_JSON_VALUES, check_shape, read_json
+from surgery.plan.plan import Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
 from surgery.rebuild.lint import attribute_problems, lint
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 PLAN_FILE = "plan.json"
-
-
 def save(result: Any, directory: str | Path, base: str | None = None,
          input_shape: Sequence[int] | None = None) -> tuple[Path, Path]:
     """Write ``model.safetensors`` and ``plan.json`` for a ``PruneResult``; return both paths.
@@ -134,10 +137,28 @@ def read_plan(directory: str | Path) -> tuple[Plan, dict]:
         >>> data["base"], plan.ratio
         ('lenet', 0.5)
     """
+    data = read_plan_data(directory)
+    return _plan(data, Path(directory) / PLAN_FILE), data
+
+
+def read_plan_data(directory: str | Path, max_values: int = MAX_JSON_VALUES) -> dict:
+    """The raw JSON object of a saved folder's ``plan.json`` (read with ``read_json``, at most
+    ``max_values`` values), its format, ``shapes`` table and ``input_shape`` checked
+    (``read_plan`` also builds the ``Plan``).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from surgery import prune
+        >>> from surgery.io.models import LeNet
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = save(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5), folder, base="lenet")
+        >>> read_plan_data(folder)["base"]
+        'lenet'
+    """
     path = Path(directory) / PLAN_FILE
     if not path.is_file():
         raise SurgeryError(f"{path} not found: pass a folder written by `surgery prune --out`")
-    data = read_json(path)
+    data = read_json(path, max_values)
     if not isinstance(data, dict):
         raise SurgeryError(f"{path} must hold a JSON object, got {type(data).__name__}")
     version = data.get("format_version")
@@ -149,80 +170,14 @@ def read_plan(directory: str | Path) -> tuple[Plan, dict]:
     if "input_shape" in data:
         check_shape(data["input_shape"] if isinstance(data["input_shape"], list) else [None],
                     f"{path} input_shape")
+    return data
+
+
+def _plan(data: dict, path: Path) -> Plan:
     try:
-        return plan_from_json(data), data
+        return plan_from_json(data)
     except SurgeryError as exc:
         raise SurgeryError(f"{path}: {exc}") from None
-
-
-def check_plan(plan: Plan, model: nn.Module) -> None:
-    """Raise SurgeryError unless every module, dim and index in ``plan`` fits ``model``.
-
-    Indices must lie in range, appear once per member, and no index may be both kept and
-    removed on the same module dim.
-
-    Example:
-        >>> import torch
-        >>> from surgery import prune
-        >>> from surgery.io.models import LeNet
-        >>> check_plan(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5).plan, LeNet())
-    """
-    kept: dict[tuple[str, int], set[int]] = {}
-    for g in plan.groups:
-        for m in g.members:
-            size = _member_size(model, m)
-            for what, indices in (("removes", m.removed), ("keeps", m.kept)):
-                bad = [i for i in indices if not 0 <= i < size]
-                if bad:
-                    raise SurgeryError(f"the plan {what} indices {bad[:5]} of dim {m.dim} of "
-                                       f"{m.module!r}, which has only {size}")
-                if len(set(indices)) != len(indices):
-                    raise SurgeryError(f"the plan {what} an index of dim {m.dim} of "
-                                       f"{m.module!r} twice (edited plan?)")
-            if not m.attr:
-                kept.setdefault((m.module, m.dim), set()).update(m.kept)
-    for (name, dim), removed in plan.removed().items():
-        size = _dim_size(model, name, dim)
-        both = sorted(kept.get((name, dim), set()) & set(removed))
-        if both:
-            raise SurgeryError(f"the plan both keeps and removes indices {both[:5]} of dim "
-                               f"{dim} of {name!r} (edited plan?)")
-        if len(removed) >= size:
-            raise SurgeryError(f"the plan removes all {size} indices of dim {dim} of {name!r}")
-
-
-def _member_size(model: nn.Module, m: MemberPlan) -> int:
-    """How many positions member ``m`` indexes in ``model``: its dim's size, or the value of the
-    int attribute a SIZE member names (a plan may only name what the model already has)."""
-    if not m.attr:
-        return _dim_size(model, m.module, m.dim)
-    module = _module(model, m.module)
-    value = getattr(module, m.attr, None) if m.role == SIZE else module._parameters.get(m.attr)
-    if m.role == SIZE and type(value) is int:
-        return value
-    if m.role == SIZE and isinstance(value, (tuple, list)) and 0 <= m.dim < len(value):
-        return int(value[m.dim])
-    if m.role != SIZE and isinstance(value, torch.Tensor) and 0 <= m.dim < value.dim():
-        return value.shape[m.dim]
-    raise SurgeryError(f"the plan names {m.attr!r} of {m.module!r} ({type(module).__name__}), "
-                       f"which has no such {'int attribute' if m.role == SIZE else 'parameter dim'}")
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise SurgeryError(f"the plan names module {name!r}, which is not in the base "
-                           f"model: is --base the model that was pruned?") from None
-
-
-def _dim_size(model: nn.Module, name: str, dim: int) -> int:
-    module = _module(model, name)
-    tensor = indexed_tensor(module)
-    if tensor is None or not 0 <= dim < tensor.dim():
-        raise SurgeryError(f"the plan prunes dim {dim} of {name!r} "
-                           f"({type(module).__name__}), which has no such weight dim")
-    return tensor.shape[dim]
 
 
 def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = None) -> nn.Module:
@@ -230,20 +185,25 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
 
     ``base_model`` (a fresh instance of the original architecture) is left untouched; the result
     has the saved weights. ``surgery.rebuild.lint`` then runs the rebuilt model on
-    ``example_inputs`` (default: zeros of the input shape plan.json records; convolutions by
-    shape only) and any layer whose channel count does not fit raises SurgeryError. See the
-    module example.
+    ``example_inputs`` (default: zeros of the input shape plan.json records, if one forward of
+    the base at it makes at most 2 GiB of tensors, see ``surgery.io.bases``; convolutions by
+    shape only) and any layer whose channel count does not fit raises SurgeryError. The plan's
+    size is bounded by the base model's before it is parsed (``surgery.io.plan_checks``). See
+    the module example.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise SurgeryError(f"{directory} is not a folder: pass one written by "
                            f"`surgery prune --out`")
-    plan, data = read_plan(directory)
+    data = read_plan_data(directory, JSON_VALUES_PER_ENTRY * plan_capacity(base_model))
+    check_plan_size(data, base_model, directory / PLAN_FILE)
+    plan = _plan(data, directory / PLAN_FILE)
     check_plan(plan, base_model)
     try:
         model = copy.deepcopy(base_model)
     except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
         raise SurgeryError(f"cannot copy the base model: {str(exc).split('.')[0]}") from exc
+    example_inputs = _lint_inputs(data, base_model, example_inputs)
     try:
         apply_plan(model, plan)
     except (RuntimeError, IndexError, ValueError) as exc:
@@ -251,11 +211,9 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     if changed_shapes(model, plan) != data["shapes"]:
         raise SurgeryError(f"{PLAN_FILE} records shapes that differ from the plan applied to the "
                            f"base model: the file was edited or --base is a different model")
-    state = _read_weights(directory / WEIGHTS_FILE)
+    state = _read_weights(directory / WEIGHTS_FILE, model.state_dict())
     _check_tensors(state, model.state_dict(), directory / WEIGHTS_FILE)
     model.load_state_dict(state, strict=True)
-    if example_inputs is None and "input_shape" in data:
-        example_inputs = torch.zeros(data["input_shape"])
     problems = lint(model, example_inputs) if example_inputs is not None else \
         attribute_problems(model)
     if problems:
@@ -264,9 +222,24 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     return model
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _lint_inputs(data: dict, base_model: nn.Module, example_inputs: Any) -> Any:
+    """``example_inputs``, else zeros of the recorded input shape (its cost checked by
+    ``check_input_cost`` before they are allocated), else None."""
+    if example_inputs is not None or "input_shape" not in data:
+        return example_inputs
+    return torch.zeros(check_input_cost(base_model, data["input_shape"],
+                                        f"{PLAN_FILE} input_shape"))
+
+
+def _read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``, read only if the file is no larger than ``expected``'s bytes
+    and a header naming them (a bigger file holds something else)."""
     if not path.is_file():
         raise SurgeryError(f"{path} not found: pass a folder written by `surgery prune --out`")
+    room = sum(t.numel() * t.element_size() + 256 + len(k) for k, t in expected.items())
+    if path.stat().st_size > room + (64 << 10):
+        raise SurgeryError(f"{path} is {path.stat().st_size:,} bytes, more than the rebuilt "
+                           f"model's tensors need ({room:,}): not this model's weights")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
@@ -289,4 +262,4 @@ def _check_tensors(state: dict, expected: dict, path: Path) -> None:
 
 
 __all__ = ["FORMAT_VERSION", "PLAN_FILE", "WEIGHTS_FILE", "changed_shapes", "check_plan", "load",
-           "read_plan", "save"]
+           "own_memory", "read_plan", "save"]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from graphs.modes import eval_mode
+from surgery.errors import SurgeryError
 from surgery.io.export import positional
 from surgery.measure.handles import EXTRA_HANDLES
 
@@ -98,6 +99,10 @@ def count_flops(
         (31920, 30720, 1200)
     """
     inputs = positional(example_inputs, "count_flops (fvcore)")
+    if any(t.is_meta for t in list(model.parameters()) + list(inputs)
+           if isinstance(t, torch.Tensor)):
+        raise SurgeryError("count_flops runs the model: its weights or inputs are on the meta "
+                           "device (not loaded)")
     with eval_mode(model), torch.no_grad():
         analysis = FlopCountAnalysis(model, inputs).set_op_handle(**EXTRA_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)

@@ -37,9 +37,9 @@ from graphs.modes import eval_mode
 from surgery.measure.latency import (
     Latency,
     check_args,
+    interleaved,
     make_runner,
     num_threads,
-    interleaved,
     summarize_ms,
 )
 

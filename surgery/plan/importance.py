@@ -48,8 +48,9 @@ def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]
     found = []
     for m in group.members:
         w = member_tensor(model, m) if m.role == OUT else None
-        if w is not None and w.dim() >= 2 and (m.attr in ("", "weight") or m.dim < w.dim() - 1):
-            found.append((w, m))
+        if w is not None and w.dim() >= 2 and (m.attr in ("", "weight") or m.dim < w.dim() - 1
+                                               or w.dim() == 3 and w.shape[0] > 1):
+            found.append((w, m))  # the last: experts' (E, in, out); tokens are (1, N, C)
     return found
 
 

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ class LatencyTarget:
 
     def __post_init__(self) -> None:
         if isinstance(self.target_ms, bool) or not isinstance(self.target_ms, (int, float)) \
-                or self.target_ms <= 0:
+                or not math.isfinite(self.target_ms) or self.target_ms <= 0:
             raise SurgeryError(f"target_latency_ms must be a positive number of milliseconds, "
                                f"got {self.target_ms!r}")
         if not isinstance(self.threads, int) or self.threads < 1:

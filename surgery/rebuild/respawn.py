@@ -107,13 +107,22 @@ def take(t: torch.Tensor, keep: Keep, dims: dict[int, int]) -> torch.Tensor:
         tensor([[0, 2],
                 [3, 5]])
     """
-    t = t.detach()
+    t, layout = t.detach(), _layout(t)
     selected = False
     for layer_dim, tensor_dim in dims.items():
         if layer_dim in keep:
             t = t.index_select(tensor_dim, keep[layer_dim].to(t.device))
             selected = True
-    return t if selected else t.clone()  # index_select already made new memory
+    t = t if selected else t.clone()  # index_select already made new memory
+    return t.contiguous(memory_format=layout) if layout is not None else t
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format | None:
+    """channels_last (or its 3-d form) when ``t`` is stored so, and not merely contiguous."""
+    for layout, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        if t.dim() == rank and not t.is_contiguous() and t.is_contiguous(memory_format=layout):
+            return layout
+    return None
 
 
 def carry_hooks(old: nn.Module, new: nn.Module) -> nn.Module:

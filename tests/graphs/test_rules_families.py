@@ -128,18 +128,21 @@ def test_reshape_as_its_own_input_keeps_the_channels():
     assert members(hidden) == {"1.linear.out", "1.bn.out", "3.linear.in"} and hidden.prunable
 
 
-def test_reshape_as_a_tensor_of_other_channels_blocks():
+def test_reshape_as_a_tensor_of_other_channels_couples_them():
+    """``a(x).reshape_as(b(x))`` reads its width from b's channels: a and b go together."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 6)
+            self.a, self.b, self.c = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 2)
 
         def forward(self, x):
-            return self.a(x).reshape_as(self.b(x)) * 2
+            return self.c(self.a(x).reshape_as(self.b(x)) * 2)
 
     graph = trace(Net(), torch.randn(2, 4))
-    assert "the shape of" in graph.groups_of("a")[-1].reason
-    assert not prune(Net(), torch.randn(2, 4), ratio=0.5).plan.removed()
+    group = graph.groups_of("a")[-1]
+    assert group.prunable and {"a", "b", "c"} <= set(group.modules())
+    small = prune(Net(), torch.randn(2, 4), ratio=0.5).model
+    assert (small.a.out_features, small.b.out_features) == (3, 3)
 
 
 FAMILIES = {"skresnet18": 0.6, "test_nfnet": 0.9, "levit_128s": 0.7, "test_mambaout": 0.25}

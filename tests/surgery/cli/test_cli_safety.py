@@ -165,7 +165,7 @@ def test_sparsify_checks_recipe_model_and_out_before_training(tmp_path, capsys, 
 def test_finetune_checks_out_and_numbers_before_training(tmp_path, folder, capsys, monkeypatch):
     monkeypatch.setattr(surgery.cli.finetune, "load_mnist", _must_not_train)
     assert "is not empty" in error_of(["finetune", str(folder), "--out", str(folder)], capsys)
-    assert "--epochs must be positive" in error_of(
+    assert "--epochs: must be an integer from 1 to 10,000, got '0'" in error_of(
         ["finetune", str(folder), "--out", str(tmp_path / "t"), "--epochs", "0"], capsys)
 
 

@@ -43,7 +43,7 @@ def test_max_ratio_caps_each_group(capsys):
     assert main(["prune", "lenet", "--ratio", "0.9", "--max-ratio", "0.5", "--dry-run"]) == 0
     assert "group 3 (fc1, fc2): 120 -> 60 channels" in capsys.readouterr().out
     assert main(["prune", "lenet", "--ratio", "0.5", "--max-ratio", "0", "--dry-run"]) == 2
-    assert "max_ratio must be in (0, 1]" in capsys.readouterr().err
+    assert "--max-ratio: must be a number > 0 and <= 1, got '0'" in capsys.readouterr().err
 
 
 def test_bad_count_is_refused(capsys):

@@ -128,8 +128,9 @@ def test_cli_export_bad_folder_exits_2(tmp_path, capsys):
     (lambda d: d.update(input_shape="big"), "input_shape must be 1 to 8 positive integers"),
     (lambda d: d.update(input_shape=[10**9, 1, 28, 28]), "elements; at most 134,217,728"),
     (lambda d: d.update(base="evil.py:build"), "not a built-in model"),
-    (lambda d: d.update(input_shape=[1, 3, 28, 28]), "rebuilds into inconsistent layers"),
-    (lambda d: d.update(base="resnet18"), "not in the base model"),
+    (lambda d: d.update(input_shape=[1, 3, 28, 28]), "does not fit the base model"),
+    (lambda d: d.update(base="resnet18"), "does not fit the base model"),
+    (lambda d: d.update(base="resnet18", input_shape=[1, 3, 32, 32]), "not in the base model"),
 ])
 def test_cli_export_tampered_plan_exits_2(tmp_path, capsys, cli_folder, edit, message):
     folder = tmp_path / "copy"

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import surgery.io.models
+import surgery.io.bases
 import surgery.io.safety
 from surgery import SurgeryError, prune
-from surgery.io.models import LeNet, resolve_builtin
+from surgery.io.bases import resolve_builtin
+from surgery.io.models import LeNet
 from surgery.io.safety import read_bounded
 from surgery.io.saving import load, read_plan, save
 
@@ -154,7 +155,7 @@ def test_read_bounded_reads_at_most_one_byte_past_the_limit(tmp_path):
 @pytest.mark.parametrize("base", ["timm:vit_7b_patch16_dinov3", "timm:resnet18",
                                   "evil.py:build"])
 def test_a_folder_names_only_built_in_bases(base, monkeypatch):
-    monkeypatch.setattr(surgery.io.models, "resolve_model", _never_built)
+    monkeypatch.setattr(surgery.io.bases, "resolve_model", _never_built)
     with pytest.raises(SurgeryError, match="not a built-in model"):
         resolve_builtin(base, "plan.json")
 

@@ -155,7 +155,7 @@ def test_cli_report_single_model(tmp_path, capsys) -> None:
     ("missing", [], "is not a folder"),
     ("empty", [], "plan.json not found"),
     ("bad_json", [], "not valid JSON"),
-    ("ok", ["--runs", "0"], "runs must be an integer"),
+    ("ok", ["--runs", "0"], "--runs: must be an integer"),
     ("ok", ["--device", "tpu"], "device"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, capsys, setup, extra, message) -> None:

@@ -291,3 +291,9 @@ def test_max_ratio_caps_what_one_group_loses(budget):
 def test_max_ratio_out_of_range_is_an_error(bad):
     with pytest.raises(SurgeryError, match="max_ratio"):
         Budget(ratio=0.5, max_ratio=bad)
+
+
+@pytest.mark.parametrize("target", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_latency_target_must_be_a_finite_positive_time(target):
+    with pytest.raises(SurgeryError, match="positive number of milliseconds"):
+        LatencyTarget(target)
