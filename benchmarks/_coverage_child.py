@@ -115,7 +115,7 @@ def theirs(entry: dict, rec: dict) -> None:
         for dep, idxs in group:
             m = dep.target.module
             if isinstance(m, LAYERS) and dg.is_out_channel_pruning_fn(dep.handler):
-                covered.update((names[m], int(i)) for i in idxs if int(i) < widths[names[m]])
+                covered.update((names[m], int(i)) for i in idxs if 0 <= int(i) < widths[names[m]])
     rec["layers"] = len(covered) / max(sum(widths.values()), 1)
     expected = outputs_at(model, x, at)
     pruned = copy.deepcopy(model)
@@ -197,12 +197,8 @@ def zero(m: nn.Module, out: bool, idxs: list[int]) -> None:
             weight.index_fill_(0 if transposed else 1, index, 0.0)
 
 
-def main() -> None:
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    tool, entry = sys.argv[1], json.loads(sys.argv[2])
-    if len(sys.argv) > 3:  # the address-space limit in bytes
-        resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+def record(tool: str, entry: dict) -> dict:
+    """One tool's record on one model: a failure is a ``status``, never an exception."""
     rec: dict = {"captured": False}
     t0 = time.perf_counter()
     try:
@@ -210,7 +206,16 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - a failure is a result of the survey
         rec["status"] = short_error(exc, 120)
     rec["wall"] = time.perf_counter() - t0
-    print(json.dumps(rec), flush=True)
+    return rec
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    tool, entry = sys.argv[1], json.loads(sys.argv[2])
+    if len(sys.argv) > 3:  # the address-space limit in bytes
+        resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+    print(json.dumps(record(tool, entry)), flush=True)
 
 
 if __name__ == "__main__":

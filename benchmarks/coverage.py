@@ -5,16 +5,23 @@ Usage:
     .venv/bin/python benchmarks/coverage.py --only hf            # one source
     .venv/bin/python benchmarks/coverage.py --models yolov8n,s3d --timeout 300
     .venv/bin/python benchmarks/coverage.py --timm-every 3       # every 3rd timm model only
+    .venv/bin/python benchmarks/coverage.py --only hand --resume # the models with no result yet
 
 Each model runs once per tool in its own process (1 thread, seed 0) under a wall-clock timeout
-and an address-space limit; the child prints one JSON line. The parent writes
-benchmarks/results/coverage.md (summary per source, then one row per model) and coverage.json.
-What each column means is written at the top of coverage.md (see ``HEADER``).
+and an address-space limit; the child prints one JSON line. A run updates the results in place:
+benchmarks/results/coverage.json keeps, per tool, the record of every model this run does not
+run (``--fresh`` starts from nothing), so one source can be rerun alone, and ``--resume`` skips
+the models that already have a record. After every model the parent rewrites coverage.json and
+coverage.md (summary per source with the commands behind it, where torch-pruning does better,
+one row per model; what each column means is at its top, ``HEADER``); at the end of a run that
+writes the default results, README.md's coverage table too. Each record notes its command,
+limits, date and commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -22,15 +29,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import markdown_table, short_error
+from _common import short_error, write_marked_section
+from _coverage_report import NOT_RUN, NOTES, TOOLS, ran, readme_block, report
 from coverage_models import SOURCES, load_entries
 
 from surgery.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
-TOOLS = ("ours", "tp")
-NOT_RUN = "not run"
-EXACT_TOL = 1e-4
+DEFAULT_OUT = HERE / "results" / "coverage.md"
+README = HERE.parent / "README.md"
 HEADER = """\
 Per tool and model, in a fresh process (1 thread, seed 0, random weights and BatchNorm
 statistics, eval mode, ratio 0.5):
@@ -55,7 +62,14 @@ statistics, eval mode, ratio 0.5):
   leaves them whole). tp ignores the Conv/Linear layers whose outputs are model outputs (taken
   from our trace; the last one when our trace fails).
   "layers >= tp" in the summary counts the models both tools prune and run. HF GPT-2's layers
-  are `transformers.Conv1D`, neither Conv nor Linear: its layers fraction is 0 for both.
+  are `transformers.Conv1D`, neither Conv nor Linear: its layers fraction is 0 for both; so
+  are recurrent widths (`nn.LSTM`/`nn.GRU` hidden size), experts held as 3-D parameters and
+  embeddings: a model whose only prunable widths are those reads 0 for both tools.
+* Sources: `hand` are the hand-written models of `benchmarks/hand_models_conv.py` and
+  `hand_models_seq.py` (one per layer kind or pattern); `diffusers`, `smp`
+  (segmentation-models-pytorch, `encoder_weights=None`), `hf-families` (Hugging Face
+  encoder-decoder, speech, mixture-of-experts, state-space and fused-projection models) and
+  `ultralytics-tasks` (seg/pose/obb/cls and RT-DETR from their yaml) from small configs.
 * Timeouts here are mostly the machine's load (2 cores shared by many jobs), not the models.
 * **kept**: params after / before at ratio 0.5. **s**: seconds of one prune (ours: `prune()`;
   tp: pruner construction + `step()`).
@@ -85,51 +99,6 @@ def short_error_text(text: str) -> str:
     return short_error(RuntimeError(text)).removeprefix("RuntimeError: ")
 
 
-def cell(r: dict, group_fraction: bool = True) -> list[str]:
-    """captured / runs / exact / prunable / layers / kept / s of one tool's record."""
-    if "captured" not in r:
-        return ["no", "-", "-", "-", "-", "-", "-"][: 7 if group_fraction else 6]
-    yes = {True: "yes", False: "no", None: "-"}
-    frac = "-" if r.get("prunable") is None else f"{r['prunable']:.2f}"
-    layers = "-" if r.get("layers") is None else f"{r['layers']:.2f}"
-    kept = "-" if r.get("kept") is None else f"{r['kept']:.2f}"
-    runs = r.get("runs", False) if r["captured"] else None
-    exact = r.get("exact_text") or yes[r.get("exact", False) if runs else None]
-    cells = [yes[r["captured"]], yes[runs], exact, frac, layers, kept,
-             "-" if r.get("seconds") is None else f"{r['seconds']:.1f}"]
-    return cells if group_fraction else cells[:3] + cells[4:]
-
-
-def model_rows(results: list[dict]) -> str:
-    head = ["source", "model", "ours: captured", "runs", "exact", "prunable", "layers", "kept",
-            "s", "tp: captured", "runs", "exact", "layers", "kept", "s", "notes"]
-    rows = []
-    for res in results:
-        ours, tp = res["ours"], res["tp"]
-        notes = "; ".join(f"{k}: {v['status']}" for k, v in (("ours", ours), ("tp", tp))
-                          if v.get("status"))
-        rows.append([res["source"], res["name"], *cell(ours), *cell(tp, False), notes])
-    return markdown_table(head, rows)
-
-
-def summary(results: list[dict]) -> str:
-    """Per source: models run, captured, pruned+runs, exact; ours vs tp; mean layers fraction."""
-    head = ["source", "models run (not run)", "captured ours / tp", "runs ours / tp",
-            "exact ours / tp", "layers >= tp (both run)", "mean layers ours / tp"]
-    rows = []
-    for source in dict.fromkeys(r["source"] for r in results):
-        every = [r for r in results if r["source"] == source]
-        sub = [r for r in every if r["ours"].get("status") != NOT_RUN]
-        counts = [" / ".join(str(sum(bool(r[t].get(k)) for r in sub)) for t in TOOLS)
-                  for k in ("captured", "runs", "exact")]
-        both = [r for r in sub if r["ours"].get("runs") and r["tp"].get("runs")]
-        ge = sum(r["ours"]["layers"] >= r["tp"]["layers"] - 1e-9 for r in both)
-        means = [sum(r[t].get("layers") or 0 for r in sub) / max(len(sub), 1) for t in TOOLS]
-        rows.append([source, f"{len(sub)} ({len(every) - len(sub)})", *counts,
-                     f"{ge}/{len(both)}", f"{means[0]:.2f} / {means[1]:.2f}"])
-    return markdown_table(head, rows)
-
-
 def select(entries: list[dict], args: argparse.Namespace) -> list[dict]:
     if args.only:
         entries = [e for e in entries if e["source"] in args.only.split(",")]
@@ -139,22 +108,17 @@ def select(entries: list[dict], args: argparse.Namespace) -> list[dict]:
     return [e for e in entries if e["source"] != "timm" or e in timm]
 
 
-def write(results: list[dict], args: argparse.Namespace, seconds: float, total: int,
-          how: str) -> None:
-    out = Path(args.out)
+def write(results: list[dict], out: Path) -> None:
+    """coverage.json and coverage.md from ``results``, keeping the notes block of the old .md."""
     write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
-    ran = sum(r["ours"].get("status") != NOT_RUN for r in results)
-    subset = "" if ran == total else (
-        f"\n**Subset**: {ran} of the {total} models of coverage_models.json were run "
-        f"(`{how}`); run the script without options for all.\n")
-    took = f"; {seconds:.0f} s in all" if seconds else ""
-    write_text(out, f"# Coverage: ours vs torch-pruning\n\n{HEADER}{subset}\n"
-               f"Timeout {args.timeout:g} s and {args.memory:g} GB address space per process"
-               f"{took}.\n\n## Per source\n\n{summary(results)}\n\n"
-               f"## Per model\n\n{model_rows(results)}\n")
+    old = out.read_text() if out.exists() else ""
+    start, end = f"<!-- {NOTES}:start -->", f"<!-- {NOTES}:end -->"
+    notes = (start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n\n"
+             if start in old and end in old else "")
+    write_text(out, report(results, HEADER, notes))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated sources of {SOURCES}")
     parser.add_argument("--models", help="comma-separated model names")
@@ -163,23 +127,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timm-every", type=int, default=1, help="run every n-th timm model")
     parser.add_argument("--tools", default="ours,tp")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the chosen models that already have a record per tool")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start from no records instead of the existing --out results")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="run nothing: write the report from these coverage.json files of "
                              "earlier runs (per tool, later files win), in data file order")
-    parser.add_argument("--out", default=str(HERE / "results" / "coverage.md"))
-    args = parser.parse_args(argv)
-    entries = load_entries()
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, entries = parse(argv), load_entries()
+    out = Path(args.out)
     if args.combine:
-        write(combine(entries, args.combine), args, 0.0, len(entries), " ".join(args.combine))
+        finish(combine(entries, args.combine), out)
         return
-    chosen, results, start = select(entries, args), [], time.perf_counter()
+    old = out.with_suffix(".json")
+    results = combine(entries, [] if args.fresh or not old.exists() else [str(old)])
+    at = {(r["source"], r["name"]): r for r in results}
+    tools = args.tools.split(",")
+    chosen = [e for e in select(entries, args) if not args.resume
+              or not all(ran(at[e["source"], e["name"]], t) for t in tools)]
+    run, start = run_info(args, sys.argv[1:] if argv is None else argv), time.perf_counter()
+    print(f"{len(chosen)} models to run", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on child processes
-        for res in pool.map(lambda e: run_model(e, args), chosen):
-            results.append(res)
+        for res in pool.map(lambda e: run_model(e, args, run), chosen):
+            at[res["source"], res["name"]].update({t: res[t] for t in TOOLS if ran(res, t)})
             print(res["source"], res["name"], json.dumps(res["ours"]), json.dumps(res["tp"]),
                   flush=True)
-            write(results, args, time.perf_counter() - start, len(entries),
-                  " ".join(sys.argv[1:]))
+            write(results, out)
+    finish(results, out)
+    print(f"{len(chosen)} models in {time.perf_counter() - start:.0f} s; {out}", flush=True)
+
+
+def finish(results: list[dict], out: Path) -> None:
+    """Write the results; README.md's coverage table too when they are the default results."""
+    write(results, out)
+    if out.resolve() == DEFAULT_OUT:
+        write_marked_section(README, "coverage", readme_block(results))
+
+
+def run_info(args: argparse.Namespace, argv: list[str]) -> dict:
+    """What made a record: the command line, the limits, the date and the commit (``+changes``
+    when graphs/ or surgery/ differ from it)."""
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=HERE.parent,
+                              check=False)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    changed = git("status", "--porcelain", "--", "graphs", "surgery")
+    return {"command": " ".join(["coverage.py", *argv]), "timeout": args.timeout,
+            "memory": args.memory, "date": datetime.date.today().isoformat(),
+            "commit": git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")}
 
 
 def combine(entries: list[dict], paths: list[str]) -> list[dict]:
@@ -191,18 +192,18 @@ def combine(entries: list[dict], paths: list[str]) -> list[dict]:
             record = found.setdefault((r["source"], r["name"]), {
                 "source": r["source"], "name": r["name"], **{t: {"status": NOT_RUN}
                                                             for t in TOOLS}})
-            record.update({t: r[t] for t in TOOLS if r[t].get("status") != NOT_RUN})
-    missing = {t: {"status": NOT_RUN} for t in TOOLS}
-    return [found.get((e["source"], e["name"]), {"source": e["source"], "name": e["name"],
-                                                 **missing}) for e in entries]
+            record.update({t: r[t] for t in TOOLS if ran(r, t)})
+    return [found.get((e["source"], e["name"])) or {
+        "source": e["source"], "name": e["name"], **{t: {"status": NOT_RUN} for t in TOOLS}}
+        for e in entries]
 
 
-def run_model(entry: dict, args: argparse.Namespace) -> dict:
+def run_model(entry: dict, args: argparse.Namespace, run: dict) -> dict:
     res = {"source": entry["source"], "name": entry["name"]}
     for tool in TOOLS:
         skip = tool not in args.tools.split(",")
-        res[tool] = {"status": NOT_RUN} if skip else run_child(
-            tool, entry, args.timeout, args.memory)
+        res[tool] = {"status": NOT_RUN} if skip else {
+            **run_child(tool, entry, args.timeout, args.memory), "run": run}
     return res
 
 

@@ -1,10 +1,13 @@
 """The models of ``coverage.py``: build one from its entry in ``coverage_models.json``.
 
-An entry is ``{"source", "name", "build": {...}, "input": {...}}``. ``build`` holds the builder's
-keyword arguments (timm ``create_model``, torchvision ``get_model``, a Hugging Face config); the
-input spec is ``{"kind": "image" | "images" | "video" | "tokens", ...}`` (see ``make_input``).
-Every model has random weights (``randomize_weights``, then ``randomize_norms``: non-trivial
-BatchNorm statistics), seed 0, eval mode.
+An entry is ``{"source", "name", "build": {...}, "input": {...}}`` and an optional ``seed``
+(default 0). ``build`` holds the builder's keyword arguments (``BUILDERS``: timm
+``create_model``, torchvision ``get_model``, a Hugging Face config, an ultralytics yaml and task,
+a diffusers class and config, a segmentation_models_pytorch architecture and encoder, a
+hand-written model of ``hand_models_conv`` / ``_seq``); the input spec is ``{"kind": "image" | "images" |
+"video" | "tokens" | "tensors", ...}`` (see ``make_input``). Every model has random weights
+(``randomize_weights``, then ``randomize_norms``: non-trivial BatchNorm statistics), seeded,
+eval mode; nothing is downloaded.
 
 ``python benchmarks/coverage_models.py --timm`` regenerates the timm part of the data file: one
 model per module of ``timm.models`` that defines models, the smallest by parameter count
@@ -16,9 +19,11 @@ loaded machine, among the 4 models per module whose names look smallest (tiny, n
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import pkgutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,8 @@ from surgery.testing.oracle import randomize_norms, randomize_weights
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "coverage_models.json"
-SOURCES = ("timm", "torchvision-seg", "torchvision-det", "torchvision-video", "hf", "ultralytics")
+SOURCES = ("timm", "torchvision-seg", "torchvision-det", "torchvision-video", "hf", "ultralytics",
+           "hand", "diffusers", "smp", "hf-families", "ultralytics-tasks")
 
 
 def load_entries(path: Path = DATA) -> list[dict]:
@@ -40,38 +46,83 @@ def load_entries(path: Path = DATA) -> list[dict]:
 
 def build(entry: dict) -> tuple[nn.Module, Any]:
     """(model, example inputs) for one entry: seeded random weights, eval mode."""
-    torch.manual_seed(0)
+    torch.manual_seed(entry.get("seed", 0))
     source, options = entry["source"], dict(entry.get("build", {}))
-    if source == "timm":
-        import timm
-
-        model = timm.create_model(entry["name"], pretrained=False, **options)
-    elif source.startswith("torchvision"):
-        import torchvision
-
-        model = torchvision.models.get_model(entry["name"], weights=None, **options)
-    elif source == "hf":
-        model = _hf_model(options)
-    elif source == "ultralytics":
-        from ultralytics.nn.tasks import DetectionModel
-
-        model = DetectionModel(options.get("yaml", f"{entry['name']}.yaml"), verbose=False)
-    else:
+    prefix = next((s for s in BUILDERS if source == s or source.startswith(s + "-")), None)
+    if prefix is None:
         raise ValueError(f"unknown source {source!r}")
-    randomize_norms(randomize_weights(model))
+    model = BUILDERS[prefix](entry["name"], options)
+    randomize_norms(randomize_weights(model, entry.get("seed", 0)), entry.get("seed", 0))
     return model.eval(), make_input(entry["input"])
 
 
-def _hf_model(options: dict) -> nn.Module:
+def _timm(name: str, options: dict) -> nn.Module:
+    import timm
+
+    return timm.create_model(name, pretrained=False, **options)
+
+
+def _torchvision(name: str, options: dict) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, **options)
+
+
+def _hf_model(name: str, options: dict) -> nn.Module:
     import transformers
 
     config = getattr(transformers, options.pop("config"))(**options.pop("config_args", {}))
     return getattr(transformers, options.pop("model"))(config)
 
 
+def _ultralytics(name: str, options: dict) -> nn.Module:
+    """A model from its yaml (no weights): ``task`` picks the class, detection by default."""
+    from ultralytics.nn import tasks
+
+    classes = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel,
+               "pose": tasks.PoseModel, "obb": tasks.OBBModel,
+               "classify": tasks.ClassificationModel, "rtdetr": tasks.RTDETRDetectionModel}
+    model = classes[options.get("task", "detect")]
+    return model(options.get("yaml", f"{name}.yaml"), verbose=False)
+
+
+def _hand(name: str, options: dict) -> nn.Module:
+    """A model of ``hand_models_conv`` or ``hand_models_seq``, by its name."""
+    models = {**_sibling("hand_models_conv").CONV_MODELS,
+              **_sibling("hand_models_seq").SEQUENCE_MODELS}
+    return models[name](**options)
+
+
+def _sibling(name: str) -> Any:
+    """A module of benchmarks/, whether this one runs as a script or as ``benchmarks.*``."""
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
+
+
+def _diffusers(name: str, options: dict) -> nn.Module:
+    import diffusers
+
+    return getattr(diffusers, options["model"])(**options.get("config", {}))
+
+
+def _smp(name: str, options: dict) -> nn.Module:
+    """A segmentation_models_pytorch model with ``encoder_weights=None`` (nothing downloaded)."""
+    import segmentation_models_pytorch as smp
+
+    return getattr(smp, options.pop("arch"))(encoder_weights=None, **options)
+
+
+# source (or the prefix before "-": "hf-families" is "hf") -> builder(name, build options)
+BUILDERS: dict[str, Callable[[str, dict], nn.Module]] = {
+    "timm": _timm, "torchvision": _torchvision, "hf": _hf_model, "ultralytics": _ultralytics,
+    "hand": _hand, "diffusers": _diffusers, "smp": _smp,
+}
+
+
 def make_input(spec: dict) -> Any:
     """A seeded example input: ``image`` (1x3xSxS), ``images`` ([3xSxS], as detection models
-    take), ``video`` (1x3xTxSxS) or ``tokens`` ({"input_ids": 1xL, **extra})."""
+    take), ``video`` (1x3xTxSxS), ``tokens`` ({"input_ids": 1xL, **extra}) or ``tensors``
+    (positional ``args`` or keyword ``kwargs`` tensors, each ``{"shape", "vocab"}``: ids below
+    ``vocab`` when given, else normal floats; ``extra`` keywords added)."""
     generator = torch.Generator().manual_seed(0)
     kind, size = spec["kind"], spec.get("size", 64)
     if kind == "image":
@@ -84,7 +135,22 @@ def make_input(spec: dict) -> Any:
         ids = torch.randint(0, spec.get("vocab", 100), (1, spec.get("length", 8)),
                             generator=generator)
         return {"input_ids": ids, **spec.get("extra", {})}
+    if kind == "tensors":
+        return _tensors(spec, generator)
     raise ValueError(f"unknown input kind {kind!r}")
+
+
+def _tensors(spec: dict, generator: torch.Generator) -> Any:
+    """One tensor, a tuple of positional tensors, or a dict of keyword tensors (+ extra)."""
+    def make(t: dict) -> torch.Tensor:
+        if "vocab" in t:
+            return torch.randint(0, t["vocab"], t["shape"], generator=generator)
+        return torch.randn(t["shape"], generator=generator)
+
+    if "kwargs" in spec:
+        return {**{k: make(t) for k, t in spec["kwargs"].items()}, **spec.get("extra", {})}
+    args = tuple(make(t) for t in spec["args"])
+    return args[0] if len(args) == 1 else args
 
 
 def timm_entries() -> list[dict]:

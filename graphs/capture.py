@@ -236,10 +236,14 @@ class Recorder(TorchFunctionMode):
         source = self._tensor_node(args[0])
         if isinstance(value, int):
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            return SizeInt(value, self.graph.call_method("size", (source, dim)))
+            return SizeInt(value, self._in_module(self.graph.call_method("size", (source, dim))))
         node = self.graph.call_method("size", (source,))
-        return torch.Size([SizeInt(v, self.graph.call_function(operator.getitem, (node, i)))
-                           for i, v in enumerate(value)])
+        return torch.Size([SizeInt(v, self._in_module(self.graph.call_function(
+            operator.getitem, (node, i)))) for i, v in enumerate(value)])
+
+    def _in_module(self, node: fx.Node) -> fx.Node:
+        node.meta["module"] = self.stack[-1]  # where the size was read (``compared`` uses it)
+        return node
 
     def _note_value_read(self, func: Any) -> None:
         source = user_source(innermost_user_frame()) or "an unknown line"

@@ -54,9 +54,30 @@ class SizeInt(int):
         """Copies and pickles are plain ints (a model may keep a shape it saw in forward)."""
         return int, (int(self),)
 
+    __hash__ = int.__hash__  # __eq__ below would otherwise drop it
+
+    def __eq__(self, other: object) -> bool:
+        return compared(self, other, operator.eq)
+
+    def __ne__(self, other: object) -> bool:
+        return compared(self, other, operator.ne)
+
     def __float__(self) -> float:
         """``float(C)``, ``math.sqrt(C)``: the plain float, the conversion recorded."""
         return as_float(self, float(int(self)))
+
+
+def compared(size: SizeInt, other: object, op: Callable[[Any, Any], bool]) -> bool:
+    """``C == self.channels`` (``assert x.shape[1] == self.channels``): the plain answer; when
+    the forward relied on a size being equal to a literal int, an ``eq`` node records it (the
+    tracer then makes that number follow pruning, or blocks the channels)."""
+    plain = int(other) if isinstance(other, SizeInt) else other
+    value = op(int(size), plain)
+    if type(plain) is int and not isinstance(other, SizeInt) and int(size) == plain:
+        node = size.node.graph.call_function(operator.eq, (size.node, plain))
+        node.meta["module"] = size.node.meta.get("module", "")
+        node.stack_trace = innermost_user_frame()
+    return value
 
 
 def as_float(size: SizeInt, value: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,7 +84,8 @@ def run_rule(ctx: TraceContext, table: RuleTable, node: fx.Node) -> Any:
         return None
     if node.op == "get_attr":
         return bare_parameter(ctx, node)
-    if not _has_tensor_output(node) and node.target is not float:  # float: a size made a scale
+    if not _has_tensor_output(node) and node.target not in (float, operator.eq):
+        # float: a size made a scale; eq: a size the forward compared with a number
         return None
     key = ctx.module(node) if node.op == "call_module" else node.target
     rule = table.lookup(node.op, key)

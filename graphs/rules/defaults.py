@@ -62,6 +62,7 @@ OPS = (  # op keys -> coupling rule, for every op besides the layer kinds' (grap
     ([torch.pixel_shuffle], pixel_shuffle.pixel_shuffle),
     ([torch.pixel_unshuffle], pixel_shuffle.pixel_unshuffle),
     ([float], scales.size_to_float),
+    ([operator.eq], scales.size_compared),
     ([torch.tensor, torch.as_tensor, torch.scalar_tensor] + method("new_tensor"),
      scales.size_to_tensor),
     ([torch.addmm], layers.addmm),

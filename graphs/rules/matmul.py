@@ -140,8 +140,34 @@ def scaled_dot_product_attention(ctx: TraceContext, node: fx.Node) -> Flow | Non
     out = ctx.shape(node)
     mask = arg(node, 3, "attn_mask")
     values = [q, k, v] + ([mask] if isinstance(mask, fx.Node) else [])
+    features = _feature_flows(ctx, (q, k, v))
+    if features is not None:
+        return _single_head(ctx, node, features)
     return _couple_batch(ctx, node, values, out, "scaled_dot_product_attention", last=2,
                          gqa=bool(arg(node, 7, "enable_gqa", False)))
+
+
+def _feature_flows(ctx: TraceContext, qkv: tuple) -> list[Flow] | None:
+    """The flows of q, k and v when each carries channels on its last (feature) dim: one head
+    as wide as the channels (a VAE's mid-block attention); else None."""
+    flows = [ctx.flow(t) for t in qkv]
+    shapes = [ctx.shape(t) for t in qkv]
+    if any(f is None or s is None or f.dim != len(s) - 1 for f, s in zip(flows, shapes)):
+        return None
+    return flows
+
+
+def _single_head(ctx: TraceContext, node: fx.Node, flows: list[Flow]) -> Flow | None:
+    """q and k channels meet in q @ k^T (coupled, summed: dead ones add 0), v's pass to the
+    output; inexact unless a ``scale`` is given: the default 1/sqrt(E) reads the width."""
+    q, k, v = flows
+    if q.size != k.size:
+        return ctx.reject(node, "scaled_dot_product_attention", "q and k of other widths")
+    ctx.sets.union(q.ids, k.ids)
+    if arg(node, 6, "scale") is None:
+        ctx.sets.approximate(q.ids, f"scaled_dot_product_attention at node {node.name} scales "
+                                    f"by 1/sqrt of the q/k width, which pruning changes")
+    return Flow(v.ids, len(ctx.shape(node)) - 1)
 
 
 def softmax(ctx: TraceContext, node: fx.Node) -> Flow | None:

@@ -34,7 +34,10 @@ from torch import fx
 
 from graphs.channels import Flow
 from graphs.context import TraceContext, op_name
-from graphs.sizes import mark_scale
+from graphs.datamodel import SIZE
+from graphs.kinds import layer_kind
+from graphs.sizes import channel_reads, mark_scale, size_attribute
+from graphs.sources import at_source
 
 
 def size_to_float(ctx: TraceContext, node: fx.Node) -> None:
@@ -51,3 +54,18 @@ def size_to_tensor(ctx: TraceContext, node: fx.Node) -> Flow | None:
     tensors: list[fx.Node] = []
     fx.node.map_arg(data, lambda a: tensors.append(a) if ctx.flow(a) is not None else None)
     return ctx.reject(node, op_name(node), "copies a tensor's channels") if tensors else None
+
+
+def size_compared(ctx: TraceContext, node: fx.Node) -> None:
+    """``assert x.shape[1] == self.channels`` (diffusers' Upsample2D): a channel count the
+    forward found equal to a number. The number must follow pruning: one int attribute of the
+    module equal to it becomes a SIZE member of those channels; otherwise they are blocked."""
+    size, value = node.args
+    for ids in channel_reads(ctx, size):
+        owner, attr = size_attribute(ctx, node, value, Flow(ids, 0))
+        if attr and layer_kind(ctx.root.get_submodule(owner)) is not None:
+            continue  # a layer's own check (InstanceNorm's num_features): its rule sizes it
+        if attr:
+            ctx.sets.record(owner, SIZE, 0, ids, attr)
+        else:
+            ctx.sets.block(ids, f"the channel count is compared with {value}{at_source(node)}")

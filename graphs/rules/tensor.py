@@ -35,7 +35,7 @@ _UNARY = [torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.silu, F.gelu
          torch.sin, F.softplus, F.celu, F.selu, torch.log,
          stochastic_depth]  # drops whole samples (or the whole batch): channel-agnostic
 UNARY = list(dict.fromkeys(_UNARY))  # some F.* are the very same builtins as torch.*
-UNARY_METHODS = method("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
+UNARY_METHODS = method("__abs__", "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
                        "contiguous", "clone", "float", "half", "to", "type_as", "abs", "neg",
                        "exp", "sqrt", "rsqrt", "pow", "square", "detach", "__neg__",
                        "__pow__", "erf", "tanh_", "neg_", "sin", "cos",

@@ -10,8 +10,11 @@ from torch import nn
 
 from graphs import IN, OUT, TraceError, trace
 from graphs.channels import Flow, connected_components
+from graphs.errors import Refused
+from graphs.rules.defaults import default_rules
 from graphs.rules.index import index_dim
 from graphs.rules.shape import flatten_ids
+from graphs.rules.table import method
 from surgery.io.models import LeNet
 
 
@@ -191,3 +194,30 @@ def test_reasons_in_torchvision_code_name_the_torchvision_line():
     graph = trace(model, torch.zeros(1, 3, 16, 16))
     reason = next(g.reason for g in graph.groups if "qkv.reshape" in g.reason)
     assert "torchvision/models/swin_transformer.py:" in reason
+
+
+def _sinh_table(rule):
+    table = default_rules()
+    table.register(method("sinh"), rule)  # Tensor.sinh has no rule by default
+    return table
+
+
+def test_a_rule_that_fails_is_a_bug_never_an_unsupported_op():
+    def broken(ctx, node):
+        raise KeyError("oops")
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1))
+    model.forward = lambda x: model[1](model[0](x).sinh())
+    with pytest.raises(TraceError, match=r"coupling rule .*broken failed on sinh .*a bug.*KeyError"):
+        trace(model, torch.zeros(1, 3, 2, 2), rules=_sinh_table(broken))
+
+
+def test_a_rule_that_refuses_reports_the_op_with_its_reason():
+    def refusing(ctx, node):
+        raise Refused("cannot follow this call")
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1))
+    model.forward = lambda x: model[1](model[0](x).sinh())
+    graph = trace(model, torch.zeros(1, 3, 2, 2), rules=_sinh_table(refusing))
+    assert [u.op for u in graph.unsupported] == ["sinh (cannot follow this call)"]
+    assert not graph.groups_of("0")[-1].prunable
