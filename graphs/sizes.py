@@ -2,7 +2,7 @@
 
 A size follows when it is -1, or computed from reads of the input's own channel count (checked
 by evaluating it with those reads doubled: the size must double), or a literal equal to exactly
-one int attribute of the calling module or a parent (``self.num_heads``): that attribute becomes
+one int attribute of the calling module (``self.num_heads``): that attribute becomes
 a SIZE member, set to the kept count after pruning.
 
 A size that does not follow blocks the channels it is written for, and also the channels it was
@@ -169,23 +169,21 @@ def _size_source(size: fx.Node) -> tuple[fx.Node, int] | None:
 def size_attribute(ctx: TraceContext, node: fx.Node, value, y: Flow | None = None
                    ) -> tuple[str, str]:
     """(module, attribute) of the one int attribute equal to ``value`` (or, for a tuple or
-    list of ints, the one tuple or list attribute equal to it) in the calling module or its
-    parents (innermost first); ("why not", "") when there is none or several. Of several, the
-    one a rule already counts ``y``'s channels with (a SIZE member: Conv1D's ``nf`` against
-    its ``nx`` of the same value) is the one."""
+    list of ints, the one tuple or list attribute equal to it) of the calling module; ("why
+    not", "") when there is none or several. Of several, the one a rule already counts ``y``'s
+    channels with (a SIZE member: Conv1D's ``nf`` against its ``nx`` of the same value) is the
+    one. A parent's attribute is never taken: Phi-3's attention slices q at ``config.heads *
+    head_dim``, which equals its decoder layer's ``hidden_size`` but does not follow it."""
     module = node.meta.get("module", "")
-    while True:
-        found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
-                 if _same_size(v, value) and not k.startswith("_")]
-        if len(found) > 1 and y is not None:
-            found = [k for k in found if _counts(ctx, module, k, y)] or found
-        if len(found) == 1:
-            return module, found[0]
-        if len(found) > 1:
-            return f"a literal channel size {value} that matches {found} of {module!r}", ""
-        if not module:
-            return "", ""
-        module = module.rpartition(".")[0]
+    found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
+             if _same_size(v, value) and not k.startswith("_")]
+    if len(found) > 1 and y is not None:
+        found = [k for k in found if _counts(ctx, module, k, y)] or found
+    if len(found) == 1:
+        return module, found[0]
+    if len(found) > 1:
+        return f"a literal channel size {value} that matches {found} of {module!r}", ""
+    return "", ""
 
 
 def _counts(ctx: TraceContext, module: str, attr: str, y: Flow) -> bool:
