@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import threading
 import types
@@ -44,7 +45,7 @@ from torch.utils import _pytree as pytree
 from graphs.errors import TraceError
 from graphs.fastconv import fast_call
 from graphs.inputs import split_inputs
-from graphs.modes import eval_mode
+from graphs.modes import eval_mode, eval_shadow
 from graphs.size_ints import SizeInt
 from graphs.sources import innermost_user_frame, user_frame_of, user_source
 
@@ -107,12 +108,15 @@ def capture(model: nn.Module, example_inputs: Any, *, leaf: Callable[[nn.Module]
 
 
 def _capture_once(model: nn.Module, example_inputs: Any, leaf, fast: bool, check) -> Capture:
-    recorder = Recorder(model, leaf or (lambda m: False), fast, check)
+    shadow = eval_shadow(model)  # eval mode without touching the user's flags
+    runner = shadow if shadow is not None else model
+    recorder = Recorder(runner, leaf or (lambda m: False), fast, check)
     args, kwargs = split_inputs(example_inputs)
     args, kwargs = pytree.tree_map(recorder.placeholder, (args, kwargs))
-    with eval_mode(model), torch.no_grad(), recorder.hooks(), recorder:
+    held = eval_mode(model) if shadow is None else contextlib.nullcontext()
+    with held, torch.no_grad(), recorder.hooks(), recorder:
         try:
-            out = model(*args, **kwargs)
+            out = runner(*args, **kwargs)
         except TraceError:
             raise
         except Exception as exc:  # whatever the user's forward raises

@@ -169,11 +169,26 @@ def indexed_tensor(module: nn.Module) -> torch.Tensor | None:
         (24, 8)
     """
     kind = layer_kind(module)
+    fresh = _old_weight_norm(module)
+    if fresh is not None:
+        return fresh
     for attr in kind.reference if kind is not None else ("weight",):
         tensor = getattr(module, attr, None)
         if isinstance(tensor, torch.Tensor):
             return tensor
     return None
+
+
+def _old_weight_norm(module: nn.Module) -> torch.Tensor | None:
+    """The weight of the old ``torch.nn.utils.weight_norm`` computed now from its g and v (its
+    ``weight`` attribute is only refreshed by the next forward)."""
+    g, v = (module._parameters.get(n) for n in ("weight_g", "weight_v"))
+    hook = next((h for h in module._forward_pre_hooks.values()
+                 if getattr(h, "name", None) == "weight" and hasattr(h, "dim")), None)
+    if g is None or v is None or hook is None:
+        return None
+    with torch.no_grad():
+        return torch._weight_norm(v, g, hook.dim)
 
 
 def member_tensor(model: nn.Module, member) -> torch.Tensor | None:

@@ -1,4 +1,5 @@
-"""Eval mode for a block without flipping anything for good: ``eval_mode``.
+"""Eval mode without flipping anything for good: ``eval_mode`` (for a block) and ``eval_shadow``
+(a copy of the module tree that shares every tensor, for the capture).
 
 Example:
     >>> from torch import nn
@@ -12,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -80,3 +83,39 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         _EVAL_HOLDS.leave(modules)
+
+
+def eval_shadow(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model``'s module tree in eval mode that shares every parameter, buffer and
+    hook with it, or None when one of its modules cannot be copied so (a scripted module).
+
+    Running the shadow instead of the model flips nothing of the user's: a training forward in
+    another thread meanwhile still trains (its BatchNorm uses and updates batch statistics).
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+        >>> shadow = eval_shadow(model)
+        >>> shadow[1].training, model[1].training, shadow[0].weight is model[0].weight
+        (False, True, True)
+    """
+    copies: dict[int, nn.Module] = {}
+    try:
+        return _shadow(model, copies)
+    except (TypeError, RuntimeError, AttributeError):  # e.g. torch.jit.ScriptModule
+        return None
+
+
+def _shadow(module: nn.Module, copies: dict[int, nn.Module]) -> nn.Module:
+    if id(module) in copies:  # a module registered twice stays one module
+        return copies[id(module)]
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError("a scripted module")
+    new = copy.copy(module)
+    copies[id(module)] = new
+    for name, value in module.__dict__.items():
+        if isinstance(value, dict) and ("hooks" in name or name in ("_parameters", "_buffers")):
+            new.__dict__[name] = type(value)(value)  # the same tensors and hooks, its own registry
+    new.__dict__["_modules"] = {k: None if c is None else _shadow(c, copies)
+                                for k, c in module._modules.items()}
+    new.training = False
+    return new

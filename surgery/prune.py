@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from graphs.datamodel import DependencyGraph
@@ -143,7 +144,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         plan = plan_model(model, graph, budget, criterion, layer_macs)
     params_before = count_params(model)
     try:
-        target = model if inplace else copy.deepcopy(model)
+        target = model if inplace else copy_model(model)
     except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
         raise SurgeryError(f"cannot copy the model ({str(exc).split('.')[0]}): replace "
                            f"torch.nn.utils.weight_norm by torch.nn.utils.parametrizations."
@@ -154,6 +155,24 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
                            + "; ".join(problems[:5]))
     return PruneResult(target, plan, graph, params_before, count_params(target), found)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``; a tensor a module keeps that autograd computed (the old
+    ``torch.nn.utils.weight_norm``'s ``weight``, recomputed before every forward) is copied
+    detached, as deepcopy refuses it.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     layer = nn.utils.weight_norm(nn.Linear(2, 3))
+        >>> copy_model(layer).weight.grad_fn is None
+        True
+    """
+    memo = {id(t): t.detach().clone() for m in model.modules() for t in m.__dict__.values()
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None}
+    return copy.deepcopy(model, memo)
 
 
 def settings_of(ratio: float | dict | None, budget: Budget | None,

@@ -143,3 +143,21 @@ def test_threads_pruning_and_tracing_a_train_mode_model_leave_it_in_train_mode()
     for _ in range(4):
         _run_threads(jobs)
         assert _all_flags(model) == before
+
+
+def test_a_capture_flips_no_flag_of_the_users_model():
+    """The capture runs a shadow of the module tree in eval mode: while it runs, the user's
+    modules stay in training mode (a training forward in another thread keeps training)."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append((user.training, user[1].training))
+            return x
+
+    user = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), Probe(), nn.Conv2d(4, 2, 1))
+    user.train()
+    running = user[1].running_mean.clone()
+    prune(user, torch.randn(2, 3, 4, 4), ratio=0.5)
+    assert seen and all(flags == (True, True) for flags in seen)
+    assert torch.equal(user[1].running_mean, running)
