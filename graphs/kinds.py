@@ -10,9 +10,9 @@ packed ``in_proj_weight`` an ``attention`` layer. One ``LayerKind`` entry says
 * the tensor a group member's weight dim indexes (``reference``; none: its members name its
   parameters, cut one by one, and it needs no surgeon) and the weight dim of its output
   channels (``out_dim``);
-* its output width, the axis of its input that carries channels and how many it expects
-  (``width``, ``channel_axis``, ``input_width``; ``expects`` reads the same from a call's
-  tensors), and the size attributes its tensors imply (``sizes``);
+* its output width, the axis of its input (and output) that carries channels, how many
+  channels a call of its functions expects, read from the call's tensors (``width``,
+  ``channel_axis``, ``expects``), and the size attributes its tensors imply (``sizes``);
 * how to build a plain copy of another width for timing (``resize``) and whether it
   normalises its input (``norm``); the MACs of ops fvcore leaves uncounted (``mac_ops``,
   ``macs``).
@@ -72,7 +72,6 @@ class LayerKind:
     out_dim: int = 0  # the reference tensor's dim of the output channels
     width: Callable[[nn.Module], int] | None = None  # output width
     channel_axis: int | None = None  # the input's (and output's) axis of channels
-    input_width: Callable[[nn.Module], int] | None = None  # channels expected on that axis
     expects: Expects | None = None  # (input dim, channels) a call of ``functions`` expects
     sizes: Sizes = maths.no_sizes  # (size attribute, value implied by the reference tensor)
     resize: Resize | None = None  # a plain copy with weight dim d of size sizes[d] (timing)
@@ -95,42 +94,36 @@ KINDS: tuple[LayerKind, ...] = (  # first match wins
     LayerKind("conv_transpose", "is a `torch.nn.modules.conv._ConvTransposeNd`",
               lambda m: isinstance(m, _ConvTransposeNd), layers.conv_transpose,
               layers.CONV_TRANSPOSES, out_dim=1, width=lambda m: m.out_channels,
-              channel_axis=1, input_width=lambda m: m.in_channels,
-              expects=maths.expects_conv_transpose, sizes=maths.sizes_conv_transpose),
+              channel_axis=1, expects=maths.expects_conv_transpose, sizes=maths.sizes_conv_transpose),
     LayerKind("conv", "is a `torch.nn.modules.conv._ConvNd` (any `nn.Conv*d` subclass)",
               lambda m: isinstance(m, _ConvNd), layers.conv, layers.CONVS,
-              width=lambda m: m.out_channels, channel_axis=1, input_width=lambda m: m.in_channels,
-              expects=maths.expects_conv, sizes=maths.sizes_conv, resize=maths.resize_conv),
+              width=lambda m: m.out_channels, channel_axis=1, expects=maths.expects_conv, sizes=maths.sizes_conv, resize=maths.resize_conv),
     LayerKind("linear", "is an `nn.Linear`", lambda m: isinstance(m, nn.Linear),
               layers.linear, (F.linear,), width=lambda m: m.out_features,
-              channel_axis=-1, input_width=lambda m: m.in_features,
-              expects=maths.expects_linear, sizes=maths.sizes_linear,
+              channel_axis=-1, expects=maths.expects_linear, sizes=maths.sizes_linear,
               resize=maths.resize_linear),
     LayerKind("batch_norm", "is a `torch.nn.modules.batchnorm._NormBase` (batch/instance norm)",
               lambda m: isinstance(m, _NormBase), norms.batch_norm,
               (F.batch_norm, F.instance_norm), reference=("weight", "running_mean"),
               width=lambda m: m.num_features, channel_axis=1,
-              input_width=lambda m: m.num_features, expects=maths.expects_batch_norm,
+              expects=maths.expects_batch_norm,
               sizes=maths.sizes_batch_norm, norm=True),
     LayerKind("layer_norm", "is an `nn.LayerNorm`", lambda m: isinstance(m, nn.LayerNorm),
               norms.layer_norm, (F.layer_norm,), width=lambda m: math.prod(_normalized(m)),
-              channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
-              expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
+              channel_axis=-1, expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("group_norm", "is an `nn.GroupNorm`", lambda m: isinstance(m, nn.GroupNorm),
               norms.group_norm, (F.group_norm,), width=lambda m: m.num_channels,
-              channel_axis=1, input_width=lambda m: m.num_channels,
-              expects=maths.expects_group_norm, sizes=maths.sizes_group_norm, norm=True),
+              channel_axis=1, expects=maths.expects_group_norm, sizes=maths.sizes_group_norm, norm=True),
     LayerKind("rms_norm", "is an `nn.RMSNorm`", lambda m: isinstance(m, nn.RMSNorm),
               norms.rms_norm, (F.rms_norm,), width=lambda m: math.prod(_normalized(m)),
-              channel_axis=-1, input_width=lambda m: _normalized(m)[-1],
-              expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
+              channel_axis=-1, expects=maths.expects_last_dim_norm, sizes=maths.sizes_layer_norm, norm=True),
     LayerKind("embedding", "is an `nn.Embedding` (its features: weight dim 1)",
               lambda m: isinstance(m, nn.Embedding), layers.embedding, (F.embedding,),
               out_dim=1, width=lambda m: m.embedding_dim),
     LayerKind("recurrent", "is an `nn.RNNBase` (`nn.LSTM`, `nn.GRU`, `nn.RNN`)",
               lambda m: isinstance(m, nn.RNNBase), recurrent.recurrent, leaf=True,
               reference=(), width=lambda m: m.proj_size or m.hidden_size, channel_axis=-1,
-              input_width=lambda m: m.input_size, sizes=maths.sizes_recurrent,
+              sizes=maths.sizes_recurrent,
               mac_ops=("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"),
               macs=maths.recurrent_macs),
 )
