@@ -65,6 +65,17 @@ class TraceContext:
         dim = 1 if len(shape) >= 2 else 0
         return Flow(self.sets.fresh(shape[dim]), dim)
 
+    def untracked_input(self, node: fx.Node, x: Flow | None, size: int) -> Flow:
+        """Fresh, blocked input channels for a layer whose input features are not a traced
+        dim (a model input laid out channels-last); the channels it had stay too."""
+        reason = f"the input of {node.name} carries no traced channels" if x is None else \
+            f"the input features of {node.name} are not the tracked dimension"
+        if x is not None:
+            self.sets.block(x.ids, reason)
+        fresh = self.sets.fresh(size)
+        self.sets.block(fresh, reason)
+        return Flow(fresh, 0)
+
     def reject(self, node: fx.Node, op: str, why: str = "") -> Flow | None:
         """Report an op we have no rule for: its inputs and output channels are not prunable."""
         owner, source = node.meta.get("module", ""), user_source(node.stack_trace or "")

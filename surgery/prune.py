@@ -209,7 +209,7 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
                                threads=settings.threads, backend=settings.backend).p10_ms
 
     def measure(widths: dict[int, int]) -> float:
-        pruned = copy.deepcopy(model)
+        pruned = copy_model(model)
         apply_plan(pruned, plan_from_widths(graph, scores, widths, criterion.name))
         return paired.measure(pruned)
 

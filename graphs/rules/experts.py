@@ -29,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx, nn
 
@@ -57,8 +59,7 @@ def expert_weight(ctx: TraceContext, weight) -> tuple[str, str, int, int] | None
 def expert_slice(ctx: TraceContext, weight) -> tuple[str, str, int, int] | None:
     """(owner, parameter, out dim, in dim) when ``weight`` is one expert's (out, in) matrix
     ``self.w[e]`` of a module's own 3-D parameter, e an int or a 0-d integer tensor."""
-    if not isinstance(weight, fx.Node) or weight.target not in ("__getitem__",) \
-            and getattr(weight.target, "__name__", "") != "getitem":
+    if not isinstance(weight, fx.Node) or weight.target not in ("__getitem__", operator.getitem):
         return None
     source, index = weight.args[:2]
     meta = index.meta.get("tensor_meta") if isinstance(index, fx.Node) else None
@@ -99,8 +100,7 @@ def grouped_mm(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return ctx.reject(node, "grouped_mm", "not a 2-d input times a module's own 3-d "
                                               "parameter")
     if x is None or x.dim != 1:
-        x = Flow(ctx.sets.fresh(shape[1]), 1)
-        ctx.sets.block(x.ids, f"the input of {node.name} carries no traced features")
+        x = ctx.untracked_input(node, x, shape[1])
     return record_weight(ctx, site, x, out_shape[-1], len(out_shape))
 
 
@@ -110,8 +110,7 @@ def experts_matmul(ctx: TraceContext, node: fx.Node, site: tuple[str, str, int, 
     expert's tokens times its matrix (``expert_weight`` says which dims)."""
     x, shape, out_shape = ctx.flow(x_node), ctx.shape(x_node), ctx.shape(node)
     if x is None or x.dim != len(shape) - 1:
-        x = Flow(ctx.sets.fresh(shape[-1]), len(shape) - 1)
-        ctx.sets.block(x.ids, f"the input of {node.name} carries no traced features")
+        x = ctx.untracked_input(node, x, shape[-1])
     return record_weight(ctx, site, x, out_shape[-1], len(out_shape))
 
 

@@ -90,7 +90,7 @@ def conv(ctx: TraceContext, node: fx.Node) -> Flow | None:
         return ctx.reject(node, op_name(node), "no weight")
     groups, (out_ch, per_group) = arg(node, 6, "groups", 1), ctx.shape(weight)[:2]
     if x is None or x.dim != 1:
-        x = untracked_input(ctx, node, x, per_group * groups)
+        x = ctx.untracked_input(node, x, per_group * groups)
     ctx.calls[name] += 1
     if inexact:
         ctx.sets.approximate(x.ids, inexact)
@@ -159,7 +159,7 @@ def conv_transpose(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if not name or arg(node, 6, "groups", 1) != 1:
         return ctx.reject(node, op_name(node), "grouped")
     if x is None or x.dim != 1:
-        x = untracked_input(ctx, node, x, ctx.shape(weight)[0])
+        x = ctx.untracked_input(node, x, ctx.shape(weight)[0])
     ctx.calls[name] += 1
     ctx.sets.record(name, IN, 0, x.ids)
     out = ctx.sets.fresh(ctx.shape(weight)[1])
@@ -189,7 +189,7 @@ def linear(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if traced_bias is not None and (traced_bias.dim != len(ctx.shape(bias)) - 1
                                     or traced_bias.size != out_features):
         return ctx.reject(node, "linear", "the bias carries channels off its feature dim")
-    x = x if x is not None and x.dim == len(shape) - 1 else untracked_input(ctx, node, x,
+    x = x if x is not None and x.dim == len(shape) - 1 else ctx.untracked_input(node, x,
                                                                             shape[-1])
     ctx.calls[name] += 1
     ctx.sets.record(name, IN, 1, x.ids)
@@ -225,7 +225,7 @@ def _linear_by_name(ctx: TraceContext, node: fx.Node, site: tuple, x: Flow | Non
     """``F.linear`` on a parameter by name (``expert_slice``, ``own_matrix``)."""
     shape = ctx.shape(node.args[0])
     if x is None or x.dim != len(shape) - 1:
-        x = untracked_input(ctx, node, x, shape[-1])
+        x = ctx.untracked_input(node, x, shape[-1])
     out = record_weight(ctx, site, x, ctx.shape(node)[-1], len(ctx.shape(node)))
     if bias is not None:
         owner, _, attr = bias.target.rpartition(".") if isinstance(bias, fx.Node) else ("", "",
@@ -235,18 +235,6 @@ def _linear_by_name(ctx: TraceContext, node: fx.Node, site: tuple, x: Flow | Non
         else:
             ctx.sets.block(out.ids, f"the bias of {node.name} is not its weight's module's")
     return out
-
-
-def untracked_input(ctx: TraceContext, node: fx.Node, x: Flow | None, size: int) -> Flow:
-    """Fresh, blocked input channels for a layer whose input features are not the tracked dim
-    (e.g. a model input laid out channels-last); the channels it had stay too."""
-    reason = f"the input of {node.name} carries no traced channels" if x is None else \
-        f"the input features of {node.name} are not the tracked dimension"
-    if x is not None:
-        ctx.sets.block(x.ids, reason)
-    fresh = ctx.sets.fresh(size)
-    ctx.sets.block(fresh, reason)
-    return Flow(fresh, 0)
 
 
 def embedding(ctx: TraceContext, node: fx.Node) -> Flow | None:

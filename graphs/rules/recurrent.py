@@ -48,8 +48,7 @@ def recurrent(ctx: TraceContext, node: fx.Node):
     if shape is None or out_shape is None or m.mode not in GATES:
         return ctx.reject(node, type(m).__name__, "a packed sequence or an unknown mode")
     if x is None or x.dim != len(shape) - 1:
-        x = Flow(ctx.sets.fresh(m.input_size), len(shape) - 1)
-        ctx.sets.block(x.ids, f"the input of {name} carries no traced features")
+        x = ctx.untracked_input(node, x, m.input_size)
     ctx.calls[name] += 1
     hidden = ctx.sets.fresh(m.hidden_size)
     proj = ctx.sets.fresh(m.proj_size) if m.proj_size else hidden

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphs import OUT, trace
-from surgery.rebuild.lint import lint
-from surgery.testing.oracle import check, randomize_weights
+from tests.graphs.exactness import exact
 
 
 class SuperResolution(nn.Module):
@@ -39,14 +38,6 @@ def produced_by(graph, name: str):
     """The group of the output channels of layer ``name``."""
     return next(g for g in graph.groups
                 if any(m.module == name and m.role == OUT for m in g.members))
-
-
-def exact(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    c = check(randomize_weights(model), x, 0.5)
-    assert c.dead and c.removed == c.dead and c.shape_kept and c.output_scale > 1e-3
-    assert c.error <= 1e-5, c.error
-    assert lint(c.result.model, x) == []
-    return c.result.model
 
 
 def test_pixel_shuffle_couples_each_run_of_r_squared_channels() -> None:

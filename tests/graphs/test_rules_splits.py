@@ -9,16 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphs import OUT, SIZE, trace
-from surgery.rebuild.lint import lint
-from surgery.testing.oracle import check, randomize_weights
-
-
-def exact(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    c = check(randomize_weights(model), x, 0.5)
-    assert c.dead and c.removed == c.dead and c.shape_kept and c.output_scale > 1e-3
-    assert c.error <= 1e-5, c.error
-    assert lint(c.result.model, x) == []
-    return c.result.model
+from tests.graphs.exactness import exact
 
 
 def produced_by(graph, name: str):
