@@ -31,6 +31,7 @@ import contextlib
 import operator
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,13 +108,26 @@ def capture(model: nn.Module, example_inputs: Any, *, leaf: Callable[[nn.Module]
             return _capture_once(model, example_inputs, leaf, False, check)
 
 
+def eval_runner(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """What to run, and in which block, for an eval-mode forward that flips none of the user's
+    flags: the model itself when all of it is in eval mode already, else its eval shadow
+    (``graphs.modes``), else (a scripted module) the model under ``eval_mode``.
+
+    Example:
+        >>> eval_runner(nn.Linear(2, 2).eval())[0].training, eval_runner(nn.Linear(2, 2))[0].training
+        (False, False)
+    """
+    if not any(m.training for m in model.modules()):
+        return model, contextlib.nullcontext()
+    shadow = eval_shadow(model)
+    return (model, eval_mode(model)) if shadow is None else (shadow, contextlib.nullcontext())
+
+
 def _capture_once(model: nn.Module, example_inputs: Any, leaf, fast: bool, check) -> Capture:
-    shadow = eval_shadow(model)  # eval mode without touching the user's flags
-    runner = shadow if shadow is not None else model
+    runner, held = eval_runner(model)
     recorder = Recorder(runner, leaf or (lambda m: False), fast, check)
     args, kwargs = split_inputs(example_inputs)
     args, kwargs = pytree.tree_map(recorder.placeholder, (args, kwargs))
-    held = eval_mode(model) if shadow is None else contextlib.nullcontext()
     with held, torch.no_grad(), recorder.hooks(), recorder:
         try:
             out = runner(*args, **kwargs)
@@ -140,7 +154,10 @@ class Recorder(TorchFunctionMode):
         super().__init__()
         self.model, self.leaf, self.fast, self.check = model, leaf, fast, check
         self.graph = fx.Graph()
-        self.seen: dict[int, tuple[torch.Tensor, fx.Node]] = {}  # id -> (tensor kept alive, node)
+        # id -> (weak reference to the tensor, node): an activation goes when the forward drops
+        # it, as in a plain run; a dead reference tells a reused id from the tensor it was
+        self.seen: dict[int, tuple[Callable[[], Any], fx.Node]] = {}
+        self.count = 0  # tensors remembered so far: names inputs and constants
         self.names = _tensor_names(model)
         self.params: dict[str, torch.Tensor] = {}
         self.stack: list[str] = [""]
@@ -152,14 +169,15 @@ class Recorder(TorchFunctionMode):
     # --- tensors and values -> graph arguments -------------------------------------------
     def placeholder(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            node = self.graph.placeholder(f"input_{len(self.seen)}")
+            node = self.graph.placeholder(f"input_{self.count}")
             self._remember(value, node)
         return value
 
     def _remember(self, tensor: torch.Tensor, node: fx.Node) -> None:
         node.meta["tensor_meta"] = tensor_meta(tensor)
         node.meta["module"] = self.stack[-1]
-        self.seen[id(tensor)] = (tensor, node)
+        self.seen[id(tensor)] = (_weak(tensor), node)
+        self.count += 1
 
     def arg(self, value: Any) -> Any:
         """``value`` with tensors and SizeInts replaced by their nodes (containers mapped)."""
@@ -178,10 +196,10 @@ class Recorder(TorchFunctionMode):
 
     def _tensor_node(self, tensor: torch.Tensor) -> fx.Node:
         hit = self.seen.get(id(tensor))
-        if hit is not None and hit[0] is tensor:
+        if hit is not None and hit[0]() is tensor:
             return hit[1]
         name = self.names.get(id(tensor))
-        node = self.graph.get_attr(name if name is not None else f"<constant {len(self.seen)}>")
+        node = self.graph.get_attr(name if name is not None else f"<constant {self.count}>")
         if name is not None:
             self.params[name] = tensor
         self._remember(tensor, node)
@@ -302,6 +320,14 @@ class Recorder(TorchFunctionMode):
                 if not self.quiet and out is not None:
                     self._outputs(self._leaf_node, out)
         return hook
+
+
+def _weak(tensor: torch.Tensor) -> Callable[[], Any]:
+    """A weak reference to ``tensor``, or a strong one where it takes none."""
+    try:
+        return weakref.ref(tensor)
+    except TypeError:
+        return lambda: tensor
 
 
 def _has_tensor(out: Any) -> bool:

@@ -43,12 +43,16 @@ def trace(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str | nn.Mo
     table = rules or default_rules()
     captured = capture(model, example_inputs, leaf=lambda m: table.kind_of(m) is not None)
     ctx = TraceContext(model, captured.params)
-    for node in captured.graph.nodes:
-        ctx.flows[node] = run_rule(ctx, table, node)
-    ctx.finish()
-    couple_shared(ctx.sets, ctx.root, ctx.calls)
-    block_ignored(ctx, ignore)
-    groups, sites = build_groups_and_sites(ctx.sets)
+    try:
+        for node in captured.graph.nodes:
+            ctx.flows[node] = run_rule(ctx, table, node)
+        ctx.finish()
+        couple_shared(ctx.sets, ctx.root, ctx.calls)
+        block_ignored(ctx, ignore)
+        groups, sites = build_groups_and_sites(ctx.sets)
+    finally:  # the deferred checks hold ctx (a cycle): let its tensors go now, not at a gc
+        ctx.deferred.clear()
+        ctx.params.clear()
     return DependencyGraph(groups, tuple(ctx.unsupported), captured.notes, sites)
 
 

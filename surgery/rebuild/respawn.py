@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -40,8 +41,7 @@ def respawn(old: nn.Module, keep: Keep, sizes: dict[str, object]) -> nn.Module:
         raise SurgeryError(f"no layer kind holds {type(old).__name__}: cannot rebuild it")
     cls = type(old)
     new = cls.__new__(cls)
-    new.__dict__.update({k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
-                         for k, v in old.__dict__.items()})  # registries and hook dicts copied
+    new.__dict__.update({k: _copied(v) for k, v in old.__dict__.items()})
     new.__dict__["_modules"] = {name: copy.deepcopy(child)
                                 for name, child in old._modules.items()}
     reference = indexed_tensor(old)
@@ -58,6 +58,20 @@ def respawn(old: nn.Module, keep: Keep, sizes: dict[str, object]) -> nn.Module:
     _cut_parametrizations(new, keep, reference, width, kind.out_dim)
     new.__dict__.update(sizes)
     return new
+
+
+def _copied(value: object) -> object:
+    """A registry or hook table (list, dict, set) copied one level deep; anything else as is."""
+    kind = type(value)
+    if kind in _PLAIN:  # .copy(): copy.copy goes through __reduce_ex__, 10x slower
+        return value.copy()
+    if kind in _ATOMS:
+        return value
+    return copy.copy(value) if isinstance(value, (list, dict, set)) else value
+
+
+_PLAIN = frozenset((dict, list, set, OrderedDict))
+_ATOMS = frozenset((bool, int, float, str, tuple, type(None)))
 
 
 def _cut_parametrizations(new: nn.Module, keep: Keep, reference: torch.Tensor | None,
