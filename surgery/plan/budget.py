@@ -2,13 +2,15 @@
 
 ``Budget`` holds the settings; ``removal_counts`` turns them and the channel scores into a
 number of channels to remove per group (``surgery.plan.plan.plan_group`` then picks the lowest-scored
-ones). Four modes:
+ones). The modes:
 
 - ``ratio=0.5``: every prunable group of C channels loses floor(0.5*C) (the default mode);
 - ``ratio={"conv1": 0.5, "fc1": 0.3}``: per-layer ratios, keyed by a producing module's name
   (or a group id); groups not named are left alone;
 - ``ratio=0.5, global_ranking=True``: scores are divided by their group's mean and the
   globally lowest floor(0.5 * all channels) go, keeping at least one channel per group;
+- ``target_macs=N, depth=True``: whole residual blocks go too, where they cost less
+  importance per MAC than the channels (``surgery.plan.depth``);
 - ``target_macs=N``: channels go in ranking order (global, or uniform: each group's weakest
   fraction first) until the model's MACs <= N, skipping a channel whose removal would land
   below 98% of N. MACs of a candidate plan come from ``surgery.plan.target.MacModel``, an
@@ -64,6 +66,7 @@ class Budget:
     target_latency_ms: float | None = None
     final_macs: int | None = None  # with target_macs: a later target to keep reachable
     max_ratio: float | Mapping[int, float] = 1.0  # the most of one group's channels that go
+    depth: bool = False  # with a target: remove whole blocks too (surgery.plan.depth)
 
     def __post_init__(self) -> None:
         """Every check of the settings, once: a Budget that exists makes sense."""
@@ -97,6 +100,10 @@ class Budget:
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise SurgeryError(f"round_to must be a positive integer, got {self.round_to!r}")
         check_max_ratio(self.max_ratio)
+        if self.depth and self.target_macs is None and self.target_latency_ms is None:
+            raise SurgeryError("depth=True (--depth) weighs removing blocks against thinning "
+                               "channels for a target: give target_macs= (--target-macs) or "
+                               "target_latency_ms= (--target-latency)")
 
     def most(self, group: Group) -> int:
         """The most channels ``group`` may lose: floor(max_ratio * C), at most C - 1."""

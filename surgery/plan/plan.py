@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,11 +59,13 @@ class GroupPlan:
 @dataclass(frozen=True)
 class Plan:
     """What to cut: ``to_json()`` gives plain lists and dicts (``plan_from_json`` reads them
-    back); ``removed()`` the indices that go per module weight dim."""
+    back); ``removed()`` the indices that go per module weight dim; ``removed_blocks`` the
+    residual blocks that go whole (module names, ``surgery.rebuild.blocks``)."""
 
     ratio: float
     importance: str
     groups: list[GroupPlan]
+    removed_blocks: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -127,7 +129,8 @@ def plan_from_json(data: Any) -> Plan:
                                         _name(m.get("attr", "")))
                              for m in g["members"]])
                   for g in data["groups"]]
-        return Plan(float(data["ratio"]), str(data["importance"]), groups)
+        blocks = [_module(b) for b in _strings(data.get("removed_blocks", []))]
+        return Plan(float(data["ratio"]), str(data["importance"]), groups, blocks)
     except (KeyError, TypeError, ValueError) as exc:
         raise SurgeryError(f"not a valid pruning plan ({type(exc).__name__}: {exc})") from None
 
@@ -137,6 +140,19 @@ def _name(value: Any) -> str:
     if not isinstance(value, str) or (value and not value.isidentifier()):
         raise TypeError(f"expected an attribute name, got {str(value)[:60]}")
     return value
+
+
+def _module(value: str) -> str:
+    """A module's qualified name: dotted identifiers or list indices (``model.layers.3``)."""
+    if not value or not all(p.isidentifier() or p.isdigit() for p in value.split(".")):
+        raise TypeError(f"expected a module name, got {value[:60]!r}")
+    return value
+
+
+def _strings(values: Any) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"expected a list of module names, got {str(values)[:60]}")
+    return list(values)
 
 
 def _ints(values: Any) -> list[int]:
