@@ -4,7 +4,11 @@ bounded size, on an input shape of bounded cost, each checked before anything is
 A folder from someone else is data. The base model its plan.json names is built only if
 
 - it is one of ``builtin_bases()``: ``lenet`` and torchvision's classifiers, never a
-  ``file.py:factory`` (that would run the file) nor a timm model (pass ``--base`` yourself);
+  ``file.py:factory`` (that would run the file) nor a YOLO ``.pt`` (a pickle: pass ``--base``
+  yourself); or ``timm:NAME`` (one of ``timm.list_models()``, random init) or
+  ``yolo:FILE.yaml`` (its layers checked: ``surgery.io.yolo.check_yolo_base``);
+  or ``hf:DIR``, built from that folder's config only, as one of transformers' own classes
+  (no weights read, no remote code: ``surgery.io.hf_load.hf_base``);
 - its parameter count, known before it is built (counted on the meta device: shapes only,
   no memory) or, for the few that build only with real tensors (regnets), estimated
   (torchvision's weights metadata plus a head of ``num_classes x HEAD_WIDTH``), is at most
@@ -34,11 +38,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from surgery.errors import SurgeryError
+from surgery.io.hf_load import PREFIX as HF_PREFIX
+from surgery.io.hf_load import hf_base
 from surgery.io.models import LeNet, class_options, is_file_spec, resolve_model
+from surgery.io.timm_models import check_timm_base
+from surgery.io.yolo import check_yolo_base
 
 MAX_BASE_PARAMS = 1 << 28  # 268M parameters: 1 GiB of float32
 MAX_ACTIVATION_BYTES = 1 << 31  # 2 GiB: every tensor one forward pass makes, summed
 HEAD_WIDTH = 8192  # no built-in classifier's head has more inputs (regnet_y_128gf: 7392)
+PREFIXED_BASES = {"timm:": check_timm_base, "yolo:": check_yolo_base}  # prefix -> its bounds
 
 
 def builtin_bases() -> list[str]:
@@ -83,11 +92,19 @@ def resolve_builtin(spec: Any, source: str,
         >>> resolve_builtin("lenet", "plan.json")[1]
         (1, 1, 28, 28)
     """
+    if isinstance(spec, str) and spec.startswith(HF_PREFIX):
+        return hf_base(spec, source, MAX_BASE_PARAMS)
+    check = next((c for p, c in PREFIXED_BASES.items()
+                  if isinstance(spec, str) and spec.startswith(p)), None)
+    if check is not None:  # timm:NAME, yolo:FILE.yaml: bounded before they are built
+        check(spec, source, MAX_BASE_PARAMS, num_classes)
+        return resolve_model(spec, num_classes)
     if not isinstance(spec, str) or spec not in builtin_bases():
         kind = " (a file: it would run)" if isinstance(spec, str) and is_file_spec(spec) else ""
         raise SurgeryError(f"{source} names base {str(spec)[:80]!r}, which is not a built-in "
-                           f"model{kind}; a saved folder never runs code and names only lenet "
-                           f"or a torchvision classifier: if you trust it, pass --base yourself")
+                           f"model{kind}; a saved folder never runs code and names only lenet, "
+                           f"a torchvision classifier, timm:NAME or yolo:FILE.yaml: if you "
+                           f"trust it, pass --base yourself")
     params = estimated_params(spec, num_classes)
     if params > MAX_BASE_PARAMS:
         raise SurgeryError(f"{source} names base {spec!r} with num_classes {num_classes}: "

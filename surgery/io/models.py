@@ -5,7 +5,10 @@ A MODEL argument is one of:
 - a torchvision classifier name such as ``resnet18`` (random init: weights come from ``--weights``);
 - ``timm:NAME``: a timm model such as ``timm:convnext_atto`` (random init), input shape from its
   pretrained config;
-- ``path/to/file.py:factory``: a Python file and a function in it that returns an ``nn.Module``.
+- ``path/to/file.py:factory``: a Python file and a function in it that returns an ``nn.Module``;
+- ``hf:DIR``: a transformers model saved by ``save_pretrained`` in a local folder (its weights;
+  no download, no remote code: ``surgery.io.hf_load``).
+- ``yolo:FILE``: an ultralytics YOLO checkpoint (``.pt``) or model ``.yaml`` (``surgery.io.yolo``).
 
 ``num_classes`` (the CLI's ``--num-classes``) sizes the classifier of lenet, torchvision and
 timm models, and is passed to a file factory as ``factory(num_classes=N)``.
@@ -31,11 +34,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from surgery.errors import SurgeryError
-
-try:  # optional: timm:NAME models
-    import timm
-except ImportError:
-    timm = None
+from surgery.io.hf_load import PREFIX as HF_PREFIX
+from surgery.io.hf_load import load_hf
+from surgery.io.optional import optional_module
+from surgery.io.yolo import resolve_yolo
 
 
 class LeNet(nn.Module):
@@ -81,8 +83,12 @@ def resolve_model(spec: str, num_classes: int | None = None) -> tuple[nn.Module,
     options = class_options(num_classes)
     if spec == "lenet":
         return LeNet(**options), DEFAULT_SHAPES["lenet"]
-    if spec.startswith("timm:"):
+    if spec.startswith(HF_PREFIX):
+        model, shape = load_hf(spec)
+    elif spec.startswith("timm:"):
         model, shape = _from_timm(spec[len("timm:"):], options)
+    elif spec.startswith("yolo:"):
+        model, shape = resolve_yolo(spec[len("yolo:"):], num_classes)
     elif is_file_spec(spec):
         model, shape = _from_file(spec, options), IMAGENET_SHAPE
     else:
@@ -133,6 +139,7 @@ def _from_torchvision(name: str, options: dict) -> nn.Module:
 
 
 def _from_timm(name: str, options: dict) -> tuple[nn.Module, tuple[int, ...]]:
+    timm = optional_module("timm")
     if timm is None:
         raise SurgeryError(f"'timm:{name}' needs timm: pip install timm")
     if not timm.is_model(name):

@@ -20,13 +20,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from graphs.inputs import Positional, input_leaves
 from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
-from surgery.io.export import positional
 from surgery.measure.handles import EXTRA_HANDLES
 
 with warnings.catch_warnings():  # fvcore's import scripts a helper with torch.jit.script
@@ -85,32 +86,53 @@ def human_count(n: float) -> str:
     return f"{value:.2f} {_PREFIXES[step]}"
 
 
-def count_flops(
-    model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]
-) -> FlopCount:
-    """Count the multiply-adds of ``model(*example_inputs)`` with fvcore, in eval mode.
+def count_flops(model: nn.Module, example_inputs: Any) -> FlopCount:
+    """Count the multiply-adds of ``model`` called on ``example_inputs`` with fvcore, in eval
+    mode.
 
-    The model is traced under ``torch.no_grad()``; its training flags are restored after.
+    The inputs are read as ``prune`` reads them (a tensor, a tuple/list of positional inputs,
+    a dict of keyword inputs such as ``{"input_ids": ids, "use_cache": False}``, any pytree of
+    tensors below). fvcore traces ``graphs.inputs.Positional``: the model called on the
+    example's tensors, passed positionally, with its outputs (a ``ModelOutput``, dicts,
+    nested containers) flattened to a tuple of tensors and non-tensor outputs (caches, None)
+    dropped; the ops that made them are still counted. Module names are the model's own. The
+    model is traced under ``torch.no_grad()``; its training flags are restored after.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 10))
         >>> c = count_flops(net, torch.zeros(1, 256))
         >>> c.total, c.by_module["0"], c.by_module["2"]
         (31920, 30720, 1200)
+        >>> count_flops(net, {"input": torch.zeros(1, 256)}).total
+        31920
     """
-    inputs = positional(example_inputs, "count_flops (fvcore)")
-    if any(t.is_meta for t in list(model.parameters()) + list(inputs)
-           if isinstance(t, torch.Tensor)):
+    leaves = tuple(t for _, t in input_leaves(example_inputs))
+    if not leaves:
+        raise SurgeryError("count_flops needs a tensor among the example inputs")
+    if any(t.is_meta for t in (*model.parameters(), *leaves)):
         raise SurgeryError("count_flops runs the model: its weights or inputs are on the meta "
                            "device (not loaded)")
-    with eval_mode(model), torch.no_grad():
-        analysis = FlopCountAnalysis(model, inputs).set_op_handle(**EXTRA_HANDLES)
+    net = Positional(model, example_inputs)
+    with eval_mode(net), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        analysis = FlopCountAnalysis(net, leaves).set_op_handle(**EXTRA_HANDLES)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        total = int(analysis.total())
-        by_module = {name: int(n) for name, n in analysis.by_module().items()}
+        try:
+            total = int(analysis.total())
+        except RuntimeError as exc:  # the JIT tracer refuses what it cannot follow
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise SurgeryError(f"count_flops: {type(model).__name__} failed under fvcore's "
+                               f"JIT tracer: {first}") from exc
+        by_module = _own_names({name: int(n) for name, n in analysis.by_module().items()})
         uncounted = {op: int(n) for op, n in analysis.unsupported_ops().items()}
         by_operator = {op: int(n) for op, n in analysis.by_operator().items()}
     return FlopCount(total, by_module, uncounted, by_operator)
+
+
+def _own_names(by_module: dict[str, int]) -> dict[str, int]:
+    """fvcore's per-module counts of ``Positional(model)`` under the model's own names."""
+    return {"" if name == "model" else name.removeprefix("model."): n
+            for name, n in by_module.items() if name}
 
 
 def count_params(model: nn.Module) -> int:

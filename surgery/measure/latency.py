@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from graphs.inputs import split_inputs
+from graphs.inputs import input_leaves, replace_leaves, split_inputs
 from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
-from surgery.io.export import export_onnx, onnx, onnxruntime, positional
+from surgery.io.export import export_onnx, onnx, onnx_feed, onnxruntime
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 NOISY_SPREAD = 1.5  # p90 / p10 above this: the runs were disturbed (contention, throttling)
@@ -93,7 +93,7 @@ def summarize_ms(times_ms: Sequence[float]) -> tuple[float, float, float]:
 
 def measure_latency(
     model: nn.Module,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    example_inputs: object,
     device: str | torch.device = "cpu",
     *,
     runs: int = 50,
@@ -102,7 +102,10 @@ def measure_latency(
     backend: str = "eager",
     progress: bool = False,
 ) -> Latency:
-    """Time ``model(*example_inputs)`` in inference mode and summarise the runs.
+    """Time ``model`` called on ``example_inputs`` in inference mode and summarise the runs.
+
+    The inputs are read as ``prune`` reads them: a tensor, a tuple/list of positional inputs,
+    a dict of keyword inputs (``{"input_ids": ids, "use_cache": False}``), any pytree below.
 
     ``threads`` sets ``torch.set_num_threads`` (and ONNX Runtime's intra-op threads) for the
     measurement only. ``backend`` is "eager", "compile" (``torch.compile``; warm-up covers
@@ -208,19 +211,18 @@ def make_runner(
     """A no-argument callable doing one forward pass with the chosen backend (``spin``: see
     ``_onnxruntime_runner``)."""
     if backend == "onnxruntime":
-        return _onnxruntime_runner(model, positional(example_inputs, "onnxruntime timing"), dev,
-                                   threads, spin)
+        return _onnxruntime_runner(model, example_inputs, dev, threads, spin)
     net = _on_device(model, dev)
-    args, kwargs = split_inputs(example_inputs)
-    args = tuple(_to(x, dev) for x in args)
-    kwargs = {k: _to(x, dev) for k, x in kwargs.items()}
+    args, kwargs = split_inputs(_to(example_inputs, dev))
     if backend == "compile":
         net = torch.compile(net)
     return lambda: net(*args, **kwargs)
 
 
-def _to(x: object, dev: torch.device) -> object:
-    return x.to(dev) if isinstance(x, torch.Tensor) else x
+def _to(example_inputs: object, dev: torch.device) -> object:
+    """The example inputs with every tensor in them (any pytree) on ``dev``."""
+    moved = [t.to(dev) for _, t in input_leaves(example_inputs)]
+    return replace_leaves(example_inputs, iter(moved))
 
 
 def interleaved(
@@ -264,7 +266,7 @@ def _cuda_time_ms(runner: Callable[[], object]) -> float:
 
 
 def _onnxruntime_runner(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], dev: torch.device, threads: int,
+    model: nn.Module, example_inputs: object, dev: torch.device, threads: int,
     spin: bool = True,
 ) -> Callable[[], object]:
     """Export to ONNX in a temporary directory and wrap an InferenceSession run. ``spin=False``
@@ -282,13 +284,12 @@ def _onnxruntime_runner(
     options.intra_op_num_threads = threads
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    cpu_inputs = tuple(x.detach().cpu() for x in inputs)
+    cpu_inputs = _to(example_inputs, torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="surgery-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(_on_device(model, torch.device("cpu")), cpu_inputs, path)
         session = ort.InferenceSession(str(path), options, providers=providers)
-    names = [i.name for i in session.get_inputs()]
-    feed = {name: x.numpy() for name, x in zip(names, cpu_inputs)}
+    feed = onnx_feed(session, cpu_inputs)
     return lambda: session.run(None, feed)
 
 

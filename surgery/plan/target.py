@@ -4,9 +4,10 @@ MACs of a candidate plan come from ``MacModel``, an analytic model built from on
 the dense model (``layer_macs``, module name -> MACs) by ``surgery.measure.flops.count_flops``,
 the counter the report and the CLI show (fused attention included): exact for conv, linear
 and norm layers, whose MACs scale with the kept fraction of every weight dim the plan touches,
-and for the ops outside layers that carry channels (``DependencyGraph.sites``: attention's
-sdpa or q @ k^T and attn @ v in the scope of a module no group names), whose MACs scale with
-the kept heads.
+for the one matrix of a leaf module that calls a torch function with it (GPT-2's ``Conv1D``,
+``addmm`` with its weight: ``scaled_tensor``), and for the ops outside layers that carry
+channels (``DependencyGraph.sites``: attention's sdpa or q @ k^T and attn @ v in the scope of a
+module no group names), whose MACs scale with the kept heads.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
-from graphs.datamodel import Group, OpSite
-from graphs.kinds import indexed_tensor
+from graphs.datamodel import Group, Member, OpSite
+from graphs.kinds import indexed_tensor, layer_kind
 from surgery.errors import SurgeryError
 from surgery.macs import OP_FORMULAS
 
@@ -176,6 +178,29 @@ class _MacState:
         self.counts[gid] += step
 
 
+def scaled_tensor(model: nn.Module, member: Member) -> torch.Tensor | None:
+    """The tensor whose dims scale the MACs of ``member``'s module: a layer kind's indexed
+    tensor, or the one matrix of a leaf module that calls a torch function with it (GPT-2's
+    ``Conv1D``: ``addmm`` with its weight); None for members that carry no MACs (biases,
+    scales, tokens, sizes).
+
+    Example:
+        >>> from graphs import trace
+        >>> from surgery.io.models import LeNet
+        >>> member = trace(LeNet(), torch.zeros(1, 1, 28, 28)).prunable[0].members[0]
+        >>> member.module, tuple(scaled_tensor(LeNet(), member).shape)
+        ('conv1', (6, 1, 5, 5))
+    """
+    module = model.get_submodule(member.module)
+    if not member.attr:
+        return indexed_tensor(module)
+    matrices = [name for name, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+    if layer_kind(module) is not None or any(True for _ in module.children()) \
+            or matrices != [member.attr]:  # a layer's own member counts its MACs
+        return None
+    return getattr(module, member.attr)
+
+
 class MacModel:
     """MACs of the model after removing ``counts[g]`` channels of each group, analytically.
 
@@ -204,11 +229,11 @@ class MacModel:
         self.dims: dict[tuple[str, int], int] = {}  # (module, dim) -> size
         self.touch: dict[int, list[tuple[str, int, int]]] = {}  # group -> (module, dim, width)
         for g in groups:
-            layers = [m for m in g.members if not m.attr]  # parameters and sizes: no MACs
-            self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m in layers]
-            for m in layers:
-                module = model.get_submodule(m.module)
-                self.dims[(m.module, m.dim)] = indexed_tensor(module).shape[m.dim]
+            weights = [(m, scaled_tensor(model, m)) for m in g.members]
+            layers = [(m, w) for m, w in weights if w is not None]
+            self.touch[g.id] = [(m.module, m.dim, len(m.indices[0])) for m, _ in layers]
+            for m, w in layers:
+                self.dims[(m.module, m.dim)] = w.shape[m.dim]
         self.layers = {name: (n, [key for key in self.dims if key[0] == name])
                        for name, n in layer_macs.items() if n and name in
                        {module for module, _ in self.dims}}

@@ -128,6 +128,8 @@ class DynamicPruner:
     ``model`` may be a ``DistributedDataParallel`` wrapper; ``pruner.model`` is then the
     current wrapper (rebuilt after each pruning step). ``scheduler`` (optional) is only
     checked to be bound to ``optimizer``: rewriting the optimizer in place keeps it bound.
+    ``example_inputs`` are read as ``prune`` reads them (a tensor, positional inputs, keyword
+    inputs such as ``{"input_ids": ids, "use_cache": False}``, any pytree below).
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, optimizer: torch.optim.Optimizer,

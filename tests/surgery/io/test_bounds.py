@@ -67,7 +67,8 @@ def test_a_base_over_the_size_bound_is_refused_before_it_is_built(monkeypatch, n
         resolve_builtin(name, "plan.json", num_classes)
 
 
-@pytest.mark.parametrize("name", ["timm:resnet18", "evil.py:build", " lenet", "", "LeNet"])
+@pytest.mark.parametrize("name", ["timm:no_such_net", "yolo:best.pt", "evil.py:build",
+                                  " lenet", "", "LeNet"])
 def test_only_names_of_the_list(monkeypatch, name):
     monkeypatch.setattr(surgery.io.bases, "resolve_model", _never)
     with pytest.raises(SurgeryError, match="not a built-in model"):
