@@ -16,9 +16,14 @@ import time
 import warnings
 
 import torch
-from _common import short_error
-from coverage_models import build
 from torch import nn
+
+if __package__:  # imported as benchmarks._coverage_child (the tests)
+    from benchmarks._common import short_error
+    from benchmarks.coverage_models import build
+else:  # run as benchmarks/_coverage_child.py: benchmarks/ is on the path
+    from _common import short_error
+    from coverage_models import build
 
 from graphs import trace
 from graphs.datamodel import OUT

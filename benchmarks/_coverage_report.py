@@ -13,7 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from _common import markdown_table
+if __package__:  # imported as benchmarks._coverage_report (the tests)
+    from benchmarks._common import markdown_table
+else:  # imported by a script run as benchmarks/NAME.py: benchmarks/ is on the path
+    from _common import markdown_table
 
 TOOLS = ("ours", "tp")
 NOT_RUN = "not run"

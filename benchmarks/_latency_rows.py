@@ -11,7 +11,11 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from _common import markdown_table
+
+if __package__:  # imported as benchmarks._latency_rows (the tests)
+    from benchmarks._common import markdown_table
+else:  # imported by a script run as benchmarks/NAME.py: benchmarks/ is on the path
+    from _common import markdown_table
 
 
 def rescore(row: dict) -> dict:

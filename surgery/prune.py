@@ -16,12 +16,16 @@ from graphs.inputs import split_inputs
 from graphs.modes import eval_mode
 from graphs.trace import trace
 from surgery.errors import SurgeryError
+from surgery.io.hf_config import hf_ties
+from surgery.measure.block_latency import latency_depth_plan
 from surgery.measure.flops import count_flops, count_params
 from surgery.measure.latency import measure_latency
 from surgery.measure.paired import PairedTimer
 from surgery.measure.report import Report, build_report, report_from_plan
 from surgery.plan.blocked import warn_if_blocked
+from surgery.plan.blocks import BlockRemoval
 from surgery.plan.budget import Budget, plan_model
+from surgery.plan.depth import plan_depth
 from surgery.plan.importance import Criterion, Importance, resolve
 from surgery.plan.latency_layers import (
     fit_rest,
@@ -43,7 +47,9 @@ from surgery.plan.latency_target import (
 )
 from surgery.plan.plan import Plan
 from surgery.plan.target import MacModel
-from surgery.rebuild.apply import apply_plan
+from surgery.plan.uniform import make_uniform
+from surgery.rebuild.apply import applied_copy, apply_plan
+from surgery.rebuild.blocks import remove_blocks as remove_blocks_of
 from surgery.rebuild.lint import lint
 
 
@@ -62,6 +68,8 @@ class PruneResult:
         kept = self.params_after / max(self.params_before, 1)
         pruned = sum(1 for g in self.plan.groups if g.removed_channels)
         latency = f"; {self.latency}" if self.latency is not None else ""
+        blocks = len(self.plan.removed_blocks)
+        latency += f"; {blocks} whole blocks removed" if blocks else ""
         return (f"pruned {pruned} of {len(self.graph.groups)} channel groups "
                 f"({len(self.graph.groups) - len(self.graph.prunable)} not prunable); "
                 f"params {self.params_before:,} -> {self.params_after:,} ({kept:.1%} kept)"
@@ -100,7 +108,8 @@ class PruneResult:
 def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None = None,
           budget: Budget | None = None, latency: LatencyTarget | None = None,
           importance: str | Criterion = "l1", ignore: Iterable[str] = (),
-          inplace: bool = False) -> PruneResult:
+          inplace: bool = False, uniform: bool = False,
+          remove_blocks: int | BlockRemoval | None = None) -> PruneResult:
     """Remove floor(ratio*C) channels from every prunable group of C coupled channels.
 
     Returns a new smaller model (the given one is untouched unless ``inplace=True``). Say how
@@ -110,7 +119,13 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     ``max_ratio`` caps the fraction of any group removed); or ``latency``, a
     ``surgery.plan.latency_target.LatencyTarget`` (prunes until the model measured on its
     backend, device and threads runs in <= ``target_ms``; ``result.latency`` says where it
-    landed). Warns (``surgery.plan.blocked.BlockedWarning``) when less than half of the model's
+    landed). ``uniform=True`` gives every layer of one role (every block's MLP, every attention
+    layer's heads) the same width, what a Hugging Face config can express
+    (``surgery.plan.uniform``, ``surgery.io.hf.export_hf``). ``remove_blocks=k`` (or a
+    ``surgery.plan.blocks.BlockRemoval``) removes the k least important residual blocks whole
+    (``result.plan.removed_blocks``); ``Budget(target_macs=T, depth=True)`` weighs removing
+    blocks against thinning channels (``surgery.plan.depth``). Warns
+    (``surgery.plan.blocked.BlockedWarning``) when less than half of the model's
     channels are prunable or some layers with parameters are read by no rule, naming the top
     reasons.
 
@@ -125,6 +140,9 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         >>> 98_000 <= count_flops(small.model, x).total <= 100_000
         True
     """
+    removal = BlockRemoval.of(remove_blocks)
+    if removal is not None and ratio is None and budget is None and latency is None:
+        ratio = 0.0  # whole blocks only
     budget, latency = settings_of(ratio, budget, latency)
     if any(p.is_meta for p in model.parameters()):
         raise SurgeryError("the model's weights are on the meta device (not loaded): load or "
@@ -136,20 +154,27 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         raise SurgeryError(str(exc)) from exc
     warn_if_blocked(model, graph)  # less than half the channels prunable, or layers unread
     found = None
-    if latency is not None:
+    if latency is not None and (removal is not None or latency.depth):
+        plan, found = latency_depth_plan(
+            model, example_inputs, graph, criterion, latency, removal,
+            lambda m, g: _latency_plan(m, example_inputs, g, criterion, latency))
+    elif latency is not None:
         plan, found = _latency_plan(model, example_inputs, graph, criterion, latency)
     else:
         layer_macs = None if budget.target_macs is None else \
             count_flops(model, example_inputs).by_module
-        plan = plan_model(model, graph, budget, criterion, layer_macs)
+        plan = plan_model(model, graph, budget, criterion, layer_macs) if removal is None \
+            and not budget.depth else plan_depth(model, example_inputs, graph, budget,
+                                                 criterion, layer_macs, removal)
+    if uniform and plan.removed_blocks:
+        raise SurgeryError("uniform=True does not combine with removing whole blocks "
+                           "(remove_blocks=, depth=True) yet")
+    if uniform:  # one width per role; a config's derived head size ties heads to the width
+        plan = make_uniform(model, graph, plan, criterion, budget.round_to, hf_ties(model))
     params_before = count_params(model)
-    try:
-        target = model if inplace else copy_model(model)
-    except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
-        raise SurgeryError(f"cannot copy the model ({str(exc).split('.')[0]}): replace "
-                           f"torch.nn.utils.weight_norm by torch.nn.utils.parametrizations."
-                           f"weight_norm, or pass inplace=True") from exc
-    apply_plan(target, plan)
+    # a copy takes the rebuilt layers as they are: the layers surgery cuts are never copied whole
+    target = apply_plan(model, plan) if inplace else applied_copy(model, plan, _copy_or_explain)
+    remove_blocks_of(target, plan.removed_blocks)  # whole residual blocks (surgery.plan.depth)
     problems = lint(target, example_inputs)
     if problems:
         raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
@@ -157,10 +182,11 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
     return PruneResult(target, plan, graph, params_before, count_params(target), found)
 
 
-def copy_model(model: nn.Module) -> nn.Module:
+def copy_model(model: nn.Module, share: dict[int, object] | None = None) -> nn.Module:
     """A deep copy of ``model``; a tensor a module keeps that autograd computed (the old
     ``torch.nn.utils.weight_norm``'s ``weight``, recomputed before every forward) is copied
-    detached, as deepcopy refuses it.
+    detached, as deepcopy refuses it. ``share``: id -> what the copy holds in place of that
+    object (a deepcopy memo; ``surgery.rebuild.apply.applied_copy``).
 
     Example:
         >>> import warnings
@@ -172,7 +198,17 @@ def copy_model(model: nn.Module) -> nn.Module:
     """
     memo = {id(t): t.detach().clone() for m in model.modules() for t in m.__dict__.values()
             if isinstance(t, torch.Tensor) and t.grad_fn is not None}
+    memo.update(share or {})
     return copy.deepcopy(model, memo)
+
+
+def _copy_or_explain(model: nn.Module, share: dict[int, object]) -> nn.Module:
+    try:
+        return copy_model(model, share)
+    except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
+        raise SurgeryError(f"cannot copy the model ({str(exc).split('.')[0]}): replace "
+                           f"torch.nn.utils.weight_norm by torch.nn.utils.parametrizations."
+                           f"weight_norm, or pass inplace=True") from exc
 
 
 def settings_of(ratio: float | dict | None, budget: Budget | None,
@@ -194,7 +230,7 @@ def settings_of(ratio: float | dict | None, budget: Budget | None,
     if budget is None:
         return Budget(ratio=ratio), None
     if budget.target_latency_ms is not None:
-        return budget, LatencyTarget(budget.target_latency_ms)
+        return budget, LatencyTarget(budget.target_latency_ms, depth=budget.depth)
     return budget, None
 
 
@@ -218,7 +254,8 @@ def _latency_plan(model: nn.Module, x: Any, graph: DependencyGraph, criterion: I
     with eval_mode(model):
         shapes = input_shapes(model, x, lambda: model(*args, **kwargs))
     path = cache_path(settings.cache_dir, settings.backend, settings.device, settings.threads)
-    tables = build_tables(model, graph.prunable, shapes, block_ms, path)
+    tables = build_tables(model, graph.prunable, shapes, block_ms, path,
+                          progress=settings.progress)
     # the whole model is judged by its median, timed in turn with the dense model: a drift
     # of the machine's speed cancels in their ratio, scaled by the dense median pooled over
     # the whole search

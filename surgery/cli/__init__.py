@@ -1,7 +1,10 @@
 """The ``surgery`` command line: one module per subcommand, dispatched from one table.
 
 Every error prints one line ``error: ...`` and exits with code 2, never a traceback
-(``--traceback`` shows one for an unexpected error; see ``surgery.cli.oneline``).
+(``--traceback`` shows one for an unexpected error; see ``surgery.cli.oneline``). The
+subcommand modules import torch and the toolkit inside ``run()``, so that building the parser
+(``--help``) takes a fraction of a second. ``DESCRIPTION`` and ``EPILOG`` are the top-level
+help, written for users.
 
 Example:
     $ surgery prune lenet --ratio 0.5 --out out/lenet
@@ -20,6 +23,23 @@ from types import ModuleType
 
 from surgery.cli import export, finetune, graph, prune, report, sparsify
 from surgery.cli.oneline import OneLineParser, UsageError, error_line
+
+DESCRIPTION = """\
+Make a PyTorch model smaller by removing whole channels (conv filters, linear features,
+attention heads): layers whose channels are coupled are pruned together, so the smaller model
+still runs. Then measure it, fine-tune it and export it."""
+EPILOG = """\
+a first session:
+  surgery graph resnet18                            # which channels can go, what blocks the rest
+  surgery prune resnet18 --ratio 0.3 --out out/r18  # writes out/r18/model.safetensors, plan.json
+  surgery report resnet18 --pruned out/r18          # params, MACs, latency before and after
+  surgery export out/r18 --format onnx              # writes out/r18/model.onnx
+  surgery prune lenet --ratio 0.5 --out out/lenet
+  surgery finetune out/lenet --epochs 2 --out out/lenet-tuned  # recover accuracy on MNIST
+
+MODEL is lenet, a torchvision classifier (resnet18), timm:NAME or path/to/file.py:factory.
+`surgery COMMAND --help` shows a command's options, their defaults and examples. Every command
+takes --quiet (results only: no progress). Errors print one line `error: ...` and exit with 2."""
 
 # Each subcommand module defines HELP, add_arguments(parser) and run(args).
 COMMANDS: dict[str, ModuleType] = {"prune": prune, "graph": graph, "export": export,
@@ -43,11 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     A subcommand module may add DESCRIPTION (what it does, for users) and EPILOG (examples).
     """
-    parser = OneLineParser(
-        prog="surgery", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter,
-        epilog="run `surgery COMMAND --help` for a command's options and examples\n\n"
-               + __doc__.split("\n\n", 2)[2].replace("Example:", "examples:"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="surgery", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
     for name, module in COMMANDS.items():
         command = sub.add_parser(
             name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),

@@ -12,21 +12,24 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from surgery.atomic import write_text
 from surgery.errors import SurgeryError
-from surgery.io.bases import check_input_cost
-from surgery.io.models import MAX_CLASSES, load_weights, resolve_model
 from surgery.io.safety import MAX_DIMS, check_shape, read_json
-from surgery.measure.latency import check_device
+from surgery.progress import BAR, LINES, OFF
+
+if TYPE_CHECKING:  # the command line imports torch only to run a command, not for --help
+    import torch
+    from torch import nn
 
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 MAX_COUNT = 10**18  # --target-macs
 MAX_SEED = 2**31 - 1
 CPUS = os.cpu_count() or 1  # --threads at most this many
+# surgery.measure.latency.BACKENDS, for --backend's choices without importing torch (a test
+# checks that they agree)
+BACKENDS = ("eager", "compile", "onnxruntime")
 
 
 def integer(low: int, high: int) -> Callable[[str], int]:
@@ -112,16 +115,34 @@ def parse_count(text: str) -> int:
     return round(value)
 
 
+def class_count(text: str) -> int:
+    """An argparse ``type`` for --num-classes: an integer from 1 to
+    ``surgery.io.models.MAX_CLASSES`` (imported when the option is given, not for --help).
+
+    Example:
+        >>> class_count("10")
+        10
+    """
+    from surgery.io.models import MAX_CLASSES
+    return integer(1, MAX_CLASSES)(text)
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """MODEL, --input-shape, --weights, --num-classes, --ignore and --seed."""
     p.add_argument("model", help="lenet, a torchvision model name (resnet18), timm:NAME "
-                   "(timm:convnext_atto), or path/to/file.py:factory")
+                   "(timm:convnext_atto), path/to/file.py:factory, or hf:DIR (a folder "
+                   "written by transformers' save_pretrained)")
     p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224 "
                    "(default: the model's own, 1,3,224,224 for torchvision)")
-    p.add_argument("--weights", help="state dict or checkpoint (.safetensors or torch.save)")
-    p.add_argument("--num-classes", type=integer(1, MAX_CLASSES),
+    p.add_argument("--input-dtype", choices=("float", "long"),
+                   help="long: random token ids below the vocabulary size (default: float, "
+                   "or what an hf:DIR model takes)")
+    p.add_argument("--weights", help="state dict or checkpoint (.safetensors or torch.save; "
+                   "default: random initial weights)")
+    p.add_argument("--num-classes", type=class_count,
                    help="classifier outputs of a torchvision/timm model (default: its own)")
-    p.add_argument("--ignore", nargs="*", default=[], help="layers whose outputs stay")
+    p.add_argument("--ignore", nargs="*", default=[], metavar="LAYER",
+                   help="layers whose output channels stay (default: none)")
     add_seed_argument(p, "seed of the random example input")
 
 
@@ -135,13 +156,26 @@ def add_run_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
         p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true",
-                   help="print only results and errors, no progress bars")
+                   help="print only results, warnings and errors: no progress")
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    """How long work shows progress (``surgery.progress``): nothing with --quiet, bars on a
+    terminal, else (and with --no-progress) one line per step.
+
+    Example:
+        >>> progress_mode(argparse.Namespace(quiet=True)), progress_mode(argparse.Namespace(
+        ...     quiet=False, no_progress=True))
+        ('off', 'lines')
+    """
+    if getattr(args, "quiet", False):
+        return OFF
+    return LINES if getattr(args, "no_progress", False) or not sys.stderr.isatty() else BAR
 
 
 def progress_bars(args: argparse.Namespace) -> bool:
     """Whether to draw progress bars: not --quiet/--no-progress, and stderr is a terminal."""
-    off = getattr(args, "quiet", False) or getattr(args, "no_progress", False)
-    return not off and sys.stderr.isatty()
+    return progress_mode(args) == BAR
 
 
 def model_and_input(args: argparse.Namespace, recorded: tuple[int, ...] | None = None,
@@ -149,6 +183,12 @@ def model_and_input(args: argparse.Namespace, recorded: tuple[int, ...] | None =
     """The model named by ``args.model`` (weights loaded, eval mode, on ``--device``) and a
     random example input drawn with ``--seed``: of ``--input-shape``, else of ``recorded``
     (read from ``source``, its cost bounded by ``check_input_cost``), else the model's own."""
+    import torch
+
+    from surgery.io.bases import check_input_cost
+    from surgery.io.example_inputs import example_inputs
+    from surgery.io.models import load_weights, resolve_model
+    from surgery.measure.latency import check_device
     device = check_device(getattr(args, "device", "cpu"))
     model, default_shape = resolve_model(args.model, getattr(args, "num_classes", None))
     if getattr(args, "weights", None):
@@ -160,7 +200,8 @@ def model_and_input(args: argparse.Namespace, recorded: tuple[int, ...] | None =
     else:
         shape = default_shape
     torch.manual_seed(getattr(args, "seed", 0))
-    return model.eval().to(device), torch.randn(*shape).to(device)
+    model = model.eval().to(device)
+    return model, example_inputs(model, shape, getattr(args, "input_dtype", None), device)
 
 
 def check_output(model: nn.Module, x: torch.Tensor, name: str, failures: bool = True) -> None:
@@ -171,16 +212,22 @@ def check_output(model: nn.Module, x: torch.Tensor, name: str, failures: bool = 
 
     Example:
         >>> from surgery.io.models import LeNet
+        >>> import torch
         >>> check_output(LeNet(), torch.zeros(1, 1, 28, 28), "lenet")
     """
+    import torch
+
+    from graphs.inputs import call_model
     try:
         with torch.no_grad():
-            out = model(x)
+            out = call_model(model, x)  # a tensor, or keyword inputs (token ids)
     except Exception as exc:  # a model's forward may raise anything on a wrong input
         if not failures:
             return
         first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise SurgeryError(f"{name} fails on input shape {list(x.shape)} "
+        where = f"input shape {list(x.shape)}" if isinstance(x, torch.Tensor) else \
+            "its example inputs"
+        raise SurgeryError(f"{name} fails on {where} "
                            f"({type(exc).__name__}: {first}): pass the --input-shape it "
                            f"takes") from exc
     values = list(out.values()) if isinstance(out, dict) else \
@@ -196,8 +243,10 @@ def check_trained(model: nn.Module) -> None:
     """Raise SurgeryError if training left a NaN or infinite weight (nothing is written then).
 
     Example:
-        >>> check_trained(nn.Linear(2, 2))
+        >>> import torch
+        >>> check_trained(torch.nn.Linear(2, 2))
     """
+    import torch
     bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()),
                None)
     if bad is not None:

@@ -18,12 +18,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-import torch
-
-from surgery.cli.folder import folder_base
+from surgery.cli.common import add_run_arguments
 from surgery.cli.outputs import add_force_argument, check_out_file
-from surgery.io.export import compare_onnx, export_onnx, export_program
-from surgery.io.saving import WEIGHTS_FILE, load, read_plan_data
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
 DESCRIPTION = """\
@@ -37,20 +33,35 @@ examples:
   surgery export out/lenet --format onnx            # writes out/lenet/model.onnx
   surgery export out/lenet --format torch-export    # writes out/lenet/model.pt2
   surgery export out/r18 --format onnx --out r18.onnx
+  surgery export out/llama --format hf --out out/llama-hf   # pruned from hf:DIR
+  surgery export out/yolo --format ultralytics --out small.pt  # pruned from yolo:FILE
 """
 SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
+SUFFIX["hf"] = ""  # a transformers folder (default DIR/hf): surgery.cli.hf_export
+SUFFIX["ultralytics"] = ".pt"  # a checkpoint ultralytics.YOLO(path) loads: surgery.io.yolo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder written by `surgery prune --out`")
-    p.add_argument("--format", required=True, choices=sorted(SUFFIX))
+    p.add_argument("--format", required=True, choices=sorted(SUFFIX), help="what to write")
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
     p.add_argument("--input-shape", help="example input shape (default: the recorded one)")
-    p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2)")
+    p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2), or "
+                   "folder for hf (default DIR/hf)")
     add_force_argument(p)
+    add_run_arguments(p, device=False)  # --quiet: export shows no progress; its lines are results
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from surgery.cli.folder import folder_base
+    from surgery.io.export import compare_onnx, export_onnx, export_program
+    from surgery.io.saving import WEIGHTS_FILE, load, read_plan_data
+
+    if args.format == "hf":  # a folder for transformers' from_pretrained
+        from surgery.cli.hf_export import run_hf
+        return run_hf(args)
     data = read_plan_data(args.dir)
     default_out = Path(args.dir) / f"model{SUFFIX[args.format]}"
     # our own file in the folder may be replaced; anything the user names needs --force
@@ -67,6 +78,11 @@ def run(args: argparse.Namespace) -> None:
         if importlib.util.find_spec("onnxruntime") is not None:
             err = max(compare_onnx(out, model, torch.randn(b, *shape[1:])) for b in (1, 2))
             print(f"onnxruntime vs PyTorch at batch 1 and 2: max relative error {err:.1e}")
+    elif args.format == "ultralytics":  # pruned from yolo:FILE
+        from surgery.io.yolo import export_ultralytics
+        export_ultralytics(model, out)
+        print(f"wrote {out}: {out.stat().st_size:,} bytes (ultralytics checkpoint: "
+              f"YOLO(path) loads it)")
     else:
         export_program(model, x, out)
         print(f"wrote {out}: {out.stat().st_size:,} bytes (torch.export, dynamic batch)")

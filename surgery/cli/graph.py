@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from graphs import trace
-from surgery.cli.common import add_model_arguments, model_and_input
-from surgery.measure.flops import count_params
+from surgery.cli.common import add_model_arguments, add_run_arguments, model_and_input
 
 HELP = "print the coupled channel groups of a model"
 DESCRIPTION = """\
@@ -24,9 +22,13 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
+    add_run_arguments(p, device=False)  # --quiet: graph shows no progress; accepted for scripts
 
 
 def run(args: argparse.Namespace) -> None:
+    from graphs import trace
+    from surgery.measure.flops import count_params
+
     model, x = model_and_input(args)
     print(trace(model, x, ignore=args.ignore))
     print(f"params: {count_params(model):,}")

@@ -16,11 +16,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import NoReturn
 
-import torch
-
-from graphs.errors import TraceError
 from surgery.errors import SurgeryError
 
 MAX_LINE = 1000  # characters of an error line
@@ -68,6 +66,13 @@ def _message(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+def _loaded(module: str, name: str) -> tuple[type, ...]:
+    """``(module.name,)`` if that module is imported, else ``()``: an exception class of a
+    module never imported cannot have been raised, and ``--help`` must not import torch."""
+    found = sys.modules.get(module)
+    return (getattr(found, name),) if found is not None else ()
+
+
 def error_line(exc: BaseException) -> str:
     """The one line (without ``error: ``) that reports ``exc``.
 
@@ -77,13 +82,13 @@ def error_line(exc: BaseException) -> str:
         >>> error_line(KeyError("x"))[:38]
         "unexpected KeyError: 'x' (a bug: rerun"
     """
-    if isinstance(exc, (SurgeryError, TraceError)):
+    if isinstance(exc, (SurgeryError, *_loaded("graphs.errors", "TraceError"))):
         text = _message(exc)
     elif isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.filename}: {exc.strerror or _message(exc)}"
     elif isinstance(exc, OSError):
         text = _message(exc)
-    elif isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or \
+    elif isinstance(exc, (MemoryError, *_loaded("torch", "OutOfMemoryError"))) or \
             "can't allocate memory" in str(exc):
         text = f"out of memory ({_message(exc)[:200]}): try a smaller input shape or batch size"
     else:

@@ -1,9 +1,10 @@
 """Where the command line writes: ``--out`` (a folder or a file) and ``--force``.
 
-Checked before any work: an output folder is new (its parent exists), empty, or (with
-``--force``) one whose files of ours are replaced and others left alone; an output file is new
-or replaced with ``--force``; neither is ever a symlink, and a file is actually created (and
-removed) in the destination folder first, so a read-only place fails now, not after training.
+Checked before any work: an output folder is new, empty, or (with ``--force``) one whose
+files of ours are replaced and others left alone; an output file is new or replaced with
+``--force``; neither is ever a symlink. Missing folders above the output are created (as
+``mkdir -p``), and a file is actually created (and removed) in the destination folder first, so
+a read-only place fails now, not after training.
 
 Example:
     >>> import tempfile
@@ -32,8 +33,9 @@ def add_force_argument(p: argparse.ArgumentParser) -> None:
 
 
 def check_out_folder(text: str, force: bool) -> Path:
-    """An output folder: new (its parent must exist), empty, or with ``force`` one whose files
-    of ours (``OUR_FILES``) are removed here; other files stay. Never a file or a symlink.
+    """An output folder: new (missing folders above it are created), empty, or with ``force``
+    one whose files of ours (``OUR_FILES``) are removed here; other files stay. Never a file or
+    a symlink.
 
     Example:
         >>> import tempfile
@@ -46,9 +48,7 @@ def check_out_folder(text: str, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise SurgeryError(f"--out {out} exists and it is a file: pass a folder")
     if not out.exists():
-        if not out.parent.is_dir():
-            raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
-        return check_writable(out.parent, out)
+        return check_writable(make_parents(out), out)
     check_writable(out, out)
     ours = _ours(out)
     if not force and any(out.iterdir()):
@@ -81,8 +81,8 @@ def prepare_out_folder(out: Path, names: tuple[str, ...] = OUR_FILES) -> Path:
 
 
 def check_out_file(text: str, force: bool) -> Path:
-    """An output file: new (its parent must exist), or an existing regular file with ``force``.
-    Never a folder and never written through a symlink.
+    """An output file: new (missing folders above it are created), or an existing regular file
+    with ``force``. Never a folder and never written through a symlink.
 
     Example:
         >>> import tempfile
@@ -94,11 +94,32 @@ def check_out_file(text: str, force: bool) -> Path:
         raise SurgeryError(f"--out {out} is a symbolic link: refusing to write through it")
     if out.is_dir():
         raise SurgeryError(f"--out {out} is a folder: pass a file name")
-    if not out.parent.is_dir():
-        raise SurgeryError(f"--out {out}: folder {out.parent} does not exist")
     if out.exists() and not force:
         raise SurgeryError(f"--out {out} exists: pass --force to replace it")
-    return check_writable(out.parent, out)
+    return check_writable(make_parents(out), out)
+
+
+def make_parents(out: Path) -> Path:
+    """Create the missing folders above ``out`` (as ``mkdir -p``) and return its parent; a
+    file (or a dangling link) in the way is a SurgeryError.
+
+    Example:
+        >>> import tempfile
+        >>> make_parents(Path(tempfile.mkdtemp()) / "a" / "b" / "m.onnx").name
+        'b'
+    """
+    parent = out.parent
+    for above in (parent, *parent.parents):
+        if above.is_dir():
+            break
+        if above.exists() or above.is_symlink():
+            raise SurgeryError(f"--out {out}: {above} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SurgeryError(f"--out {out}: cannot create folder {parent} "
+                           f"({exc.strerror or type(exc).__name__})") from None
+    return parent
 
 
 def check_writable(folder: Path, out: Path) -> Path:
@@ -120,4 +141,4 @@ def check_writable(folder: Path, out: Path) -> Path:
 
 
 __all__ = ["OUR_FILES", "add_force_argument", "check_out_file", "check_out_folder",
-           "check_writable", "prepare_out_folder"]
+           "check_writable", "make_parents", "prepare_out_folder"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from surgery.cli.common import (
     CPUS,
@@ -16,17 +15,16 @@ from surgery.cli.common import (
     model_and_input,
     number,
     parse_count,
+    progress_mode,
     record_num_classes,
 )
 from surgery.cli.outputs import add_force_argument, check_out_folder, prepare_out_folder
 from surgery.errors import SurgeryError
-from surgery.io.saving import save
-from surgery.measure.flops import count_flops
-from surgery.plan.blocked import BlockedWarning, blocked_summary
-from surgery.plan.budget import Budget
-from surgery.plan.latency_target import LatencyTarget, parse_latency
-from surgery.plan.plan import MemberPlan
-from surgery.prune import PruneResult, prune
+
+if TYPE_CHECKING:  # torch and the toolkit are imported to run, not for --help
+    from surgery.plan.blocked import BlockedSummary
+    from surgery.plan.plan import MemberPlan
+    from surgery.prune import PruneResult
 
 HELP = "prune a model and write weights + plan"
 DESCRIPTION = """\
@@ -42,6 +40,7 @@ examples:
   surgery prune resnet18 --ratio 0.3 --global --out out/r18
   surgery prune resnet18 --target-macs 1G --num-classes 10 --out out/r18_1g
   surgery prune timm:convnext_atto --ratio 0.25 --dry-run
+  surgery prune hf:my-llama --ratio 0.5 --uniform --out out/llama   # a save_pretrained folder
   surgery prune my_net.py:build --input-shape 1,3,64,64 --ratio conv2=0.5,fc1=0.3 --out out/my
 """
 
@@ -95,6 +94,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--importance", default="l1", help="l1, l2, bn_scale or random")
     p.add_argument("--round-to", type=integer(1, 1 << 16), default=1,
                    help="keep multiples of N channels")
+    p.add_argument("--uniform", action="store_true",
+                   help="every layer of one role keeps the same width (every MLP, every "
+                   "attention's heads): what a Hugging Face config can express")
+    p.add_argument("--remove-blocks", type=integer(0, 1 << 16), default=None, metavar="K",
+                   help="also remove the K least important residual blocks whole (each "
+                   "becomes the identity of its stream)")
+    p.add_argument("--depth", action="store_true",
+                   help="with --target-macs or --target-latency: remove whole blocks where they "
+                   "cost less importance per MAC (per ms) than channels")
+    p.add_argument("--block-importance", default="weight", choices=("weight", "cosine"),
+                   help="rank blocks by their last layers' weights, or by 1 - cos(input, "
+                   "output) on the example input")
     p.add_argument("--dry-run", action="store_true",
                    help="print channels per group and params/MACs before -> after; write nothing")
     p.add_argument("--out", help="output folder (required unless --dry-run)")
@@ -103,6 +114,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from surgery.io.example_inputs import main_shape
+    from surgery.io.saving import save
+    from surgery.measure.flops import count_flops
+    from surgery.plan.blocked import BlockedWarning, blocked_summary
+    from surgery.plan.latency_target import parse_latency
+    from surgery.prune import prune
+
     if args.out is None and not args.dry_run:
         raise SurgeryError("--out DIR is required (or --dry-run to only print the plan)")
     out = None if args.dry_run else check_out_folder(args.out, args.force)
@@ -114,73 +132,121 @@ def run(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():  # printed below, with the command that shows all
         warnings.simplefilter("ignore", BlockedWarning)
         result = prune(model, x, importance=args.importance, ignore=args.ignore,
+                       uniform=args.uniform, remove_blocks=block_removal(args),
                        **settings(args, ratio, target_macs, latency))
     macs = count_flops(model, x).total, count_flops(result.model, x).total
-    lines = group_lines(result) + inexact_lines(result) if args.dry_run else []
-    print("\n".join(lines + count_lines(result, macs) + blocked_lines(args, model, result)))
+    found = blocked_summary(model, result.graph)
+    lines = group_lines(result) if args.dry_run else []
+    lines += count_lines(result, macs, found.fraction) + latency_lines(result)
+    gone = result.plan.removed_blocks
+    lines += [f"removed blocks ({len(gone)}): {', '.join(gone)}"] if gone else []
+    lines += inexact_lines(result, args, top=None if args.dry_run else 5)
+    print("\n".join(lines + blocked_lines(args, found)))
     if args.dry_run:
         print("dry run: nothing written")
         return
-    weights, plan = save(result, prepare_out_folder(out), base=args.model, input_shape=x.shape)
+    weights, plan = save(result, prepare_out_folder(out), base=args.model,
+                         input_shape=main_shape(x),  # None for token ids: not a float shape
+                         overwrite=args.force)  # the folder passed check_out_folder
     record_num_classes(plan, args.num_classes)
     print(f"wrote {weights} and {plan}")
 
 
-def count_lines(result: PruneResult, macs: tuple[int, int]) -> list[str]:
-    """Groups pruned, then params and MACs before -> after (each once).
+def count_lines(result: PruneResult, macs: tuple[int, int],
+                prunable: float | None = None) -> list[str]:
+    """Groups pruned (and the fraction of the channels inside the model that is prunable),
+    then params and MACs before -> after, one line each.
 
     Example:
         >>> import torch
+        >>> from surgery import prune
         >>> from surgery.io.models import LeNet
-        >>> count_lines(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5), (281640, 92220))
-        ['pruned 4 of 6 channel groups (2 not prunable)', 'params before: 44,426', \
-'params after:  11,418 (25.7% kept)', 'MACs before:   281,640', 'MACs after:    92,220 (32.7% kept)']
+        >>> count_lines(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5), (281640, 92220), 1)
+        ['pruned 4 of 6 channel groups (2 not prunable); channels inside the model: 100.0% \
+prunable, 0.0% blocked', 'params 44,426 -> 11,418 (25.7% kept)', 'MACs   281,640 -> 92,220 (32.7% kept)']
     """
     groups = result.graph.groups
     pruned = sum(1 for g in result.plan.groups if g.removed_channels)
     params = result.params_before, result.params_after
     blocked = len(groups) - len(result.graph.prunable)
-    return [f"pruned {pruned} of {len(groups)} channel groups ({blocked} not prunable)",
-            f"params before: {params[0]:,}",
-            f"params after:  {params[1]:,} ({params[1] / max(params[0], 1):.1%} kept)",
-            f"MACs before:   {macs[0]:,}",
-            f"MACs after:    {macs[1]:,} ({macs[1] / max(macs[0], 1):.1%} kept)"]
+    share = "" if prunable is None else \
+        f"; channels inside the model: {prunable:.1%} prunable, {1 - prunable:.1%} blocked"
+    return [f"pruned {pruned} of {len(groups)} channel groups ({blocked} not prunable){share}",
+            f"params {params[0]:,} -> {params[1]:,} ({params[1] / max(params[0], 1):.1%} kept)",
+            f"MACs   {macs[0]:,} -> {macs[1]:,} ({macs[1] / max(macs[0], 1):.1%} kept)"]
 
 
-def blocked_lines(args: argparse.Namespace, model: nn.Module, result: PruneResult) -> list[str]:
-    """When less than half the channels are prunable or some layers are read by no rule: the
-    top 5 reasons (one source line each), untouched layers, and the command that shows all."""
-    found = blocked_summary(model, result.graph)
-    if not found.worrying:
+def latency_lines(result: PruneResult) -> list[str]:
+    """With a latency target: where the search's measurement landed, or, when the dense model
+    already meets the target, that nothing was pruned."""
+    found = result.latency
+    if found is None:
         return []
+    if not any(g.removed_channels for g in result.plan.groups):
+        return [(f"latency: the dense model already meets the target ({found.dense_ms:.2f} ms "
+                 f"<= {found.target_ms:.2f} ms): nothing pruned")]
+    return [str(found)]
+
+
+def graph_command(args: argparse.Namespace) -> str:
+    """The ``surgery graph`` command that shows every group of this model."""
     see = ["surgery graph", args.model]
     see += ["--input-shape", args.input_shape] if args.input_shape else []
     see += ["--num-classes", str(args.num_classes)] if args.num_classes else []
     see += ["--ignore", *args.ignore] if args.ignore else []
+    return " ".join(see)
+
+
+def blocked_lines(args: argparse.Namespace, found: BlockedSummary) -> list[str]:
+    """When less than half the channels are prunable or some layers are read by no rule: the
+    top 5 reasons (one source line each), untouched layers, and the command that shows all."""
+    if not found.worrying:
+        return []
     head, *rest = found.lines(top=5)
-    return [f"blocked: {head}"] + [f"  {line}" for line in rest] + [f"see all: {' '.join(see)}"]
+    return [f"blocked: {head}"] + [f"  {line}" for line in rest] + \
+        [f"see all: {graph_command(args)}"]
 
 
-def inexact_lines(result: PruneResult) -> list[str]:
-    """The groups this plan cuts whose pruning is not exact (a norm over their channels), with
-    the reason: their output changes even where the removed channels were dead."""
+def inexact_lines(result: PruneResult, args: argparse.Namespace,
+                  top: int | None = None) -> list[str]:
+    """The groups this plan cuts whose pruning is not exact (a norm over their channels),
+    counted, with the reason (the first ``top``, None: all): their output changes even where
+    the removed channels were dead."""
     inexact = {g.id: g.inexact for g in result.graph.groups if g.inexact}
-    cut = [g for g in result.plan.groups if g.removed_channels and g.group in inexact]
+    pruned = [g for g in result.plan.groups if g.removed_channels]
+    cut = [g for g in pruned if g.group in inexact]
     if not cut:
         return []
-    return ["not exact (the output changes even where the removed channels were dead):"] + [
-        f"  group {g.group} ({_names(g.members)}): {inexact[g.group]}" for g in cut]
+    shown = cut if top is None else cut[:top]
+    more = [f"  ... {len(cut) - len(shown)} more: {graph_command(args)} shows all"] \
+        if len(shown) < len(cut) else []
+    return [(f"not exact: {len(cut)} of the {len(pruned)} pruned groups (the output changes "
+             f"even where the removed channels were dead):")] + [
+        f"  group {g.group} ({_names(g.members)}): {inexact[g.group]}" for g in shown] + more
 
 
 def settings(args: argparse.Namespace, ratio: float | dict | None, target_macs: int | None,
              latency: float | None) -> dict:
     """prune()'s ``budget=`` or ``latency=`` from the command line's options."""
+    from surgery.plan.budget import Budget
+    from surgery.plan.latency_target import LatencyTarget
+    if ratio is None and target_macs is None and latency is None and args.remove_blocks:
+        ratio = 0.0  # whole blocks only
     if latency is not None:
         Budget(target_latency_ms=latency, round_to=args.round_to, max_ratio=args.max_ratio,
                global_ranking=args.global_ranking)  # refuses the options a latency target sets
-        return {"latency": LatencyTarget(latency, args.backend, threads=args.threads)}
+        return {"latency": LatencyTarget(latency, args.backend, threads=args.threads,
+                                         progress=progress_mode(args), depth=args.depth)}
     return {"budget": Budget(ratio, args.global_ranking, target_macs, args.round_to,
-                             max_ratio=args.max_ratio)}
+                             max_ratio=args.max_ratio, depth=args.depth)}
+
+
+def block_removal(args: argparse.Namespace) -> object:
+    """prune()'s ``remove_blocks=``: a ``BlockRemoval`` when blocks are asked for, else None."""
+    from surgery.plan.blocks import BlockRemoval
+    if args.remove_blocks is None and not (args.depth and args.block_importance != "weight"):
+        return None
+    return BlockRemoval(args.remove_blocks or 0, args.block_importance)
 
 
 def group_lines(result: PruneResult) -> list[str]:
@@ -188,6 +254,7 @@ def group_lines(result: PruneResult) -> list[str]:
 
     Example:
         >>> import torch
+        >>> from surgery import prune
         >>> from surgery.io.models import LeNet
         >>> group_lines(prune(LeNet(), torch.zeros(1, 1, 28, 28), ratio=0.5))[0]
         'group 1 (conv1, conv2): 6 -> 3 channels'

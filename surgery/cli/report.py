@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from surgery.cli.common import (
+    BACKENDS,
     CPUS,
     add_model_arguments,
     add_run_arguments,
@@ -27,9 +28,6 @@ from surgery.cli.outputs import (
     prepare_out_folder,
 )
 from surgery.errors import SurgeryError
-from surgery.io.saving import load, read_plan_data
-from surgery.measure.latency import BACKENDS
-from surgery.measure.report import Timing, build_report
 
 HELP = "measure params, MACs and latency of a model, before/after pruning with --pruned DIR"
 DESCRIPTION = """\
@@ -51,7 +49,8 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--pruned", metavar="DIR", help="folder written by `surgery prune --out`")
+    p.add_argument("--pruned", metavar="DIR", help="folder written by `surgery prune --out` "
+                   "(default: report MODEL alone)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: DIR, else ./report)")
     p.add_argument("--runs", type=integer(1, 100_000), default=50,
                    help="timed runs per model (default 50)")
@@ -71,6 +70,9 @@ REPORT_FILES = ("report.json", "report.md", "report.png")
 
 
 def run(args: argparse.Namespace) -> None:
+    from surgery.io.saving import load, read_plan_data
+    from surgery.measure.report import Timing, build_report
+
     if args.pruned and not Path(args.pruned).is_dir():
         raise SurgeryError(f"--pruned {args.pruned} is not a folder (one written by surgery "
                            f"prune --out)")
@@ -93,8 +95,7 @@ def run(args: argparse.Namespace) -> None:
         progress=progress_bars(args))
     report = build_report(model, x, pruned, name=args.model, timing=timing)
     paths = report.write(prepare_out_folder(out, REPORT_FILES), plot=not args.no_plot)
-    if not args.quiet:
-        print(report.to_markdown())
+    print(report.to_markdown(warnings=False))  # results, --quiet or not; the warnings below
     for warning in report.warnings():
         print(f"warning: {warning.removeprefix('**Warning**: ')}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

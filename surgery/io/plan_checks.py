@@ -52,7 +52,7 @@ def check_plan_size(data: dict, model: nn.Module, path: Path | str = "plan.json"
     if entries > plan_capacity(model):
         raise SurgeryError(f"{path} lists {entries:,} groups, members and indices; a plan for "
                            f"this base model lists at most {plan_capacity(model):,} "
-                           f"(edited plan, or --base is not the model that was pruned?)")
+                           f"(edited plan, or a base model other than the one pruned?)")
 
 
 def plan_capacity(model: nn.Module) -> int:
@@ -147,7 +147,7 @@ def _module(model: nn.Module, name: str) -> nn.Module:
         return model.get_submodule(name)
     except AttributeError:
         raise SurgeryError(f"the plan names module {name!r}, which is not in the base "
-                           f"model: is --base the model that was pruned?") from None
+                           f"model: is the base model the one that was pruned?") from None
 
 
 def _dim_size(model: nn.Module, name: str, dim: int) -> int:

@@ -45,17 +45,22 @@ from surgery.io.plan_checks import (
 from surgery.io.safety import MAX_JSON_VALUES, check_shape, read_json
 from surgery.plan.plan import Plan, plan_from_json
 from surgery.rebuild.apply import apply_plan
+from surgery.rebuild.blocks import remove_blocks
 from surgery.rebuild.lint import attribute_problems, lint
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 PLAN_FILE = "plan.json"
 def save(result: Any, directory: str | Path, base: str | None = None,
-         input_shape: Sequence[int] | None = None) -> tuple[Path, Path]:
+         input_shape: Sequence[int] | None = None, *,
+         overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``model.safetensors`` and ``plan.json`` for a ``PruneResult``; return both paths.
 
     ``base`` (optional) records the name of the unpruned model (``lenet``, ``resnet18``, ...) and
     ``input_shape`` the example input shape, so that ``surgery export DIR`` needs neither flag.
+    ``directory`` is created if missing; one that exists must be empty (as the command line's
+    ``--out``), unless ``overwrite=True`` (as ``--force``): then those two files are replaced
+    and any others left alone.
 
     Example:
         >>> import tempfile, torch
@@ -67,6 +72,9 @@ def save(result: Any, directory: str | Path, base: str | None = None,
         [3, 1, 5, 5]
     """
     out = Path(directory)
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise SurgeryError(f"{out} is not empty: pass overwrite=True to replace {WEIGHTS_FILE} "
+                           f"and {PLAN_FILE} there (other files stay)")
     out.mkdir(parents=True, exist_ok=True)
     state = own_memory({k: v.detach().cpu().contiguous()
                         for k, v in result.model.state_dict().items()})
@@ -206,11 +214,12 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     example_inputs = _lint_inputs(data, base_model, example_inputs)
     try:
         apply_plan(model, plan)
+        remove_blocks(model, plan.removed_blocks)  # whole residual blocks, by name
     except (RuntimeError, IndexError, ValueError) as exc:
         raise SurgeryError(f"the plan does not fit the base model: {exc}") from exc
     if changed_shapes(model, plan) != data["shapes"]:
         raise SurgeryError(f"{PLAN_FILE} records shapes that differ from the plan applied to the "
-                           f"base model: the file was edited or --base is a different model")
+                           f"base model: the file was edited or the base model is not the one pruned")
     state = _read_weights(directory / WEIGHTS_FILE, model.state_dict())
     _check_tensors(state, model.state_dict(), directory / WEIGHTS_FILE)
     model.load_state_dict(state, strict=True)

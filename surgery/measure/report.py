@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from graphs.inputs import split_inputs
+from graphs.inputs import input_leaves
 from surgery.atomic import write_text
 from surgery.errors import SurgeryError
 from surgery.measure.flops import count_flops, count_params
@@ -89,9 +88,11 @@ class Report:
                 "ratios": self.ratios() or None,
                 "layers": [asdict(layer) for layer in self.layers]}
 
-    def to_markdown(self) -> str:
-        """A readable summary table, then one row per layer."""
-        return "\n".join([f"# Report: {self.name}", "", *_notes(self), *self.warnings(), "",
+    def to_markdown(self, warnings: bool = True) -> str:
+        """A readable summary table, then one row per layer (``warnings``: with the
+        ``warnings()`` under the notes; the command line prints them on stderr instead)."""
+        shown = self.warnings() if warnings else []
+        return "\n".join([f"# Report: {self.name}", "", *_notes(self), *shown, "",
                           *_summary(self), "", "## Channels per layer", "",
                           *_layer_rows(self), ""])
 
@@ -103,9 +104,10 @@ class Report:
         if not noisy:
             return []
         which = ", ".join(f"{label} p90/p10 = {lat.spread:.1f}" for label, lat in noisy)
+        fewer = "" if all(lat.threads == 1 for _, lat in noisy) else ", with --threads 1"
         return [(f"**Warning**: latency runs were unsteady ({which}): the machine is busy or "
                 f"throttling, so latency and its ratio are not reliable. Time again on an idle "
-                f"machine, with --threads 1, or more --runs.")]
+                f"machine{fewer}, or with more --runs.")]
 
     def write(self, out: str | Path, plot: bool = True) -> dict[str, Path]:
         """Write report.json, report.md and (if ``plot``) report.png; return their paths.
@@ -141,6 +143,7 @@ def build_report(before: nn.Module, example_inputs: Any, after: nn.Module | None
     """Measure ``before`` (and ``after``, its pruned version) on the same example inputs.
 
     Layers are matched by qualified name (pruning keeps names). ``timing=None`` skips latency.
+    The inputs are read as ``prune`` reads them (positional, keyword, any pytree of tensors).
     ``name`` defaults to the model's class name. See the module example.
     """
     name = name or type(before).__name__
@@ -190,8 +193,7 @@ def _stats_json(stats: Stats) -> dict[str, Any]:
 
 
 def _shapes(example_inputs: Any) -> tuple[tuple[int, ...], ...]:
-    args, kwargs = split_inputs(example_inputs)
-    return tuple(tuple(x.shape) for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor))
+    return tuple(tuple(x.shape) for _, x in input_leaves(example_inputs))
 
 
 def _notes(report: Report) -> list[str]:

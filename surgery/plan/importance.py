@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -29,15 +30,35 @@ from graphs.kinds import member_tensor
 from surgery.errors import SurgeryError
 
 Criterion = Callable[[nn.Module, Group], torch.Tensor]
+BN_SCALE_FALLBACK = (
+    "importance='bn_scale' ranks a group's channels by its norm layers' |gamma|, but a group "
+    "has no norm weight (in a model without BatchNorm, none has): such groups are ranked by "
+    "L1 instead; pass importance='l1' to choose that yourself")
+
+
+SLICE = 1 << 22  # elements: a larger weight is summed a slice at a time, never copied whole
 
 
 def _per_channel(w: torch.Tensor, member: Member, power: int) -> torch.Tensor:
     w = w.detach()
     dims = [d for d in range(w.dim()) if d != member.dim]
-    magnitude = w.abs() if power == 1 else w.abs().pow(power)
-    per_position = magnitude.sum(dim=dims) if dims else magnitude
+    per_position = _summed(w, dims, power) if dims else w.abs().pow(power)
     index = torch.from_numpy(positions_array(member))
     return per_position[index].sum(dim=1)
+
+
+def _summed(w: torch.Tensor, dims: list[int], power: int) -> torch.Tensor:
+    """sum(|w|^power) over ``dims``; over SLICE elements, in float64 slices along ``dims[0]``
+    (an embedding table's |w| would be a second copy of it)."""
+    if w.numel() <= SLICE:
+        magnitude = w.abs() if power == 1 else w.abs().pow(power)
+        return magnitude.sum(dim=dims)
+    step = max(1, SLICE * w.shape[dims[0]] // w.numel())
+    total = None
+    for part in w.split(step, dim=dims[0]):
+        sums = _summed(part, dims, power).double()
+        total = sums if total is None else total.add_(sums)
+    return total
 
 
 def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]]:
@@ -47,11 +68,23 @@ def _filters(model: nn.Module, group: Group) -> list[tuple[torch.Tensor, Member]
     are their last dim."""
     found = []
     for m in group.members:
-        w = member_tensor(model, m) if m.role == OUT else None
+        w = member_tensor(model, m) if m.role == OUT and _holds_matrix(model, m.module) else None
         if w is not None and w.dim() >= 2 and (m.attr in ("", "weight") or m.dim < w.dim() - 1
                                                or w.dim() == 3 and w.shape[0] > 1):
             found.append((w, m))  # the last: experts' (E, in, out); tokens are (1, N, C)
     return found
+
+
+def _holds_matrix(model: nn.Module, name: str) -> bool:
+    """False only when no tensor the module holds (parameters, buffers, plain attributes; a
+    parametrized one is computed: True) has two dims or more: it has no filters. Cheaper than
+    finding its layer kind's tensor, for a norm that is a member of many groups."""
+    module = model
+    for part in name.split(".") if name else ():  # get_submodule's walk, without its checks
+        module = module._modules[part]
+    return "parametrizations" in module._modules or any(
+        isinstance(t, torch.Tensor) and t.dim() >= 2
+        for store in (module._parameters, module._buffers, module.__dict__) for t in store.values())
 
 
 def magnitude(power: int) -> Criterion:
@@ -64,14 +97,32 @@ def magnitude(power: int) -> Criterion:
 
 
 def bn_scale(model: nn.Module, group: Group) -> torch.Tensor:
-    """|gamma| of the group's norm layers (network slimming); falls back to L1 without norms."""
+    """|gamma| of the group's norm layers (network slimming). A group without a norm weight
+    is ranked by L1 instead, with a ``UserWarning`` (``BN_SCALE_FALLBACK``) saying so.
+
+    Example:
+        >>> import warnings
+        >>> from graphs import trace
+        >>> from surgery.io.models import LeNet
+        >>> model = LeNet()
+        >>> group = trace(model, torch.zeros(1, 1, 28, 28)).prunable[0]
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     torch.equal(bn_scale(model, group), magnitude(1)(model, group))
+        True
+        >>> str(caught[0].message)[:60]
+        "importance='bn_scale' ranks a group's channels by its norm l"
+    """
     scores = torch.zeros(group.channels, dtype=torch.float64)
     for m in group.members:
         module = model.get_submodule(m.module)
         w = getattr(module, "weight", None)
         if m.role == OUT and not m.attr and w is not None and w.dim() == 1:
             scores += w.detach().abs().double()[torch.tensor(m.indices)].sum(dim=1)
-    return scores if scores.any() else magnitude(1)(model, group)
+    if scores.any():
+        return scores
+    warnings.warn(BN_SCALE_FALLBACK, UserWarning, stacklevel=2)
+    return magnitude(1)(model, group)
 
 
 def random_scores(model: nn.Module, group: Group) -> torch.Tensor:

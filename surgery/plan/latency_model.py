@@ -38,6 +38,7 @@ from torch import nn
 from graphs.datamodel import Group
 from graphs.kinds import layer_kind
 from surgery.atomic import write_text
+from surgery.progress import Progress, resolve
 
 Timer = Callable[[nn.Module, tuple[torch.Tensor, ...]], float]  # (block, inputs) -> ms
 FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4)  # the widths timed, as kept fractions
@@ -252,14 +253,17 @@ def cache_path(cache_dir: Path | str | None, backend: str, device: str, threads:
 
 
 def build_tables(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str, tuple[int, ...]],
-                 timer: Timer, path: Path, rounds: int = 2) -> dict[int, dict[int, float]]:
+                 timer: Timer, path: Path, rounds: int = 2,
+                 progress: bool | str | None = None) -> dict[int, dict[int, float]]:
     """Per group: width -> measured block ms, read from ``path`` where known, else timed and
     written back. Groups touching no conv or linear layer get no table (never pruned). Each
     group's widths are timed back to back in ``rounds`` rounds and the fastest round kept (a
-    busy machine only ever slows a run down)."""
+    busy machine only ever slows a run down). ``progress`` (``surgery.progress.resolve``): a
+    bar over the groups on a terminal, else a line per group timed."""
     cache = json.loads(path.read_text()) if path.exists() else {}
     tables, fresh = {}, False
-    for g in groups:
+    log = Progress(resolve(progress))
+    for i, g in enumerate(log.bar(groups, "latency tables", unit="group")):
         layers = group_layers(model, g, shapes)
         if not layers:
             continue
@@ -270,6 +274,8 @@ def build_tables(model: nn.Module, groups: Sequence[Group], shapes: Mapping[str,
             times = [{w: timer(*block) for w, block in blocks.items()} for _ in range(rounds)]
             cache[key] = {str(w): min(t[w] for t in times) for w in blocks}
             fresh = True
+            log.line(f"latency table {i + 1}/{len(groups)}: group {g.id}, {len(blocks)} widths "
+                     f"timed")
         tables[g.id] = {int(w): float(ms) for w, ms in cache[key].items()}
     if fresh:
         path.parent.mkdir(parents=True, exist_ok=True)

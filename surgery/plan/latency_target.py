@@ -16,7 +16,9 @@ to three measurements, each calibrated by the last.
 ``measure(widths) -> ms`` is passed in by the caller (``surgery.prune`` rebuilds the model and
 times it on the backend run by run in turn with the dense model, ``surgery.measure.paired``:
 its ratio to the dense model times the dense median pooled over the search), so this module
-stays below the rebuild and measure packages.
+stays below the rebuild and measure packages. With ``depth=True`` whole residual blocks go
+too, where they cost less importance per measured ms than the channels
+(``surgery.measure.block_latency``).
 
 Example:
     >>> import torch
@@ -57,6 +59,8 @@ class LatencyTarget:
     cache_dir: Path | str | None = None  # None: ~/.cache/model-surgery
     runs: int = 20
     measure_every: int = 8
+    progress: bool | str | None = None  # of the latency tables (surgery.progress.resolve)
+    depth: bool = False  # remove whole blocks too, by importance per measured ms saved
 
     def __post_init__(self) -> None:
         if isinstance(self.target_ms, bool) or not isinstance(self.target_ms, (int, float)) \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,10 +13,12 @@ from graphs.sharing import Shared, module_aliases, shared_tensors
 from surgery.errors import SurgeryError
 from surgery.plan.plan import Plan
 from surgery.rebuild.surgeons import default_surgeons, rebuild
+from surgery.rebuild.widths import follow_links, width_links
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
-    """Rebuild every layer the plan touches, in place on ``model``; returns ``model``.
+    """Rebuild every layer the plan touches, in place on ``model``; returns ``model``. Each old
+    layer goes as soon as its new one is in: memory grows by one layer at a time.
 
     Example:
         >>> import torch
@@ -24,24 +28,129 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         >>> apply_plan(LeNet(), plan).conv2
         Conv2d(3, 8, kernel_size=(5, 5), stride=(1, 1))
     """
-    shared, aliases = shared_tensors(model), module_aliases(model)
-    keep_by_module: dict[str, dict[int, torch.Tensor]] = {}
+    shared = shared_tensors(model)
+    links = width_links(model)  # timm's num_features and kin: read by no forward
+    swap_in(model, layer_keeps(model, plan), module_aliases(model))
+    return finish(model, plan, shared, links)
+
+
+def applied_copy(model: nn.Module, plan: Plan,
+                 copy: Callable[[nn.Module, dict[int, object]], nn.Module]) -> nn.Module:
+    """A pruned copy of ``model``, which stays untouched and shares no memory with it.
+
+    ``copy(model, memo)`` deep-copies with a ``copy.deepcopy`` memo: it maps each layer the plan
+    rebuilds to its new layer (built from ``model``'s, so cut tensors are never copied whole)
+    and each parameter the plan cuts to itself. A rebuilt layer inside or around another one
+    (an attention layer and its ``out_proj``) is copied and rebuilt in the copy instead.
+
+    Example:
+        >>> import copy, torch
+        >>> from surgery import prune
+        >>> from surgery.io.models import LeNet
+        >>> model = LeNet()
+        >>> plan = prune(model, torch.zeros(1, 1, 28, 28), ratio=0.5).plan
+        >>> small = applied_copy(model, plan, lambda m, memo: copy.deepcopy(m, memo))
+        >>> small.conv2, model.conv2
+        (Conv2d(3, 8, kernel_size=(5, 5), stride=(1, 1)), Conv2d(6, 16, kernel_size=(5, 5), stride=(1, 1)))
+    """
+    shared, links, keeps = shared_tensors(model), width_links(model), layer_keeps(model, plan)
+    nested = _nested(keeps)
+    surgeons, memo = default_surgeons(), {}
+    for name, keep in keeps.items():
+        old = model.get_submodule(name)
+        if name in nested:  # copied, then rebuilt in the copy: its tensors are cut there
+            memo.update((id(t), t) for t in (*old._parameters.values(), *old._buffers.values())
+                        if isinstance(t, torch.Tensor))
+        else:
+            memo[id(old)] = rebuild(old, keep, surgeons)
+    for name, attr, _ in plan.removed_params():
+        t = _held(model.get_submodule(name), attr)
+        if t is not None:
+            memo[id(t)] = t
+    target = copy(model, memo)
+    swap_in(target, {n: k for n, k in keeps.items() if n in nested}, module_aliases(target))
+    finish(target, plan, shared, links)
+    if any(isinstance(v, torch.Tensor) for v in memo.values()):  # new layers share nothing
+        unshare(target, model)
+    return target
+
+
+def layer_keeps(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor]]:
+    """Layer name -> {weight dim: indices that stay} for every layer the plan rebuilds."""
+    keeps: dict[str, dict[int, torch.Tensor]] = {}
+    shapes: dict[str, torch.Size] = {}
     for (name, dim), removed in plan.removed().items():
-        size = indexed_tensor(model.get_submodule(name)).shape[dim]
-        keep = np.delete(np.arange(size, dtype=np.int64), np.asarray(removed, dtype=np.int64))
-        keep_by_module.setdefault(name, {})[dim] = torch.from_numpy(keep)
+        if name not in shapes:
+            shapes[name] = indexed_tensor(model.get_submodule(name)).shape
+        stays = np.ones(shapes[name][dim], dtype=bool)
+        stays[np.asarray(removed, dtype=np.int64)] = False
+        keeps.setdefault(name, {})[dim] = torch.from_numpy(np.flatnonzero(stays))
+    return keeps
+
+
+def swap_in(model: nn.Module, keeps: dict[str, dict[int, torch.Tensor]],
+            aliases: dict[str, list[str]]) -> None:
+    """Rebuild each layer of ``keeps`` and put the new one under each of its names."""
     surgeons = default_surgeons()
-    for name, keep in keep_by_module.items():
+    for name, keep in keeps.items():
         new = rebuild(model.get_submodule(name), keep, surgeons)
         for alias in (name, *aliases.get(name, ())):
             replace(model, alias, new)
+
+
+def finish(model: nn.Module, plan: Plan, shared: list[Shared], links: list) -> nn.Module:
+    """After the layers: cut the parameters and size attributes the plan names, tie again the
+    tensors that were shared (``shared``, taken before surgery) and follow the width links."""
     for (name, attr, dim), removed in plan.removed_params().items():
         cut_parameter(model.get_submodule(name), attr, dim, removed)
     for (name, attr, element), cut in plan.size_cuts().items():
         cut_size(model.get_submodule(name), attr, element, cut)
     for tensor in shared:
         retie(model, tensor)
-    return model
+    return follow_links(model, links)
+
+
+def _nested(names: Iterable[str]) -> set[str]:
+    """The names that are inside, or hold, another of ``names``."""
+    names, found = set(names), set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            outer = ".".join(parts[:i])
+            if outer in names:
+                found.update((outer, name))
+    return found
+
+
+def unshare(copied: nn.Module, original: nn.Module) -> None:
+    """Give each parameter or buffer of ``copied`` that still shares memory with one of
+    ``original``'s (one the copy was given that surgery did not replace after all) its
+    own copy; tensors held twice stay one.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> twin = nn.Linear(2, 2)
+        >>> twin.weight = model.weight
+        >>> unshare(twin, model)
+        >>> twin.weight is model.weight, torch.equal(twin.weight, model.weight)
+        (False, True)
+    """
+    theirs = {t.untyped_storage().data_ptr() for t in (*original.parameters(),
+                                                        *original.buffers()) if t.numel()}
+    copies: dict[int, torch.Tensor] = {}
+    for module in copied.modules():
+        for store in (module._parameters, module._buffers):
+            for attr, t in list(store.items()):
+                if t is None or not t.numel() or t.untyped_storage().data_ptr() not in theirs:
+                    continue
+                if id(t) not in copies:
+                    fresh = t.detach().clone()
+                    copies[id(t)] = nn.Parameter(fresh, t.requires_grad) \
+                        if isinstance(t, nn.Parameter) else fresh
+                if attr in module._buffers:
+                    module._buffers[attr] = copies[id(t)]
+                else:  # setattr: nn.RNNBase keeps its weights in a list of its own too
+                    setattr(module, attr, copies[id(t)])
 
 
 def retie(model: nn.Module, shared: Shared) -> None:

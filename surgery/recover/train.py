@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from graphs.modes import eval_mode
 from surgery.errors import SurgeryError
+from surgery.progress import OFF, Progress, resolve
 from surgery.recover.sparsity import apply_masks
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -66,7 +66,7 @@ def train(
     lr: float | None = None,
     optimizer: str = "sgd",
     seed: int = 0,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     masks: dict[str, Tensor] | None = None,
     loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> nn.Module:
@@ -75,7 +75,9 @@ def train(
     ``optimizer``: ``"sgd"`` (momentum 0.9, default lr 0.05) or ``"adam"`` (default lr 1e-3).
     ``masks`` (parameter name -> 0/1 tensor) are applied before training and after every
     optimiser step, so masked weights stay exactly zero. ``seed`` goes to ``torch.manual_seed``.
-    ``progress``: a bar per epoch; None (default) draws it only when stderr is a terminal.
+    ``progress``: None (default) draws a bar per epoch when stderr is a terminal and else
+    prints one line per epoch (its mean loss and the time elapsed); True: bars, False: nothing,
+    or ``"bar"``, ``"lines"``, ``"off"`` (``surgery.progress``). Only rank 0 shows progress.
     Under torch.distributed (N processes) each rank trains on its 1/N shard of the data with
     batches of ``loader.batch_size // N`` (``rank_batch_size``): every step averages the
     gradient over ``loader.batch_size`` images as one process does, and an epoch has the same
@@ -96,10 +98,16 @@ def train(
     torch.manual_seed(seed)
     apply_masks(model, masks or {})
     net, loader, sampler = _maybe_distributed(model, loader, seed)
+    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    log = Progress(resolve(progress) if rank0 else OFF)
     with _train_mode(model):
         for epoch in range(epochs):
-            batches = _epoch_batches(loader, sampler, epoch, epochs, progress)
-            _run_epoch(net, model, opt, masks, batches, loss_fn)
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # reshuffle the shards
+            step = f"epoch {epoch + 1}/{epochs}"
+            batches, loss = _run_epoch(net, model, opt, masks,
+                                       log.bar(loader, step, unit="batch"), loss_fn)
+            log.line(f"{step}: {batches} batches, mean loss {loss:.4f}")
     return model
 
 
@@ -125,10 +133,12 @@ def finetune(
     return train(model, loader, masks=masks, **kwargs)
 
 
-def _run_epoch(net, model, opt, masks, batches, loss_fn=None) -> None:
-    """One pass over ``batches``; ``net`` is ``model`` or its DDP wrapper."""
+def _run_epoch(net, model, opt, masks, batches, loss_fn=None) -> tuple[int, float]:
+    """One pass over ``batches``; ``net`` is ``model`` or its DDP wrapper. Returns the number
+    of batches and their mean loss."""
     device = _device_of(model)
     cross_entropy = nn.CrossEntropyLoss()
+    count, total = 0, torch.zeros(())
     for images, labels in batches:
         opt.zero_grad(set_to_none=True)
         images, labels = images.to(device), labels.to(device)
@@ -139,8 +149,10 @@ def _run_epoch(net, model, opt, masks, batches, loss_fn=None) -> None:
         opt.step()
         if masks:
             apply_masks(model, masks)
+        count, total = count + 1, total + loss.detach()  # no sync with the device per batch
         if isinstance(batches, tqdm):
             batches.set_postfix(loss=f"{loss.item():.4f}")
+    return count, float(total) / max(count, 1)
 
 
 def _make_optimizer(model: nn.Module, name: str, lr: float | None) -> torch.optim.Optimizer:
@@ -197,20 +209,6 @@ def split_note(batch_size: int, world_size: int, images: int) -> str:
             f"images per epoch in batches of {per_rank}: every step averages "
             f"{per_rank * world_size} images, as one process does, so epochs and accuracy "
             f"compare.")
-
-
-def _epoch_batches(loader: DataLoader, sampler, epoch: int, epochs: int,
-                   progress: bool | None):
-    """The loader for one epoch: reshuffle the shards, wrap in tqdm (rank 0 only; with
-    ``progress`` None, only when stderr is a terminal)."""
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not (progress and rank0):
-        return loader
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
 
 
 @contextmanager

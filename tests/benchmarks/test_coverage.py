@@ -4,7 +4,6 @@ goes through both tools in the default suite; the library-built sources run unde
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,20 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _coverage_child
-import _coverage_report as report
-import coverage_models
-
+from benchmarks import (
+    _coverage_child,
+    coverage,  # benchmarks/coverage.py, not coverage.py the measuring tool
+    coverage_models,
+)
+from benchmarks import _coverage_report as report
 from graphs.inputs import call_model
 from surgery.testing.oracle import tensors_of
 
-# by path: the name ``coverage`` may already be coverage.py, the measuring tool
-_spec = importlib.util.spec_from_file_location("coverage_bench", ROOT / "benchmarks" / "coverage.py")
-coverage = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(coverage)
+ROOT = Path(__file__).resolve().parents[2]
 
 OK = {"captured": True, "prunable": 1.0, "layers": 0.9, "kept": 0.25, "runs": True,
       "exact": True, "seconds": 1.0}

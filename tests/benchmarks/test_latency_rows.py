@@ -3,15 +3,9 @@ the rows' rescoring."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _latency_rows as rows
+from benchmarks import _latency_rows as rows
 
 # (MACs kept, params kept, latency kept): ratio 0.1 runs slower than dense (odd widths), as
 # uniform L1 did on onnxruntime

@@ -1,4 +1,7 @@
-"""The package layout: imports flow downward, no cycles, no imports hidden inside functions."""
+"""The package layout: imports flow downward, no cycles, no imports hidden inside functions
+(except in the command line, which imports torch and the toolkit only to run a command, so
+that ``surgery --help`` is fast; its deferred imports still count for the layering and cycle
+checks)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "surgery"
 # Layers from the bottom up: a module imports only from its own folder or from lower layers.
-LAYERS = [("errors", "atomic", "layers", "macs"), ("plan",), ("rebuild",), ("io",), ("measure",),
+LAYERS = [("errors", "atomic", "layers", "macs", "progress"), ("plan",), ("rebuild",), ("io",), ("measure",),
           ("prune",), ("recover", "testing"), ("cli",), ("", "__main__")]
 RANK = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
@@ -54,8 +57,12 @@ def _layer(module: str) -> tuple[int, str]:
     return RANK[part], part
 
 
+DEFERRING = PACKAGE / "cli"  # may import inside functions (see the module docstring)
+
+
 def test_no_import_inside_a_function_or_type_checking_block():
-    hidden = [where for path in MODULES.values() for where in imports(path)[1]]
+    hidden = [where for path in MODULES.values() for where in imports(path)[1]
+              if DEFERRING not in path.parents]
     assert hidden == []
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import surgery.cli.finetune
-import surgery.cli.sparsify
+import surgery.recover.data
+import surgery.recover.train
 from surgery.cli import main
 from surgery.io.models import LeNet
 
@@ -75,7 +75,7 @@ def test_out_never_written_through_a_symlink(tmp_path, capsys):
 @pytest.mark.parametrize("out,message", [
     ("notes.txt", "exists: pass --force"),
     ("sub", "is a folder: pass a file name"),
-    ("missing/m.onnx", "does not exist"),
+    ("notes.txt/m.onnx", "is not a folder"),  # missing folders are made; a file is not
 ])
 def test_export_out_checks(tmp_path, folder, capsys, out, message):
     (tmp_path / "notes.txt").write_text("mine")
@@ -89,7 +89,7 @@ def test_export_out_checks(tmp_path, folder, capsys, out, message):
 
 @pytest.mark.parametrize("args,message", [
     (["--out", "@file"], "exists and it is a file"),
-    (["--out", "@nope/deeper"], "does not exist"),
+    (["--out", "@file/deeper"], "is not a folder"),
     (["--input-shape", "1," * 9 + "1"], "at most 8 integers"),
     (["--input-shape", "99999999999999999999,1"], "at most 9 digits"),
     (["--input-shape", "100000,100000,1,28"], "elements; at most"),
@@ -152,8 +152,8 @@ def _must_not_train(*args, **kwargs):
 
 
 def test_sparsify_checks_recipe_model_and_out_before_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(surgery.cli.sparsify, "train", _must_not_train)
-    monkeypatch.setattr(surgery.cli.sparsify, "load_mnist", _must_not_train)
+    monkeypatch.setattr(surgery.recover.train, "train", _must_not_train)
+    monkeypatch.setattr(surgery.recover.data, "load_mnist", _must_not_train)
     out = str(tmp_path / "s.safetensors")
     assert "'conv9'" in error_of(["sparsify", "lenet", "--sparsity", "conv9=0.5", "--out", out],
                                  capsys)
@@ -163,7 +163,7 @@ def test_sparsify_checks_recipe_model_and_out_before_training(tmp_path, capsys, 
 
 
 def test_finetune_checks_out_and_numbers_before_training(tmp_path, folder, capsys, monkeypatch):
-    monkeypatch.setattr(surgery.cli.finetune, "load_mnist", _must_not_train)
+    monkeypatch.setattr(surgery.recover.data, "load_mnist", _must_not_train)
     assert "is not empty" in error_of(["finetune", str(folder), "--out", str(folder)], capsys)
     assert "--epochs: must be an integer from 1 to 10,000, got '0'" in error_of(
         ["finetune", str(folder), "--out", str(tmp_path / "t"), "--epochs", "0"], capsys)

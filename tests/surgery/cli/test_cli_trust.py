@@ -3,15 +3,21 @@ checked before the work it would spoil (pruning, training, exporting)."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
-import surgery.cli.finetune
-import surgery.cli.graph
-import surgery.cli.prune
-import surgery.cli.sparsify
+import graphs
+import surgery.io.models
+import surgery.io.saving
+import surgery.recover.train
 from surgery.cli import main
 from tests.surgery.cli.hostile import Hostile
+
+# The commands import their work when they run (``--help`` stays fast): patched at the source.
+PRUNE = importlib.import_module("surgery.prune")  # ``surgery.prune`` is the function
+TRAIN = surgery.recover.train
 
 
 def error_of(args, capsys):
@@ -50,11 +56,11 @@ def _never(*args, **kwargs):
     (["prune", "lenet", "--ratio", "0.5", "--input-shape=-1,1,28,28", "--dry-run"],
      "1 to 8 positive integers"),
     (["nope"], "invalid choice: 'nope'"),
-    ([], "the following arguments are required: command"),
+    ([], "the following arguments are required: COMMAND"),
 ])
 def test_numbers_and_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
-    for module in (surgery.cli.prune, surgery.cli.sparsify):
-        monkeypatch.setattr(module, "prune" if module is surgery.cli.prune else "train", _never)
+    monkeypatch.setattr(PRUNE, "prune", _never)
+    monkeypatch.setattr(TRAIN, "train", _never)
     err = error_of([a.replace("@", f"{tmp_path}/") for a in args], capsys)
     assert message in err
 
@@ -69,7 +75,7 @@ def test_help_exits_0(capsys):
     ("none_out", ["report", "--no-latency"]), ("dict_out", ["report", "--no-latency"])])
 def test_forward_returning_non_tensors_is_refused(hostile, tmp_path, capsys, monkeypatch,
                                                   factory, command):
-    monkeypatch.setattr(surgery.cli.prune, "prune", _never)
+    monkeypatch.setattr(PRUNE, "prune", _never)
     err = error_of([command[0], f"{hostile.nets}:{factory}", "--input-shape", "1,3,16,16",
                     *command[1:], "--out", tmp_path / "o"], capsys)
     assert "only models that return tensors can be measured" in err
@@ -110,8 +116,8 @@ def _unwritable(hostile):
 ])
 def test_an_unwritable_out_is_refused_before_any_work(hostile, capsys, monkeypatch, args):
     readonly = _unwritable(hostile)
-    for module, name in ((surgery.cli.prune, "prune"), (surgery.cli.finetune, "load"),
-                         (surgery.cli.sparsify, "resolve_model")):
+    for module, name in ((PRUNE, "prune"), (surgery.io.saving, "load"),
+                         (surgery.io.models, "resolve_model")):
         monkeypatch.setattr(module, name, _never)
     args = [a.replace("@", str(readonly)).replace("#", str(hostile.folder)) for a in args]
     assert f"cannot write in {readonly}" in error_of(args, capsys)
@@ -130,7 +136,7 @@ def test_report_into_an_unwritable_pruned_folder(hostile, capsys):
 ])
 def test_bad_images_are_refused_before_training(hostile, tmp_path, capsys, monkeypatch,
                                                 kind, message):
-    monkeypatch.setattr(surgery.cli.finetune, "finetune", _never)
+    monkeypatch.setattr(TRAIN, "finetune", _never)
     err = error_of(["finetune", hostile.folder, "--images", hostile.images[kind], "--out",
                     tmp_path / "t"], capsys)
     assert message in err
@@ -149,8 +155,7 @@ def _diverge(model, *args, **kwargs):
 
 
 def test_a_diverged_training_writes_nothing(hostile, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(surgery.cli.finetune, "finetune", _diverge)
-    monkeypatch.setattr(surgery.cli.sparsify, "finetune", _diverge)
+    monkeypatch.setattr(TRAIN, "finetune", _diverge)
     err = error_of(["finetune", hostile.folder, "--data", hostile.mnist, "--out",
                     tmp_path / "t"], capsys)
     assert "training diverged: conv1.weight holds NaN" in err
@@ -172,12 +177,12 @@ def test_a_diverged_training_writes_nothing(hostile, tmp_path, capsys, monkeypat
 def test_any_failure_is_one_printable_line(capsys, monkeypatch, exc, message):
     def fail(*args, **kwargs):
         raise exc
-    monkeypatch.setattr(surgery.cli.graph, "trace", fail)
+    monkeypatch.setattr(graphs, "trace", fail)
     assert error_of(["graph", "lenet"], capsys).startswith(message)
 
 
 def test_traceback_flag_shows_where(capsys, monkeypatch):
-    monkeypatch.setattr(surgery.cli.graph, "trace", _never)
+    monkeypatch.setattr(graphs, "trace", _never)
     assert main(["graph", "lenet", "--traceback"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.splitlines()[-1].startswith("error: unexpected ")
@@ -186,7 +191,7 @@ def test_traceback_flag_shows_where(capsys, monkeypatch):
 def test_ctrl_c_exits_130(capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(surgery.cli.graph, "trace", interrupt)
+    monkeypatch.setattr(graphs, "trace", interrupt)
     assert main(["graph", "lenet"]) == 130
     assert capsys.readouterr().err == "error: interrupted\n"
 

@@ -17,7 +17,8 @@ def test_dry_run_prints_groups_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "group 1 (conv1, conv2): 6 -> 3 channels" in text
     assert "group 3 (fc1, fc2): 120 -> 60 channels" in text
-    assert "params after:  11,418" in text and "MACs after:    92,220 (32.7% kept)" in text
+    assert "params 44,426 -> 11,418 (25.7% kept)" in text
+    assert "MACs   281,640 -> 92,220 (32.7% kept)" in text
     assert "dry run: nothing written" in text and not out.exists()
 
 
@@ -35,8 +36,8 @@ def test_counts_with_si_prefixes(text, value):
 
 def test_target_macs_with_a_prefix(capsys):
     assert main(["prune", "lenet", "--target-macs", "0.1M", "--dry-run"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("MACs after"))
-    assert 98_000 <= int(line.split()[2].replace(",", "")) <= 100_000
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("MACs"))
+    assert 98_000 <= int(line.split()[3].replace(",", "")) <= 100_000
 
 
 def test_max_ratio_caps_each_group(capsys):

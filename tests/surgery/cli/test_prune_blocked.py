@@ -1,5 +1,8 @@
-"""`surgery prune` says what blocks a mostly unprunable model and where to see all; --dry-run
-lists the groups it prunes inexactly; params and MACs are printed once each."""
+"""`surgery prune` says what blocks a mostly unprunable model and where to see all; prune and
+--dry-run count and list the groups they prune inexactly and the blocked fraction; params and
+MACs are printed on one line each."""
+
+import pytest
 
 from surgery.cli import main
 
@@ -52,18 +55,21 @@ def test_prune_of_a_blocked_model_lists_reasons_too(tmp_path, capsys):
     assert (tmp_path / "o" / "plan.json").exists()
 
 
-def test_dry_run_lists_inexact_groups_and_params_once(tmp_path, capsys):
-    _, out, _ = run(tmp_path, capsys, "mlp", "2,8", "--dry-run")
+@pytest.mark.parametrize("extra", [["--dry-run"], ["--out", "@o"]])
+def test_prune_and_dry_run_list_inexact_groups_and_params_once(tmp_path, capsys, extra):
+    _, out, _ = run(tmp_path, capsys, "mlp", "2,8",
+                    *[e.replace("@", f"{tmp_path}/") for e in extra])
     lines = out.splitlines()
-    at = lines.index("not exact (the output changes even where the removed channels were dead):")
+    at = lines.index("not exact: 1 of the 1 pruned groups (the output changes even where the "
+                     "removed channels were dead):")
     assert lines[at + 1] == "  group 1 (0, 1, 2): layer_norm over the channels at node layer_norm"
-    assert [line for line in lines if "params" in line] == [
-        "params before: 244", "params after:  124 (50.8% kept)"]
-    assert "pruned 1 of 3 channel groups (2 not prunable)" in lines and "blocked" not in out
+    assert [line for line in lines if "params" in line] == ["params 244 -> 124 (50.8% kept)"]
+    assert ("pruned 1 of 3 channel groups (2 not prunable); channels inside the model: 100.0% "
+            "prunable, 0.0% blocked") in lines and "blocked:" not in out
 
 
 def test_lenet_prints_no_blocked_listing(capsys):
     assert main(["prune", "lenet", "--ratio", "0.5", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "blocked" not in out and "see all" not in out and "not exact" not in out
-    assert out.count("params before") == 1 and out.count("44,426") == 1
+    assert "blocked:" not in out and "see all" not in out and "not exact" not in out
+    assert out.count("params") == 1 and out.count("44,426") == 1

@@ -93,7 +93,7 @@ def test_save_replaces_links_at_its_files(tmp_path, outside, result):
     folder = tmp_path / "saved"
     weights = _link(folder / "model.safetensors", outside)
     plan = _link(folder / "plan.json", outside, hard=True)
-    save(result, folder, input_shape=list(X.shape))
+    save(result, folder, input_shape=list(X.shape), overwrite=True)
     assert _replaced(weights, outside) and _replaced(plan, outside)
     assert _temporaries(folder) == []
     torch.testing.assert_close(load(folder, LeNet())(X), result.model(X))

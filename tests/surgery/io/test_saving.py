@@ -183,7 +183,7 @@ def test_tampered_weights(saved, edit, message):
 
 
 def test_wrong_base_model(saved):
-    with pytest.raises(SurgeryError, match="not in the base model: is --base the model"):
+    with pytest.raises(SurgeryError, match="not in the base model: is the base model the one"):
         load(saved, _torchvision("resnet18"))
     with pytest.raises(SurgeryError, match="records shapes that differ"):
         load(saved, _lenet(num_classes=5))  # same layer names, other shapes

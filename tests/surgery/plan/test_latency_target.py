@@ -263,8 +263,8 @@ def test_prune_measures_candidates_with_the_paired_timer(tmp_path, monkeypatch, 
     monkeypatch.setattr(module, "search", lambda scores, latency, *args, **kwargs:
                         followed.append(latency) or search(scores, latency, *args, **kwargs))
     # reproducible tables (real block timings would make the offered widths vary)
-    monkeypatch.setattr(module, "build_tables", lambda model, groups, shapes, _timer, path:
-                        build_tables(model, groups, shapes, weight_timer([]), path))
+    monkeypatch.setattr(module, "build_tables", lambda model, groups, shapes, _timer, path, **kw:
+                        build_tables(model, groups, shapes, weight_timer([]), path, **kw))
     model = LeNet().eval()
     dense = sum(p.numel() for p in model.parameters()) / 1000 + overhead_ms
     target = dense - 0.5 * (dense - overhead_ms)
