@@ -41,6 +41,7 @@ from surgery.errors import SurgeryError
 from surgery.io.hf_load import PREFIX as HF_PREFIX
 from surgery.io.hf_load import hf_base
 from surgery.io.models import LeNet, class_options, is_file_spec, resolve_model
+from surgery.io.safety import check_base_params
 from surgery.io.timm_models import check_timm_base
 from surgery.io.yolo import check_yolo_base
 
@@ -106,10 +107,8 @@ def resolve_builtin(spec: Any, source: str,
                            f"a torchvision classifier, timm:NAME or yolo:FILE.yaml: if you "
                            f"trust it, pass --base yourself")
     params = estimated_params(spec, num_classes)
-    if params > MAX_BASE_PARAMS:
-        raise SurgeryError(f"{source} names base {spec!r} with num_classes {num_classes}: "
-                           f"up to {params:,} parameters, over the {MAX_BASE_PARAMS:,} a saved "
-                           f"folder may ask for: if you trust it, pass --base {spec} yourself")
+    check_base_params(spec, source, params, MAX_BASE_PARAMS,
+                      f" with num_classes {num_classes} (up to)")
     return resolve_model(spec, num_classes)
 
 

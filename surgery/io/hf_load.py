@@ -19,8 +19,8 @@ Example:
     >>> try:
     ...     hf_base(f"hf:{folder}", "plan.json", max_params=10)
     ... except SurgeryError as exc:
-    ...     print(str(exc).split(" with ")[1])
-    4,208 parameters, over the 10 a saved folder may ask for: if you trust it, pass --base yourself
+    ...     print(str(exc).split("': ")[1].split(":")[0])
+    4,208 parameters, over the 10 a saved folder may ask for
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from torch import nn
 from surgery.errors import SurgeryError
 from surgery.io.example_inputs import hf_shape
 from surgery.io.optional import optional_module
+from surgery.io.safety import check_base_params
 
 PREFIX = "hf:"
 
@@ -97,10 +98,7 @@ def hf_base(spec: Any, source: str, max_params: int) -> tuple[nn.Module, tuple[i
     config, cls = read_architecture(spec)
     with torch.device("meta"):
         params = sum(p.numel() for p in cls(config).parameters())
-    if params > max_params:
-        raise SurgeryError(f"{source} names base {spec[:80]} with {params:,} parameters, over "
-                           f"the {max_params:,} a saved folder may ask for: if you trust it, "
-                           f"pass --base yourself")
+    check_base_params(spec, source, params, max_params)
     model = cls(config).eval()
     return model, hf_shape(model)
 

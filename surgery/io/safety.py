@@ -51,6 +51,24 @@ def check_shape(shape: Iterable[Any], what: str) -> tuple[int, ...]:
     return shape
 
 
+def check_base_params(spec: str, source: str, params: int, max_params: int,
+                      detail: str = "") -> None:
+    """SurgeryError unless the base ``spec`` that ``source`` names, of ``params`` parameters
+    (counted before it is built), is within the ``max_params`` a saved folder may ask for.
+
+    Example:
+        >>> check_base_params("lenet", "plan.json", 61_706, 1 << 28)
+        >>> check_base_params("timm:big", "plan.json", 11, 10)
+        Traceback (most recent call last):
+        surgery.errors.SurgeryError: plan.json names base 'timm:big': 11 parameters, over the \
+10 a saved folder may ask for: if you trust it, pass --base timm:big yourself
+    """
+    if params > max_params:
+        raise SurgeryError(f"{source} names base {spec[:80]!r}{detail}: {params:,} parameters, "
+                           f"over the {max_params:,} a saved folder may ask for: if you trust "
+                           f"it, pass --base {spec[:80]} yourself")
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999
@@ -123,4 +141,4 @@ def read_json(path: Path, max_values: int = MAX_JSON_VALUES) -> Any:
     return data
 
 
-__all__ = ["MAX_ELEMENTS", "MAX_JSON_VALUES", "check_shape", "read_bounded", "read_json"]
+__all__ = ["MAX_ELEMENTS", "MAX_JSON_VALUES", "check_base_params", "check_shape", "read_bounded", "read_json"]

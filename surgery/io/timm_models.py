@@ -23,6 +23,7 @@ import torch
 
 from surgery.errors import SurgeryError
 from surgery.io.optional import optional_module
+from surgery.io.safety import check_base_params
 
 PREFIX = "timm:"
 
@@ -55,10 +56,7 @@ def check_timm_base(spec: str, source: str, max_params: int,
         raise SurgeryError(f"{source} names base {spec[:80]!r}, which is not a built-in "
                            f"model (not in timm.list_models())")
     params = timm_params(name, num_classes)
-    if params > max_params:
-        raise SurgeryError(f"{source} names base {spec!r} with num_classes {num_classes}: "
-                           f"{params:,} parameters, over the {max_params:,} a saved folder may "
-                           f"ask for: if you trust it, pass --base {spec} yourself")
+    check_base_params(spec, source, params, max_params, f" with num_classes {num_classes}")
 
 
 __all__ = ["PREFIX", "check_timm_base", "timm_params"]

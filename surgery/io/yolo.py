@@ -45,6 +45,7 @@ from torch import nn
 from surgery.atomic import write_atomic
 from surgery.errors import SurgeryError
 from surgery.io.optional import optional_module
+from surgery.io.safety import check_base_params
 
 PREFIX = "yolo:"
 IMAGE_SIZE = 640
@@ -217,10 +218,7 @@ built-in model (a checkpoint is a pickle: reading it runs code): if you trust th
                            f"model (a checkpoint is a pickle: reading it runs code): if you "
                            f"trust the file, pass --base {spec[:80]} yourself")
     params = yaml_params(path, num_classes)
-    if params > max_params:
-        raise SurgeryError(f"{source} names base {spec!r}: {params:,} parameters, over the "
-                           f"{max_params:,} a saved folder may ask for: if you trust it, pass "
-                           f"--base {spec} yourself")
+    check_base_params(spec, source, params, max_params)
 
 
 def prediction_outputs(model: nn.Module, on: bool = True) -> nn.Module:
