@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphs.inputs import call_model
+from graphs.inputs import call_model, output_leaves
 from surgery.errors import SurgeryError
 from surgery.io.bases import resolve_builtin
 from surgery.io.example_inputs import example_inputs, hf_shape
@@ -99,17 +99,12 @@ def compare_hf(directory: str | Path, model: nn.Module, inputs: Any) -> float:
         raise SurgeryError(f"{directory} loads with {len(names)} {kind.replace('_', ' ')} "
                            f"(first: {names[0][:120]})")
     with torch.no_grad():
-        ours, theirs = (_tensors(call_model(m.eval(), inputs)) for m in (model, loaded))
+        ours, theirs = ([t for _, t in output_leaves(call_model(m.eval(), inputs))]
+                       for m in (model, loaded))
     if len(ours) != len(theirs) or any(a.shape != b.shape for a, b in zip(ours, theirs)):
         raise SurgeryError(f"{directory} gives outputs of other shapes than the pruned model")
     return max((float((a.float() - b.float()).abs().max()) for a, b in zip(ours, theirs)),
                default=0.0)
-
-
-def _tensors(output: Any) -> list[torch.Tensor]:
-    values = output.values() if isinstance(output, dict) else \
-        output if isinstance(output, (tuple, list)) else [output]
-    return [v for v in values if isinstance(v, torch.Tensor)]
 
 
 def export_folder(folder: str | Path, out: str | Path,
