@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import operator
 import threading
-import types
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,46 +37,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from graphs.errors import TraceError
-from graphs.fastconv import fast_call
+from graphs.fastconv import batch_norm_view, fast_call
 from graphs.inputs import split_inputs
 from graphs.modes import eval_mode, eval_shadow
 from graphs.size_ints import SizeInt
 from graphs.sources import innermost_user_frame, user_frame_of, user_source
+from graphs.torch_names import method_name, property_name
 
-_TENSOR_METHODS: dict[Any, str] = {}
-for _name in dir(torch.Tensor):
-    _attr = getattr(torch.Tensor, _name, None)
-    if callable(_attr):
-        _TENSOR_METHODS.setdefault(_attr, _name)
 _SIZE_METHOD = torch.Tensor.size
 _VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__"}
 _CAPTURE_LOCK = threading.Lock()  # hooks on a shared model and torch's mode stack: one at a time
-
-
-def method_name(func: Any) -> str | None:
-    """The ``torch.Tensor`` attribute name of ``func`` when it is a tensor method, else None.
-
-    Example:
-        >>> method_name(torch.Tensor.view), method_name(torch.Tensor.__rsub__), method_name(len)
-        ('view', '__rsub__', None)
-    """
-    try:
-        return _TENSOR_METHODS.get(func)
-    except TypeError:  # an unhashable callable
-        return None
-
-
-def _property_name(func: Any) -> str | None:
-    """``shape`` for ``Tensor.shape.__get__`` (how torch reports a property read)."""
-    if isinstance(func, types.MethodWrapperType) and func.__name__ == "__get__":
-        return getattr(func.__self__, "__name__", None)
-    return None
 
 
 @dataclass
@@ -176,6 +152,7 @@ class Recorder(TorchFunctionMode):
     def _remember(self, tensor: torch.Tensor, node: fx.Node) -> None:
         node.meta["tensor_meta"] = tensor_meta(tensor)
         node.meta["module"] = self.stack[-1]
+        _taint(node)
         self.seen[id(tensor)] = (_weak(tensor), node)
         self.count += 1
 
@@ -210,7 +187,7 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.quiet:
             return func(*args, **kwargs)
-        prop = _property_name(func)
+        prop = property_name(func)
         if prop is not None and prop != "shape":
             return func(*args, **kwargs)
         if prop == "shape" or func is _SIZE_METHOD:
@@ -219,25 +196,41 @@ class Recorder(TorchFunctionMode):
             self._note_value_read(func)
         if self.check is not None:
             args = self.check(func, args, kwargs, self.stack[-1]) or args
-        out = fast_call(func, args, kwargs) if self.fast else None
+        shaped = self._shape_only(func, args, kwargs) if self.fast else None
         try:
-            out = func(*args, **kwargs) if out is None else out
+            out = func(*args, **kwargs) if shaped is None else shaped
         except Exception:
             self.failed_in = self.failed_in or self.stack[-1]
             raise
         if _has_tensor(out):
-            self._record(func, args, kwargs, out)
+            self._record(func, args, kwargs, out, fake=shaped is not None)
         elif out is None and method_name(func) == "__setitem__":
             self._record(func, args, kwargs, args[0])
         return out
 
-    def _record(self, func, args, kwargs, out) -> fx.Node:
+    def _record(self, func, args, kwargs, out, fake: bool = False) -> fx.Node:
         name = method_name(func)
         op, target = ("call_method", name) if name is not None else ("call_function", func)
         node = self.graph.create_node(op, target, self.arg(tuple(args)), self.arg(kwargs))
         node.stack_trace = innermost_user_frame()
+        if fake:
+            node.meta["fake"] = True
         self._outputs(node, out)
         return node
+
+    def _shape_only(self, func, args, kwargs) -> torch.Tensor | None:
+        """A stand-in of the right shape for a convolution (zeros), or for a batch norm of an
+        input whose values are stand-ins already (a view of it: no memory, as values never
+        matter); None: run ``func``."""
+        out = fast_call(func, args, kwargs)
+        if out is None and func is F.batch_norm and args and self._fake(args[0]):
+            out = batch_norm_view(args, kwargs)
+        return out
+
+    def _fake(self, tensor: Any) -> bool:
+        """Whether ``tensor``'s values come from a stand-in (``_shape_only``) on the way."""
+        hit = self.seen.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return hit is not None and hit[0]() is tensor and hit[1].meta.get("fake", False)
 
     def _outputs(self, node: fx.Node, out: Any) -> None:
         if isinstance(out, torch.Tensor):
@@ -246,6 +239,7 @@ class Recorder(TorchFunctionMode):
         node.meta["tensor_meta"] = tuple(tensor_meta(o) if isinstance(o, torch.Tensor) else None
                                          for o in out) if isinstance(out, (tuple, list)) else None
         node.meta["module"] = self.stack[-1]
+        _taint(node)
         for i, item in enumerate(out if isinstance(out, (tuple, list)) else ()):
             if isinstance(item, torch.Tensor):
                 self._remember(item, self.graph.call_function(operator.getitem, (node, i)))
@@ -320,6 +314,12 @@ class Recorder(TorchFunctionMode):
                 if not self.quiet and out is not None:
                     self._outputs(self._leaf_node, out)
         return hook
+
+
+def _taint(node: fx.Node) -> None:
+    """Mark ``node`` fake (its values are stand-ins) when one of its inputs is."""
+    if "fake" not in node.meta:
+        node.meta["fake"] = any(a.meta.get("fake", False) for a in node.all_input_nodes)
 
 
 def _weak(tensor: torch.Tensor) -> Callable[[], Any]:

@@ -1,8 +1,8 @@
 """Channel checks on a real forward: does every layer function get the channels it expects?
 
-``channel_problems`` runs the model once (convolutions by shape only, ``graphs.fastconv``) and,
-before each layer function (conv, linear, batch/group/layer norm), compares the input's channel
-count with the layer's tensors. A sound model is checked by a bare run that records nothing
+``channel_problems`` runs the model once (convolutions, linear layers and batch norms by shape
+only, ``graphs.fastconv``) and, before each layer function (conv, linear, batch/group/layer
+norm), compares the input's channel count with the layer's tensors. A sound model is checked by a bare run that records nothing
 (``ChannelCheck``); only when it finds a mismatch, or the model fails, does the run repeat under
 ``graphs.capture`` to word each problem with the module that made the call. The first mismatch
 torch itself would raise on stops that run; the problems found up to there are returned.
@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from graphs.capture import capture, eval_runner
 from graphs.errors import TraceError
-from graphs.fastconv import fast_call
+from graphs.fastconv import batch_norm_view, fast_call
 from graphs.inputs import split_inputs
 from graphs.kinds import LAYER_FUNCTIONS, function_kind
 
@@ -76,8 +76,9 @@ class Mismatch(Exception):
 
 
 class ChannelCheck(TorchFunctionMode):
-    """Runs a forward checking every layer call's input channels (``mismatch``), convolutions
-    by shape only, recording nothing; raises ``Mismatch`` at the first that does not fit.
+    """Runs a forward checking every layer call's input channels (``mismatch``), convolutions,
+    linear layers and batch norms by shape only, recording nothing; raises ``Mismatch`` at the
+    first that does not fit.
 
     Example:
         >>> bad = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(4))
@@ -93,6 +94,8 @@ class ChannelCheck(TorchFunctionMode):
         if mismatch(func, args, kwargs) is not None:
             raise Mismatch()
         out = fast_call(func, args, kwargs) if func is not F.linear else linear_shape(args, kwargs)
+        if out is None and func is F.batch_norm:
+            out = batch_norm_view(args, kwargs)  # its channels were checked just above
         return func(*args, **kwargs) if out is None else out
 
 

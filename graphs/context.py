@@ -30,6 +30,7 @@ class TraceContext:
     unsupported: list[Unsupported] = field(default_factory=list)
     calls: Counter = field(default_factory=Counter)
     deferred: list[Callable[[], None]] = field(default_factory=list)
+    by_name: dict[str, nn.Module] = field(default_factory=dict)  # filled by ``submodule``
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check`` once every rule has run (``finish``): a check that asks whether two
@@ -46,7 +47,14 @@ class TraceContext:
         return value if isinstance(value, Flow) else None
 
     def module(self, node: fx.Node) -> nn.Module:
-        return self.root.get_submodule(node.target)
+        return self.submodule(node.target)
+
+    def submodule(self, name: str) -> nn.Module:
+        """``root.get_submodule(name)`` from one walk of the model (rules ask thousands of times)."""
+        if not self.by_name:
+            self.by_name.update(self.root.named_modules(remove_duplicate=False))
+        found = self.by_name.get(name)
+        return found if found is not None else self.root.get_submodule(name)  # its error
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None

@@ -1,4 +1,5 @@
-"""Convolutions by shape only: during capture a plain convolution returns zeros of its shape.
+"""Convolutions by shape only: during capture a plain convolution returns zeros of its shape
+(and a batch norm of such stand-ins a view of its input, ``batch_norm_view``).
 
 Coupling needs every tensor's shape, never its values, and convolutions are most of a forward
 pass. ``fast_call`` answers ``torch.conv1d/2d/3d`` by the output-size formula of the
@@ -73,3 +74,36 @@ def fast_call(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     if min(sides) < 1 or min(x.shape) < 1:
         return None
     return x.new_zeros((x.shape[0], w.shape[0], *sides))
+
+
+_NORM_NAMES = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum",
+               "eps")
+
+
+def batch_norm_view(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A view of the input of an eval-mode ``F.batch_norm(*args, **kwargs)`` whose tensors fit
+    it (what the op would check), else None: run the real op.
+
+    For the capture of an input whose values are stand-ins already (after a convolution by
+    shape): the output has the input's shape, and as a view it takes no memory (a DenseNet's
+    norms over its concatenations are a third of its peak).
+
+    Example:
+        >>> x, stats = torch.zeros(1, 4, 3, 3), torch.zeros(4)
+        >>> batch_norm_view((x, stats, stats), {}).shape
+        torch.Size([1, 4, 3, 3])
+        >>> batch_norm_view((x, stats, stats), {"training": True}) is None
+        True
+    """
+    if len(args) > len(_NORM_NAMES) or set(kwargs) - set(_NORM_NAMES):
+        return None
+    v = {"weight": None, "bias": None, "training": False, **dict(zip(_NORM_NAMES, args)), **kwargs}
+    x, stats = v.get("input"), (v.get("running_mean"), v.get("running_var"))
+    if type(x) is not torch.Tensor or x.dim() < 2 or v["training"] is not False \
+            or not x.dtype.is_floating_point or not all(isinstance(t, torch.Tensor) for t in stats):
+        return None
+    for t in (*stats, v["weight"], v["bias"]):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.device != x.device
+                              or tuple(t.shape) != (x.shape[1],)):
+            return None
+    return x.view(x.shape)

@@ -123,17 +123,18 @@ def _group(sets: ChannelSets, entries: _Entries, rows: np.ndarray, reason: str) 
     starts = entries.pair_start[first_pairs]  # each label's first entry: its first record
     order = np.argsort(entries.pos[starts], kind="stable")
     starts, first_pairs = starts[order], first_pairs[order]
+    pairs = first_pairs[0] + np.arange(int(entries.label_pairs[rows[0]]))  # one per member
+    counts = entries.pair_count[pairs].tolist()
+    # every label's entries, member after member: one column per (member, position)
+    columns = entries.pos[starts[:, None] + np.arange(sum(counts))].T.tolist()
     members, offset = [], 0
-    for k in range(int(entries.label_pairs[rows[0]])):
-        pair = first_pairs[0] + k
-        r, count = int(entries.rec[entries.pair_start[pair]]), int(entries.pair_count[pair])
-        positions = entries.pos[(starts + offset)[:, None] + np.arange(count)]
-        rec = sets.records[r]
-        rows = tuple(zip(*positions.T.tolist()))  # 2.5x faster than map(tuple, .tolist())
-        members.append(Member(rec.module, rec.role, rec.dim, rows, rec.attr))
+    for pair, count in zip(pairs.tolist(), counts):
+        rec = sets.records[int(entries.rec[entries.pair_start[pair]])]
+        members.append(Member(rec.module, rec.role, rec.dim,
+                              tuple(zip(*columns[offset:offset + count])), rec.attr))
         offset += count
     first_record = int(entries.rec[starts[0]])
-    return (first_record, int(entries.pos[starts[0]])), len(rows), tuple(members), reason
+    return (first_record, int(entries.pos[starts[0]])), len(starts), tuple(members), reason
 
 
 def _reasons(marks: list[tuple[np.ndarray, str]], count: int,

@@ -89,7 +89,7 @@ def group_count_follows(ctx: TraceContext, node: fx.Node, groups: int, x: Flow) 
     (1 < G: one position per group). Groups from anything else block ``x``, with the reason.
     """
     name = node.meta.get("module", "")
-    module = ctx.root.get_submodule(name)
+    module = ctx.submodule(name)
     if isinstance(module, nn.GroupNorm) and module.num_channels == x.size:
         ctx.sets.record(name, SIZE, 0, x.ids, "num_channels")
         if groups > 1:
@@ -175,7 +175,7 @@ def size_attribute(ctx: TraceContext, node: fx.Node, value, y: Flow | None = Non
     one. A parent's attribute is never taken: Phi-3's attention slices q at ``config.heads *
     head_dim``, which equals its decoder layer's ``hidden_size`` but does not follow it."""
     module = node.meta.get("module", "")
-    found = [k for k, v in vars(ctx.root.get_submodule(module)).items()
+    found = [k for k, v in vars(ctx.submodule(module)).items()
              if _same_size(v, value) and not k.startswith("_")]
     if len(found) > 1 and y is not None:
         found = [k for k in found if _counts(ctx, module, k, y)] or found

@@ -59,8 +59,8 @@ def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict
         ctx.reject(node, op_name(node), f"its tensors belong to several modules {sorted(owners)}")
         return None
     owner = owners.pop() if owners else ""
-    if owner and not isinstance(ctx.root.get_submodule(owner), base):
-        kind = type(ctx.root.get_submodule(owner)).__name__
+    if owner and not isinstance(ctx.submodule(owner), base):
+        kind = type(ctx.submodule(owner)).__name__
         ctx.reject(node, op_name(node), f"called with the tensors of {owner!r} ({kind}), which is "
                                       f"not a {_names(base)}")
         return None
@@ -69,7 +69,7 @@ def owner_of(ctx: TraceContext, node: fx.Node, base: type | tuple, tensors: dict
 
 def _caller_holds(ctx: TraceContext, node: fx.Node, attr: str, tensor) -> bool:
     """Whether the module whose forward makes this call holds ``tensor`` as its own ``attr``."""
-    caller = ctx.root.get_submodule(node.meta.get("module", ""))
+    caller = ctx.submodule(node.meta.get("module", ""))
     return tensor is not None and any(store.get(attr) is tensor
                                       for store in (caller._parameters, caller._buffers))
 
@@ -124,7 +124,7 @@ def weight_owner(ctx: TraceContext, node: fx.Node, base: type, weight, bias) -> 
     name = owner_of(ctx, node, base, {"bias": bias})
     if name is None:
         return None, ""
-    if name not in ("", owner) or not isinstance(ctx.root.get_submodule(owner), base):
+    if name not in ("", owner) or not isinstance(ctx.submodule(owner), base):
         ctx.reject(node, op_name(node), f"a parametrized weight of {owner!r} with the bias of "
                                         f"{name!r}, or not a {_names(base)}")
         return None, ""
@@ -215,7 +215,7 @@ def own_matrix(ctx: TraceContext, node: fx.Node, weight, bias) -> tuple[str, str
     if _caller_holds(ctx, node, attr, tensor):  # a tied weight: the caller's own
         owner = node.meta["module"]
     if not isinstance(tensor, nn.Parameter) or tensor.dim() != 2 \
-            or isinstance(ctx.root.get_submodule(owner), nn.Linear):
+            or isinstance(ctx.submodule(owner), nn.Linear):
         return None
     return owner, attr, 0, 1
 
@@ -267,7 +267,7 @@ def addmm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     out = ctx.sets.fresh(ctx.shape(weight)[1])
     ctx.sets.record(name, OUT, 1, out, "weight")
     ctx.sets.record(name, OUT, 0, out, "bias")
-    module = ctx.root.get_submodule(name)
+    module = ctx.submodule(name)
     for attr, ids in (("nf", out), ("nx", x.ids)):  # Conv1D's out and in widths
         if type(getattr(module, attr, None)) is int and getattr(module, attr) == ids.shape[0]:
             ctx.sets.record(name, SIZE, 0, ids, attr)

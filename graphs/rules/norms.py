@@ -40,7 +40,7 @@ def batch_norm(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if x is None or x.dim != 1:
         return ctx.reject(node, op_name(node), "channels not on dim 1")
     caller = node.meta.get("module", "")
-    module = ctx.root.get_submodule(caller)
+    module = ctx.submodule(caller)
     if not name and isinstance(module, _NormBase) and module.num_features == x.size:
         ctx.sets.record(caller, SIZE, 0, x.ids, "num_features")
     return _norm_member(ctx, name, x)

@@ -46,7 +46,7 @@ def bare_parameter(ctx: TraceContext, node: fx.Node) -> Flow | None:
     if ".parametrizations." in "." + node.target:  # a parametrized weight's originals:
         return None  # the layer rule reads them (weights.parametrized_weight)
     owner, _, attr = node.target.rpartition(".")
-    module = ctx.root.get_submodule(owner)
+    module = ctx.submodule(owner)
     if layer_kind(module) is not None or _read_by_rule(node):
         return None
     dims = [d for d, n in enumerate(tensor.shape) if n > 1]
@@ -69,7 +69,7 @@ def buffer_pieces(ctx: TraceContext, nodes: list, dim: int) -> list[Flow] | None
         tensor, (owner, _, attr) = ctx.params.get(target), target.rpartition(".")
         if not isinstance(tensor, torch.Tensor) or isinstance(tensor, nn.Parameter) \
                 or not tensor.is_floating_point() or not 0 <= dim < tensor.dim() \
-                or attr not in ctx.root.get_submodule(owner)._buffers:
+                or attr not in ctx.submodule(owner)._buffers:
             return None
         found.append((owner, attr, tensor.shape[dim]))
     flows = []

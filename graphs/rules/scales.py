@@ -63,7 +63,7 @@ def size_compared(ctx: TraceContext, node: fx.Node) -> None:
     size, value = node.args
     for ids in channel_reads(ctx, size):
         owner, attr = size_attribute(ctx, node, value, Flow(ids, 0))
-        if attr and layer_kind(ctx.root.get_submodule(owner)) is not None:
+        if attr and layer_kind(ctx.submodule(owner)) is not None:
             continue  # a layer's own check (InstanceNorm's num_features): its rule sizes it
         if attr:
             ctx.sets.record(owner, SIZE, 0, ids, attr)

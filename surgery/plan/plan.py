@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,12 +73,17 @@ class Plan:
 
     def removed(self) -> dict[tuple[str, int], list[int]]:
         """(layer, weight dim) -> sorted indices that go, for every layer dim that loses some."""
-        gone: dict[tuple[str, int], set[int]] = {}
+        return {key: sorted(set(gone.tolist())) for key, gone in self.removed_arrays().items()}
+
+    def removed_arrays(self) -> dict[tuple[str, int], np.ndarray]:
+        """``removed()`` as int64 arrays, unsorted, an index that two groups remove twice."""
+        lists: dict[tuple[str, int], list[list[int]]] = {}
         for g in self.groups:
             for m in g.members:
                 if m.removed and not m.attr:
-                    gone.setdefault((m.module, m.dim), set()).update(m.removed)
-        return {key: sorted(v) for key, v in gone.items()}
+                    lists.setdefault((m.module, m.dim), []).append(m.removed)
+        return {key: np.fromiter(itertools.chain.from_iterable(v), dtype=np.int64,
+                                 count=sum(map(len, v))) for key, v in lists.items()}
 
     def removed_params(self) -> dict[tuple[str, str, int], list[int]]:
         """(module, parameter, dim) -> sorted indices that go, for parameters named by members
@@ -167,9 +173,26 @@ def plan_group(group: Group, scores: torch.Tensor, n_remove: int) -> GroupPlan:
     gone = np.sort(np.argsort(values, kind="stable")[:n_remove])  # stable: ties by channel
     stays = np.ones(group.channels, dtype=bool)
     stays[gone] = False
-    members = []
-    for m in group.members:
-        positions = positions_array(m)
-        members.append(MemberPlan(m.module, m.role, m.dim, np.sort(positions[stays], None).tolist(),
-                                  np.sort(positions[gone], None).tolist(), m.attr))
+    kept, removed = _one_position_members(group, stays)
+    for i, m in enumerate(group.members):
+        if i not in kept:  # several positions per channel (heads, packed q/k/v)
+            positions = positions_array(m)
+            kept[i] = np.sort(positions[stays], None).tolist()
+            removed[i] = np.sort(positions[~stays], None).tolist()
+    members = [MemberPlan(m.module, m.role, m.dim, kept[i], removed[i], m.attr)
+               for i, m in enumerate(group.members)]
     return GroupPlan(group.id, group.channels, gone.tolist(), members)
+
+
+def _one_position_members(group: Group, stays: np.ndarray) -> tuple[dict, dict]:
+    """Member index -> sorted kept and removed positions, for the members with one position
+    per channel (most of them), planned together as the rows of one matrix."""
+    single = [i for i, m in enumerate(group.members) if m.indices and len(m.indices[0]) == 1]
+    if not single:
+        return {}, {}
+    rows = itertools.chain.from_iterable(group.members[i].indices for i in single)
+    matrix = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                         count=len(single) * group.channels).reshape(len(single), -1)
+    kept = np.sort(matrix[:, stays], axis=1).tolist()
+    removed = np.sort(matrix[:, ~stays], axis=1).tolist()
+    return dict(zip(single, kept)), dict(zip(single, removed))

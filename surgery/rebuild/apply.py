@@ -55,9 +55,9 @@ def applied_copy(model: nn.Module, plan: Plan,
     """
     shared, links, keeps = shared_tensors(model), width_links(model), layer_keeps(model, plan)
     nested = _nested(keeps)
-    surgeons, memo = default_surgeons(), {}
+    surgeons, memo, modules = default_surgeons(), {}, _by_name(model)
     for name, keep in keeps.items():
-        old = model.get_submodule(name)
+        old = modules.get(name) or model.get_submodule(name)
         if name in nested:  # copied, then rebuilt in the copy: its tensors are cut there
             memo.update((id(t), t) for t in (*old._parameters.values(), *old._buffers.values())
                         if isinstance(t, torch.Tensor))
@@ -79,11 +79,12 @@ def layer_keeps(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tenso
     """Layer name -> {weight dim: indices that stay} for every layer the plan rebuilds."""
     keeps: dict[str, dict[int, torch.Tensor]] = {}
     shapes: dict[str, torch.Size] = {}
-    for (name, dim), removed in plan.removed().items():
+    modules = _by_name(model)
+    for (name, dim), removed in plan.removed_arrays().items():
         if name not in shapes:
-            shapes[name] = indexed_tensor(model.get_submodule(name)).shape
+            shapes[name] = indexed_tensor(modules.get(name) or model.get_submodule(name)).shape
         stays = np.ones(shapes[name][dim], dtype=bool)
-        stays[np.asarray(removed, dtype=np.int64)] = False
+        stays[removed] = False
         keeps.setdefault(name, {})[dim] = torch.from_numpy(np.flatnonzero(stays))
     return keeps
 
@@ -108,6 +109,11 @@ def finish(model: nn.Module, plan: Plan, shared: list[Shared], links: list) -> n
     for tensor in shared:
         retie(model, tensor)
     return follow_links(model, links)
+
+
+def _by_name(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module by each of its names: one walk instead of a ``get_submodule`` per layer."""
+    return dict(model.named_modules(remove_duplicate=False))
 
 
 def _nested(names: Iterable[str]) -> set[str]:
