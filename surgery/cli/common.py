@@ -127,6 +127,13 @@ def class_count(text: str) -> int:
     return integer(1, MAX_CLASSES)(text)
 
 
+def add_input_dtype_argument(p: argparse.ArgumentParser) -> None:
+    """--input-dtype: float inputs or token ids."""
+    p.add_argument("--input-dtype", choices=("float", "long"),
+                   help="long: random token ids below the vocabulary size (default: float, "
+                   "or what an hf:DIR model takes)")
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """MODEL, --input-shape, --weights, --num-classes, --ignore and --seed."""
     p.add_argument("model", help="lenet, a torchvision model name (resnet18), timm:NAME "
@@ -134,9 +141,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "written by transformers' save_pretrained)")
     p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224 "
                    "(default: the model's own, 1,3,224,224 for torchvision)")
-    p.add_argument("--input-dtype", choices=("float", "long"),
-                   help="long: random token ids below the vocabulary size (default: float, "
-                   "or what an hf:DIR model takes)")
+    add_input_dtype_argument(p)
     p.add_argument("--weights", help="state dict or checkpoint (.safetensors or torch.save; "
                    "default: random initial weights)")
     p.add_argument("--num-classes", type=class_count,

@@ -18,7 +18,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from surgery.cli.common import add_run_arguments
+from surgery.cli.common import add_input_dtype_argument, add_run_arguments
 from surgery.cli.outputs import add_force_argument, check_out_file
 
 HELP = "reload a folder written by `surgery prune` and export it to ONNX or .pt2"
@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=sorted(SUFFIX), help="what to write")
     p.add_argument("--base", help="the unpruned MODEL (default: the one recorded in plan.json)")
     p.add_argument("--input-shape", help="example input shape (default: the recorded one)")
+    add_input_dtype_argument(p)
     p.add_argument("--out", help="output file (default DIR/model.onnx or DIR/model.pt2), or "
                    "folder for hf (default DIR/hf)")
     add_force_argument(p)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from surgery.cli.folder import folder_base
+    from surgery.io.example_inputs import example_inputs, with_attention_mask
     from surgery.io.export import compare_onnx, export_onnx, export_program
     from surgery.io.saving import WEIGHTS_FILE, load, read_plan_data
 
@@ -68,7 +70,13 @@ def run(args: argparse.Namespace) -> None:
     out = check_out_file(args.out or str(default_out), args.force or not args.out)
     base = folder_base(args.dir, data, args.base, args.input_shape)
     shape = base.shape
-    x = torch.randn(*shape)
+
+    def inputs(batch: int) -> object:  # what the model takes (token ids for hf:DIR text models)
+        return with_attention_mask(base.model, example_inputs(
+            base.model, (batch, *shape[1:]), args.input_dtype))
+
+    torch.manual_seed(0)
+    x = inputs(shape[0])
     model = load(args.dir, base.model, example_inputs=x).eval()
     weights = Path(args.dir) / WEIGHTS_FILE
     print(f"{weights}: {weights.stat().st_size:,} bytes")
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> None:
         export_onnx(model, x, out)
         print(f"wrote {out}: {out.stat().st_size:,} bytes (onnx, dynamic batch, checked)")
         if importlib.util.find_spec("onnxruntime") is not None:
-            err = max(compare_onnx(out, model, torch.randn(b, *shape[1:])) for b in (1, 2))
+            err = max(compare_onnx(out, model, inputs(b)) for b in (1, 2))
             print(f"onnxruntime vs PyTorch at batch 1 and 2: max relative error {err:.1e}")
     elif args.format == "ultralytics":  # pruned from yolo:FILE
         from surgery.io.yolo import export_ultralytics

@@ -79,6 +79,22 @@ def hf_inputs(model: nn.Module, shape: Sequence[int], dtype: str | None,
     return inputs
 
 
+def with_attention_mask(model: nn.Module, inputs: Any) -> Any:
+    """``inputs`` with an all-ones ``attention_mask`` beside a transformers model's token ids
+    when its forward takes one (ONNX export of a decoder needs it: without one, transformers
+    checks for packed sequences with ``torch.diff``, which the exporter lacks); else as given.
+
+    Example:
+        >>> with_attention_mask(nn.Linear(2, 2), torch.zeros(1, 2)).shape
+        torch.Size([1, 2])
+    """
+    if not is_hf_model(model) or not isinstance(inputs, dict) or "attention_mask" in inputs \
+            or not isinstance(inputs.get("input_ids"), torch.Tensor) \
+            or "attention_mask" not in inspect.signature(model.forward).parameters:
+        return inputs
+    return {**inputs, "attention_mask": torch.ones_like(inputs["input_ids"])}
+
+
 def hf_shape(model: nn.Module) -> tuple[int, ...]:
     """The default example shape of a transformers model: ``(1, TOKENS)`` token ids, or one
     image of the config's ``num_channels`` and ``image_size``."""
@@ -104,4 +120,4 @@ def main_shape(inputs: Any) -> tuple[int, ...] | None:
 
 
 __all__ = ["DTYPES", "TOKENS", "example_inputs", "hf_inputs", "hf_shape", "main_shape",
-           "vocabulary"]
+           "vocabulary", "with_attention_mask"]

@@ -95,6 +95,7 @@ def _options(paths: dict[str, list[str]]) -> dict[str, dict[str, st.SearchStrate
                    "--backend": mostly(["eager"], st.sampled_from(["nope"])), "--force": None},
         "export": {"--format": mostly(["onnx", "torch-export"], st.sampled_from(["nope"])),
                    "--base": path("model"), "--input-shape": SHAPE, "--out": path("out"),
+                   "--input-dtype": mostly(["float"], st.sampled_from(["long", "nope"])),
                    "--force": None},
         "finetune": {"--out": path("out"), "--epochs": WORK, "--lr": mostly(["0.01", "100"]),
                      "--batch-size": mostly(["8", "1"]), "--seed": mostly(["0", "3"]),

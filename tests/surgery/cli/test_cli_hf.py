@@ -75,3 +75,19 @@ def test_token_ids_for_a_model_file(tmp_path, capsys):
     assert main([*args, "--input-dtype", "long"]) == 0
     assert "group 1 (1, 3): 32 -> 16 channels" in capsys.readouterr().out
     assert torch.is_tensor(example_inputs(torch.nn.Embedding(5, 2), (1, 3), "long"))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+def test_a_text_model_folder_exports_with_token_ids(llama, tmp_path, capsys, fmt):
+    """ONNX and torch.export of a folder pruned from hf:DIR run on token ids (with an
+    attention mask, which transformers' decoders need in ONNX), not on floats."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    out = tmp_path / "pruned"
+    assert main(["prune", llama, "--ratio", "0.5", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", fmt]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and (out / ("model.onnx" if fmt == "onnx" else "model.pt2")).exists()
+    if "onnxruntime vs PyTorch" in printed:
+        assert float(printed.split("max relative error ")[1].split()[0]) < 1e-4
