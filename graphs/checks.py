@@ -30,6 +30,10 @@ from graphs.fastconv import batch_norm_view, fast_call
 from graphs.inputs import split_inputs
 from graphs.kinds import LAYER_FUNCTIONS, function_kind
 
+RUN_FAILS = "running the model fails: "
+"""How ``channel_problems`` begins the one problem it reports when the model fails to run
+without a channel mismatch (the inputs do not fit it, or its forward raises)."""
+
 
 def fit_channels(x: torch.Tensor, count: int, dim: int) -> torch.Tensor:
     """Trim or zero-pad ``x`` to ``count`` along ``dim`` so checking can go on past a mismatch.
@@ -160,5 +164,5 @@ def channel_problems(model: nn.Module, example_inputs: Any) -> list[str]:
         capture(model, example_inputs, check=check)
     except TraceError as exc:
         if not problems:
-            problems.append(f"running the model fails: {exc}")
+            problems.append(f"{RUN_FAILS}{exc}")
     return problems

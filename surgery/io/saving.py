@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from graphs.checks import RUN_FAILS
 from surgery.atomic import write_atomic, write_text
 from surgery.errors import SurgeryError
 from surgery.io.bases import check_input_cost
@@ -225,6 +226,9 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     model.load_state_dict(state, strict=True)
     problems = lint(model, example_inputs) if example_inputs is not None else \
         attribute_problems(model)
+    if problems and problems[0].startswith(RUN_FAILS):  # the inputs, not the layers
+        raise SurgeryError(f"{directory}: the rebuilt model does not run on the example "
+                           f"inputs: {problems[0].removeprefix(RUN_FAILS)}")
     if problems:
         raise SurgeryError(f"{directory} rebuilds into inconsistent layers: "
                            + "; ".join(problems[:5]))

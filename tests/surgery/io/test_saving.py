@@ -192,3 +192,9 @@ def test_wrong_base_model(saved):
 def test_load_lints_with_example_inputs(saved):
     with pytest.raises(SurgeryError, match="rebuilds into inconsistent layers"):
         load(saved, _lenet(), example_inputs=torch.zeros(1, 3, 28, 28))
+
+
+def test_inputs_that_do_not_fit_are_named_as_inputs_not_layers(saved):
+    with pytest.raises(SurgeryError, match="does not run on the example inputs: example input "
+                                           "does not fit the model LeNet"):
+        load(saved, _lenet(), example_inputs=torch.zeros(1, 1, 5, 5))  # too small to convolve
