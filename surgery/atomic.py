@@ -36,7 +36,7 @@ import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -66,6 +66,23 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
         if not done:
             _remove(tmp)
     return path
+
+
+def write_file_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write_atomic`` handing ``write`` the temporary file opened for binary writing: for
+    torch's zip writer (``torch.save``, ``torch.export.save``), which names its archive after a
+    file name it is given and refuses some (one ending in a backslash), never a file object.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "m.pt2"
+        >>> write_file_atomic(path, lambda f: f.write(b"PK")).read_bytes()
+        b'PK'
+    """
+    def write_into(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+    return write_atomic(path, write_into)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -53,7 +53,7 @@ from graphs.inputs import (
     split_inputs,
 )
 from graphs.modes import eval_mode
-from surgery.atomic import write_atomic
+from surgery.atomic import write_atomic, write_file_atomic
 from surgery.errors import SurgeryError
 
 try:  # optional: the `export` extra (pip install onnx onnxruntime)
@@ -189,7 +189,7 @@ def export_program(model: nn.Module, example_inputs: Any, path: str | Path) -> P
                            f"{_first_line(exc)}") from exc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, lambda tmp: torch.export.save(program, str(tmp)))
+    return write_file_atomic(path, lambda f: torch.export.save(program, f))
 
 
 def _plain_hook(module: nn.Module, args: Any, outputs: Any) -> Any:

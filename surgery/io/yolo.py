@@ -42,7 +42,7 @@ import torch
 import torchvision
 from torch import nn
 
-from surgery.atomic import write_atomic
+from surgery.atomic import write_file_atomic
 from surgery.errors import SurgeryError
 from surgery.io.optional import optional_module
 from surgery.io.safety import check_base_params
@@ -287,7 +287,7 @@ def export_ultralytics(model: nn.Module, path: str | Path) -> Path:
                   "version": version, "epoch": -1, "best_fitness": None,
                   "model": model, "ema": None, "updates": None, "optimizer": None,
                   "train_args": {"task": tasks.guess_model_task(model)}}
-    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    return write_file_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
 __all__ = ["IMAGE_SIZE", "MAX_LAYERS", "MAX_REPEATS", "MAX_YAML_BYTES", "PREFIX",

@@ -149,3 +149,12 @@ def test_cli_export_and_report_replace_a_hard_link_in_the_folder(tmp_path, outsi
                  "--quiet"]) == 0
     assert _replaced(report, outside) and _temporaries(folder) == []
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", ["\\", "a\\", ".pt2"])
+def test_torch_archives_take_any_file_name(tmp_path, result, name):
+    """torch's zip writer refuses some file names it is handed (one ending in a backslash):
+    exports hand it the open temporary file instead (``surgery.atomic.write_file_atomic``)."""
+    path = export_program(result.model, X, tmp_path / name)
+    assert path.name == name and torch.export.load(path).module()(X).shape == (1, 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
