@@ -171,9 +171,6 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
             plan = plan_model(model, graph, budget, criterion, layer_macs) if removal is None \
                 and not budget.depth else plan_depth(model, example_inputs, graph, budget,
                                                      criterion, layer_macs, removal)
-        if uniform and plan.removed_blocks:
-            raise SurgeryError("uniform=True does not combine with removing whole blocks "
-                               "(remove_blocks=, depth=True) yet")
         if uniform:  # one width per role; a config's derived head size ties heads to the width
             plan = make_uniform(model, graph, plan, criterion, budget.round_to, hf_ties(model))
         params_before = count_params(model)

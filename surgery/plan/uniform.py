@@ -115,14 +115,29 @@ def make_uniform(model: nn.Module, graph: DependencyGraph, plan: Plan, importanc
     ``importance`` (see the module example)."""
     groups = {g.id: g for g in graph.groups}
     planned = {gp.group: len(gp.removed_channels) for gp in plan.groups}
-    counts = role_counts([groups[gid] for gid in planned], planned, round_to)
+    # the groups of whole blocks that go (plan.removed_blocks) have no say in a role's width
+    live = [gid for gid in planned if not within(groups[gid], plan.removed_blocks)]
+    counts = {**planned, **role_counts([groups[gid] for gid in live], planned, round_to)}
     for tie in ties:
         counts.update(tied_counts(graph, counts, tie))
     changed = [gp if counts[gp.group] == planned[gp.group] else
                plan_group(groups[gp.group], importance.scores(model, groups[gp.group]),
                           counts[gp.group])
                for gp in plan.groups]
-    return Plan(plan.ratio, plan.importance, changed)
+    return Plan(plan.ratio, plan.importance, changed, list(plan.removed_blocks))
+
+
+def within(group: Group, blocks: Iterable[str]) -> bool:
+    """Whether every member of ``group`` is a module inside one of ``blocks``.
+
+    Example:
+        >>> from graphs.datamodel import Member
+        >>> group = Group(0, 2, (Member("layers.1.fc1", OUT, 0, ((0,), (1,))),), True)
+        >>> within(group, ["layers.1"]), within(group, ["layers.10"]), within(group, [])
+        (True, False, False)
+    """
+    prefixes = tuple(f"{b}." for b in blocks)
+    return bool(prefixes) and all(m.module.startswith(prefixes) for m in group.members)
 
 
 def role_counts(groups: list[Group], counts: dict[int, int], round_to: int = 1

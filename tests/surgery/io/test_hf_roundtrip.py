@@ -154,3 +154,17 @@ def test_example_inputs_follow_the_model(tmp_path):
     assert shape == (1, 3, 32, 32) and example_inputs(vit, shape)["pixel_values"].shape == shape
     with pytest.raises(SurgeryError, match="token ids"):
         example_inputs(vit, shape, "long")
+
+
+def test_whole_blocks_and_uniform_widths_export_together(tmp_path):
+    model, shape = load_hf(_saved("llama", tmp_path / "base"))
+    torch.manual_seed(0)
+    x = example_inputs(model.eval(), shape)
+    result = prune(model, x, ratio=0.5, uniform=True, remove_blocks=1)
+    assert len(result.plan.removed_blocks) == 1
+    config = json.loads((export_hf(result, tmp_path / "small") / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"],
+            config["num_attention_heads"], config["num_key_value_heads"]) == (1, 32, 64, 2, 1)
+    _, info = type(model).from_pretrained(tmp_path / "small", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert compare_hf(tmp_path / "small", result.model, x) <= 1e-5
