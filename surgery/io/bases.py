@@ -112,6 +112,27 @@ def resolve_builtin(spec: Any, source: str,
     return resolve_model(spec, num_classes)
 
 
+def base_model_of(folder: str, data: dict, spec: str | None = None) -> nn.Module:
+    """The unpruned model a saved folder is rebuilt from, in eval mode: the MODEL ``spec`` you
+    name (taken as given: a ``file.py:factory`` runs, as on the command line), else the base
+    its plan.json (read into ``data``) records, which must be built in (``resolve_builtin``).
+    Either is built with the ``num_classes`` plan.json records.
+
+    Example:
+        >>> type(base_model_of("out/lenet", {"base": "lenet"})).__name__
+        'LeNet'
+    """
+    classes = data.get("num_classes")
+    classes = classes if type(classes) is int else None
+    if spec is not None:
+        return resolve_model(spec, classes)[0].eval()
+    name = data.get("base")
+    if not isinstance(name, str):
+        raise SurgeryError(f"{folder}/plan.json records no base model: pass the unpruned model "
+                           f"(or its MODEL name) as base_model")
+    return resolve_builtin(name, f"{folder}/plan.json", classes)[0].eval()
+
+
 class _Tally(TorchFunctionMode):
     """Counts the bytes of every tensor the torch calls under it return."""
 

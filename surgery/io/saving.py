@@ -36,7 +36,7 @@ from torch import nn
 from graphs.checks import RUN_FAILS
 from surgery.atomic import write_atomic, write_text
 from surgery.errors import SurgeryError
-from surgery.io.bases import check_input_cost
+from surgery.io.bases import base_model_of, check_input_cost
 from surgery.io.plan_checks import (
     JSON_VALUES_PER_ENTRY,
     check_plan,
@@ -189,11 +189,14 @@ def _plan(data: dict, path: Path) -> Plan:
         raise SurgeryError(f"{path}: {exc}") from None
 
 
-def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = None) -> nn.Module:
+def load(directory: str | Path, base_model: nn.Module | str | None = None,
+         example_inputs: Any = None) -> nn.Module:
     """Rebuild the pruned model saved in ``directory`` from its unpruned ``base_model``.
 
     ``base_model`` (a fresh instance of the original architecture) is left untouched; the result
-    has the saved weights. ``surgery.rebuild.lint`` then runs the rebuilt model on
+    has the saved weights. It may be a MODEL name instead (``"resnet18"``, ``"timm:NAME"``,
+    ``"hf:DIR"``), or None for the base plan.json records, which must be a built-in one: a
+    folder never makes code run (``surgery.io.bases.base_model_of``). ``surgery.rebuild.lint`` then runs the rebuilt model on
     ``example_inputs`` (default: zeros of the input shape plan.json records, if one forward of
     the base at it makes at most 2 GiB of tensors, see ``surgery.io.bases``; convolutions by
     shape only) and any layer whose channel count does not fit raises SurgeryError. The plan's
@@ -204,6 +207,8 @@ def load(directory: str | Path, base_model: nn.Module, example_inputs: Any = Non
     if not directory.is_dir():
         raise SurgeryError(f"{directory} is not a folder: pass one written by "
                            f"`surgery prune --out`")
+    if not isinstance(base_model, nn.Module):  # a MODEL name, or the base plan.json records
+        base_model = base_model_of(str(directory), read_plan_data(directory), base_model)
     data = read_plan_data(directory, JSON_VALUES_PER_ENTRY * plan_capacity(base_model))
     check_plan_size(data, base_model, directory / PLAN_FILE)
     plan = _plan(data, directory / PLAN_FILE)

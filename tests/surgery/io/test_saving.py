@@ -198,3 +198,20 @@ def test_inputs_that_do_not_fit_are_named_as_inputs_not_layers(saved):
     with pytest.raises(SurgeryError, match="does not run on the example inputs: example input "
                                            "does not fit the model LeNet"):
         load(saved, _lenet(), example_inputs=torch.zeros(1, 1, 5, 5))  # too small to convolve
+
+
+def test_load_builds_the_recorded_base_or_a_named_one(saved, lenet_result):
+    x = torch.randn(2, 1, 28, 28)
+    for base in (None, "lenet"):
+        model = load(saved, base)
+        assert torch.equal(model(x), lenet_result.model(x))
+
+
+def test_load_never_builds_a_recorded_file_base(tmp_path, lenet_result):
+    (tmp_path / "evil.py").write_text("raise SystemExit('ran')\n")
+    save(lenet_result, tmp_path / "f", base=f"{tmp_path / 'evil.py'}:build")
+    with pytest.raises(SurgeryError, match="not a built-in model .a file: it would run."):
+        load(tmp_path / "f")
+    save(lenet_result, tmp_path / "none")
+    with pytest.raises(SurgeryError, match="records no base model: pass the unpruned model"):
+        load(tmp_path / "none")
