@@ -71,7 +71,9 @@ def capture(model: nn.Module, example_inputs: Any, *, leaf: Callable[[nn.Module]
     """Run ``model`` (eval mode, no grad) on ``example_inputs`` and record its torch calls.
 
     ``fast``: convolutions return zeros of the right shape instead of computing (values never
-    matter for coupling); if the model then fails, it is run again with real convolutions.
+    matter for coupling), and batch norms of such stand-ins a view of their input (nodes whose
+    values are stand-ins have ``meta["fake"]``); if the model then fails, it runs again with
+    every op computed.
     ``check(func, args, kwargs, module)`` is called before every recorded call (``lint``); it
     may return other positional args for the call (e.g. an input trimmed to fit).
     """

@@ -158,19 +158,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
         except TraceError as exc:
             raise SurgeryError(str(exc)) from exc
         warn_if_blocked(model, graph)  # less than half the channels prunable, or layers unread
-        found = None
-        if latency is not None and (removal is not None or latency.depth):
-            plan, found = latency_depth_plan(
-                model, example_inputs, graph, criterion, latency, removal,
-                lambda m, g: _latency_plan(m, example_inputs, g, criterion, latency))
-        elif latency is not None:
-            plan, found = _latency_plan(model, example_inputs, graph, criterion, latency)
-        else:
-            layer_macs = None if budget.target_macs is None else \
-                count_flops(model, example_inputs).by_module
-            plan = plan_model(model, graph, budget, criterion, layer_macs) if removal is None \
-                and not budget.depth else plan_depth(model, example_inputs, graph, budget,
-                                                     criterion, layer_macs, removal)
+        plan, found = _planned(model, example_inputs, graph, criterion, budget, latency, removal)
         if uniform:  # one width per role; a config's derived head size ties heads to the width
             plan = make_uniform(model, graph, plan, criterion, budget.round_to, hf_ties(model))
         params_before = count_params(model)
@@ -182,6 +170,22 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
             raise SurgeryError("surgery left inconsistent layers (a bug: please report it): "
                                + "; ".join(problems[:5]))
         return PruneResult(target, plan, graph, params_before, count_params(target), found)
+
+
+def _planned(model: nn.Module, x: Any, graph: DependencyGraph, criterion: Importance,
+             budget: Budget, latency: LatencyTarget | None, removal: BlockRemoval | None
+             ) -> tuple[Plan, LatencySearch | None]:
+    """The plan ``prune`` follows (and the latency search that found it, if any): measured
+    against a latency target, by MACs or ratio, with whole blocks where asked."""
+    if latency is not None and (removal is not None or latency.depth):
+        return latency_depth_plan(model, x, graph, criterion, latency, removal,
+                                  lambda m, g: _latency_plan(m, x, g, criterion, latency))
+    if latency is not None:
+        return _latency_plan(model, x, graph, criterion, latency)
+    layer_macs = None if budget.target_macs is None else count_flops(model, x).by_module
+    if removal is None and not budget.depth:
+        return plan_model(model, graph, budget, criterion, layer_macs), None
+    return plan_depth(model, x, graph, budget, criterion, layer_macs, removal), None
 
 
 @contextlib.contextmanager
