@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import threading
 import weakref
@@ -46,7 +45,7 @@ from torch.utils import _pytree as pytree
 from graphs.errors import TraceError
 from graphs.fastconv import batch_norm_view, fast_call
 from graphs.inputs import split_inputs
-from graphs.modes import eval_mode, eval_shadow
+from graphs.modes import eval_runner
 from graphs.size_ints import SizeInt
 from graphs.sources import innermost_user_frame, user_frame_of, user_source
 from graphs.torch_names import method_name, property_name
@@ -84,21 +83,6 @@ def capture(model: nn.Module, example_inputs: Any, *, leaf: Callable[[nn.Module]
             if not fast:
                 raise
             return _capture_once(model, example_inputs, leaf, False, check)
-
-
-def eval_runner(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractContextManager]:
-    """What to run, and in which block, for an eval-mode forward that flips none of the user's
-    flags: the model itself when all of it is in eval mode already, else its eval shadow
-    (``graphs.modes``), else (a scripted module) the model under ``eval_mode``.
-
-    Example:
-        >>> eval_runner(nn.Linear(2, 2).eval())[0].training, eval_runner(nn.Linear(2, 2))[0].training
-        (False, False)
-    """
-    if not any(m.training for m in model.modules()):
-        return model, contextlib.nullcontext()
-    shadow = eval_shadow(model)
-    return (model, eval_mode(model)) if shadow is None else (shadow, contextlib.nullcontext())
 
 
 def _capture_once(model: nn.Module, example_inputs: Any, leaf, fast: bool, check) -> Capture:

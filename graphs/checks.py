@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from graphs.capture import capture, eval_runner
+from graphs.capture import capture
 from graphs.errors import TraceError
 from graphs.fastconv import batch_norm_view, fast_call
 from graphs.inputs import split_inputs
 from graphs.kinds import LAYER_FUNCTIONS, function_kind
+from graphs.modes import eval_runner
 
 RUN_FAILS = "running the model fails: "
 """How ``channel_problems`` begins the one problem it reports when the model fails to run

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections.abc import Iterator
@@ -119,3 +120,18 @@ def _shadow(module: nn.Module, copies: dict[int, nn.Module]) -> nn.Module:
                                 for k, c in module._modules.items()}
     new.training = False
     return new
+
+
+def eval_runner(model: nn.Module) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    """What to run, and in which block, for an eval-mode forward that flips none of the user's
+    flags: the model itself when all of it is in eval mode already, else its eval shadow
+    (``eval_shadow``), else (a scripted module) the model under ``eval_mode``.
+
+    Example:
+        >>> eval_runner(nn.Linear(2, 2).eval())[0].training, eval_runner(nn.Linear(2, 2))[0].training
+        (False, False)
+    """
+    if not any(m.training for m in model.modules()):
+        return model, contextlib.nullcontext()
+    shadow = eval_shadow(model)
+    return (model, eval_mode(model)) if shadow is None else (shadow, contextlib.nullcontext())

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
 
 from graphs.datamodel import DependencyGraph
@@ -52,6 +50,7 @@ from surgery.plan.target import MacModel
 from surgery.plan.uniform import make_uniform
 from surgery.rebuild.apply import applied_copy, apply_plan
 from surgery.rebuild.blocks import remove_blocks as remove_blocks_of
+from surgery.rebuild.copying import copy_model, copy_or_explain
 from surgery.rebuild.lint import lint
 
 
@@ -163,7 +162,7 @@ def prune(model: nn.Module, example_inputs: Any, *, ratio: float | dict | None =
             plan = make_uniform(model, graph, plan, criterion, budget.round_to, hf_ties(model))
         params_before = count_params(model)
         # a copy takes the rebuilt layers as they are: the layers surgery cuts are never copied whole
-        target = apply_plan(model, plan) if inplace else applied_copy(model, plan, _copy_or_explain)
+        target = apply_plan(model, plan) if inplace else applied_copy(model, plan, copy_or_explain)
         remove_blocks_of(target, plan.removed_blocks)  # whole residual blocks (surgery.plan.depth)
         problems = lint(target, example_inputs)
         if problems:
@@ -210,35 +209,6 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def copy_model(model: nn.Module, share: dict[int, object] | None = None) -> nn.Module:
-    """A deep copy of ``model``; a tensor a module keeps that autograd computed (the old
-    ``torch.nn.utils.weight_norm``'s ``weight``, recomputed before every forward) is copied
-    detached, as deepcopy refuses it. ``share``: id -> what the copy holds in place of that
-    object (a deepcopy memo; ``surgery.rebuild.apply.applied_copy``).
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     layer = nn.utils.weight_norm(nn.Linear(2, 3))
-        >>> copy_model(layer).weight.grad_fn is None
-        True
-    """
-    memo = {id(t): t.detach().clone() for m in model.modules() for t in m.__dict__.values()
-            if isinstance(t, torch.Tensor) and t.grad_fn is not None}
-    memo.update(share or {})
-    return copy.deepcopy(model, memo)
-
-
-def _copy_or_explain(model: nn.Module, share: dict[int, object]) -> nn.Module:
-    try:
-        return copy_model(model, share)
-    except RuntimeError as exc:  # e.g. old-style torch.nn.utils.weight_norm layers
-        raise SurgeryError(f"cannot copy the model ({str(exc).split('.')[0]}): replace "
-                           f"torch.nn.utils.weight_norm by torch.nn.utils.parametrizations."
-                           f"weight_norm, or pass inplace=True") from exc
 
 
 def settings_of(ratio: float | dict | None, budget: Budget | None,

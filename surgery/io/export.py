@@ -70,7 +70,7 @@ except ImportError:
 def inference_model(model: nn.Module) -> Iterator[nn.Module]:
     """The model to export, in eval mode for the block: an eval-mode deep copy when a module of
     ``model`` is in training mode (the user's flags and BatchNorm statistics are never touched,
-    not even for the block), else ``model`` itself inside ``graphs.capture.eval_mode`` (torch's
+    not even for the block), else ``model`` itself inside ``graphs.modes.eval_mode`` (torch's
     exporters flip flags while they run; eval_mode restores them, also when blocks overlap). A
     model that cannot be copied is used itself, in eval_mode.
 
