@@ -2,10 +2,11 @@
 
 ``channel_problems`` runs the model once (convolutions, linear layers and batch norms by shape
 only, ``graphs.fastconv``) and, before each layer function (conv, linear, batch/group/layer
-norm), compares the input's channel count with the layer's tensors. A sound model is checked by a bare run that records nothing
-(``ChannelCheck``); only when it finds a mismatch, or the model fails, does the run repeat under
-``graphs.capture`` to word each problem with the module that made the call. The first mismatch
-torch itself would raise on stops that run; the problems found up to there are returned.
+norm), compares the input's channel count with the layer's tensors. A sound model is checked
+by a bare run that records nothing (``ChannelCheck``); only when it finds a mismatch, or the
+model fails, does the run repeat under ``graphs.capture`` to word each problem with the module
+that made the call. The first mismatch torch itself would raise on stops that run; the
+problems found up to there are returned.
 
 Example:
     >>> import torch
@@ -26,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from graphs.capture import capture
 from graphs.errors import TraceError
-from graphs.fastconv import batch_norm_view, fast_call
+from graphs.fastconv import batch_norm_view, bound_args, fast_call
 from graphs.inputs import split_inputs
 from graphs.kinds import LAYER_FUNCTIONS, function_kind
 from graphs.modes import eval_runner
@@ -115,10 +116,9 @@ def linear_shape(args: tuple, kwargs: dict) -> torch.Tensor | None:
         >>> linear_shape((torch.ones(2, 5), torch.zeros(4, 3)), {}) is None
         True
     """
-    names = ("input", "weight", "bias")
-    if len(args) > 3 or set(kwargs) - set(names):
+    bound = bound_args(args, kwargs, ("input", "weight", "bias"), {"bias": None})
+    if bound is None:
         return None
-    bound = {"bias": None, **dict(zip(names, args)), **kwargs}
     x, w, b = bound.get("input"), bound.get("weight"), bound["bias"]
     if type(x) is not torch.Tensor or not isinstance(w, torch.Tensor) or w.dim() != 2 \
             or x.dim() < 1 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype \

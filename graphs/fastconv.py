@@ -37,13 +37,21 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _bound(args: tuple, kwargs: dict) -> dict[str, Any] | None:
-    if len(args) > len(_NAMES) or set(kwargs) - set(_NAMES):
+def bound_args(args: tuple, kwargs: dict, names: tuple[str, ...],
+               defaults: dict[str, Any]) -> dict[str, Any] | None:
+    """``args`` and ``kwargs`` of a call by parameter name (``names`` in order), over
+    ``defaults``; None when there are more args than names or a keyword not among them (the
+    real op then meets its own error). A parameter neither given nor defaulted is absent.
+
+    Example:
+        >>> bound_args((1,), {"c": 3}, ("a", "b", "c"), {"b": 0})
+        {'b': 0, 'a': 1, 'c': 3}
+        >>> bound_args((1,), {"d": 3}, ("a", "b", "c"), {}) is None
+        True
+    """
+    if len(args) > len(names) or set(kwargs) - set(names):
         return None
-    values = dict(_DEFAULTS)
-    values.update(zip(_NAMES, args))
-    values.update(kwargs)
-    return values if "input" in values and "weight" in values else None
+    return {**defaults, **dict(zip(names, args)), **kwargs}
 
 
 def _triple(value: Any, n: int) -> tuple[int, ...] | None:
@@ -56,8 +64,8 @@ def _triple(value: Any, n: int) -> tuple[int, ...] | None:
 def fast_call(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
     """Zeros shaped like ``func(*args, **kwargs)`` for a plain convolution, else None."""
     spatial = _CONVS.get(func) if not inspect.ismethod(func) else None
-    v = _bound(args, kwargs) if spatial else None
-    if v is None:
+    v = bound_args(args, kwargs, _NAMES, _DEFAULTS) if spatial else None
+    if v is None or "input" not in v or "weight" not in v:
         return None
     x, w, b, groups = v["input"], v["weight"], v["bias"], v["groups"]
     sizes = [_triple(v[k], spatial) for k in ("stride", "padding", "dilation")]
@@ -95,9 +103,9 @@ def batch_norm_view(args: tuple, kwargs: dict) -> torch.Tensor | None:
         >>> batch_norm_view((x, stats, stats), {"training": True}) is None
         True
     """
-    if len(args) > len(_NORM_NAMES) or set(kwargs) - set(_NORM_NAMES):
+    v = bound_args(args, kwargs, _NORM_NAMES, {"weight": None, "bias": None, "training": False})
+    if v is None:
         return None
-    v = {"weight": None, "bias": None, "training": False, **dict(zip(_NORM_NAMES, args)), **kwargs}
     x, stats = v.get("input"), (v.get("running_mean"), v.get("running_var"))
     if type(x) is not torch.Tensor or x.dim() < 2 or v["training"] is not False \
             or not x.dtype.is_floating_point or not all(isinstance(t, torch.Tensor) for t in stats):

@@ -196,12 +196,12 @@ def load(directory: str | Path, base_model: nn.Module | str | None = None,
     ``base_model`` (a fresh instance of the original architecture) is left untouched; the result
     has the saved weights. It may be a MODEL name instead (``"resnet18"``, ``"timm:NAME"``,
     ``"hf:DIR"``), or None for the base plan.json records, which must be a built-in one: a
-    folder never makes code run (``surgery.io.bases.base_model_of``). ``surgery.rebuild.lint`` then runs the rebuilt model on
-    ``example_inputs`` (default: zeros of the input shape plan.json records, if one forward of
-    the base at it makes at most 2 GiB of tensors, see ``surgery.io.bases``; convolutions by
-    shape only) and any layer whose channel count does not fit raises SurgeryError. The plan's
-    size is bounded by the base model's before it is parsed (``surgery.io.plan_checks``). See
-    the module example.
+    folder never makes code run (``surgery.io.bases.base_model_of``). ``surgery.rebuild.lint``
+    then runs the rebuilt model on ``example_inputs`` (default: zeros of the input shape
+    plan.json records, if one forward of the base at it makes at most 2 GiB of tensors, see
+    ``surgery.io.bases``; convolutions by shape only) and any layer whose channel count does
+    not fit raises SurgeryError. The plan's size is bounded by the base model's before it is
+    parsed (``surgery.io.plan_checks``). See the module example.
     """
     directory = Path(directory)
     if not directory.is_dir():

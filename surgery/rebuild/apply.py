@@ -53,11 +53,13 @@ def applied_copy(model: nn.Module, plan: Plan,
         >>> small.conv2, model.conv2
         (Conv2d(3, 8, kernel_size=(5, 5), stride=(1, 1)), Conv2d(6, 16, kernel_size=(5, 5), stride=(1, 1)))
     """
-    shared, links, keeps = shared_tensors(model), width_links(model), layer_keeps(model, plan)
+    modules = _by_name(model)
+    shared, links = shared_tensors(model), width_links(model)
+    keeps = layer_keeps(model, plan, modules)
     nested = _nested(keeps)
-    surgeons, memo, modules = default_surgeons(), {}, _by_name(model)
+    surgeons, memo = default_surgeons(), {}
     for name, keep in keeps.items():
-        old = modules.get(name) or model.get_submodule(name)
+        old = _named(model, modules, name)
         if name in nested:  # copied, then rebuilt in the copy: its tensors are cut there
             memo.update((id(t), t) for t in (*old._parameters.values(), *old._buffers.values())
                         if isinstance(t, torch.Tensor))
@@ -75,14 +77,16 @@ def applied_copy(model: nn.Module, plan: Plan,
     return target
 
 
-def layer_keeps(model: nn.Module, plan: Plan) -> dict[str, dict[int, torch.Tensor]]:
-    """Layer name -> {weight dim: indices that stay} for every layer the plan rebuilds."""
+def layer_keeps(model: nn.Module, plan: Plan, modules: dict[str, nn.Module] | None = None
+                ) -> dict[str, dict[int, torch.Tensor]]:
+    """Layer name -> {weight dim: indices that stay} for every layer the plan rebuilds;
+    ``modules``: the model's modules by name, when the caller has them already."""
     keeps: dict[str, dict[int, torch.Tensor]] = {}
     shapes: dict[str, torch.Size] = {}
-    modules = _by_name(model)
+    modules = _by_name(model) if modules is None else modules
     for (name, dim), removed in plan.removed_arrays().items():
         if name not in shapes:
-            shapes[name] = indexed_tensor(modules.get(name) or model.get_submodule(name)).shape
+            shapes[name] = indexed_tensor(_named(model, modules, name)).shape
         stays = np.ones(shapes[name][dim], dtype=bool)
         stays[removed] = False
         keeps.setdefault(name, {})[dim] = torch.from_numpy(np.flatnonzero(stays))
@@ -114,6 +118,11 @@ def finish(model: nn.Module, plan: Plan, shared: list[Shared], links: list) -> n
 def _by_name(model: nn.Module) -> dict[str, nn.Module]:
     """Every module by each of its names: one walk instead of a ``get_submodule`` per layer."""
     return dict(model.named_modules(remove_duplicate=False))
+
+
+def _named(model: nn.Module, modules: dict[str, nn.Module], name: str) -> nn.Module:
+    """``modules[name]``; a name it lacks goes to ``get_submodule`` for torch's own error."""
+    return modules[name] if name in modules else model.get_submodule(name)
 
 
 def _nested(names: Iterable[str]) -> set[str]:
